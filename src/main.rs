@@ -1,0 +1,256 @@
+//! The `urbis` command line: import GIS files into a layer store and inspect it.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use urbis::import::{ImportObserver, ImportOptions, Progress, import_file};
+use urbis::store::{LayerReader, Store};
+
+/// Urbis: a lightweight GIS engine and map tile server for smart-city operations.
+#[derive(Parser)]
+#[command(name = "urbis", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct StoreArg {
+    /// The layer store directory (created on first import).
+    #[arg(long, env = "URBIS_STORE", default_value = "urbis-store", global = true)]
+    store: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import a GIS file as a layer (a new version if the layer exists).
+    ///
+    /// Reads GeoJSON (FeatureCollection, or newline-delimited), FlatGeobuf, GeoPackage (every
+    /// feature table, or --table) and Shapefile (.shp with its .dbf/.prj sidecars, or a .zip);
+    /// `.gz` files are read compressed. Coordinates must be EPSG:4326 or EPSG:3857.
+    /// Features with NaN or out-of-range coordinates or unrepairable polygons are dropped and
+    /// reported; invalid polygons are repaired. The new version is published atomically: a
+    /// failed or interrupted import leaves the previous version serving.
+    ///
+    /// Examples:
+    ///   urbis import data/helsinki.geojson --store ./store
+    ///   urbis import city.gpkg --table buildings --layer buildings --maxzoom 16
+    Import {
+        /// The file to import.
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Layer name [default: the file name without extension; for a GeoPackage with
+        /// several tables, NAME_TABLE per table].
+        #[arg(long)]
+        layer: Option<String>,
+        /// Import only this GeoPackage table (or this Shapefile of a zip).
+        #[arg(long)]
+        table: Option<String>,
+        /// Lowest zoom level with data.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=20))]
+        minzoom: u8,
+        /// Zoom of full resolution (0-20) [default: chosen from the data's density].
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=20))]
+        maxzoom: Option<u8>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the layers of a store, or remove one (`urbis layers rm NAME`).
+    Layers {
+        #[command(subcommand)]
+        action: Option<LayersAction>,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print the list as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LayersAction {
+    /// Remove a layer and all its versions.
+    Rm {
+        /// The layer to remove.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Import { file, store, layer, table, minzoom, maxzoom, json } => {
+            let store = Store::open(&store.store, true)?;
+            let opts = ImportOptions { file, layer, table, minzoom, maxzoom };
+            let started = Instant::now();
+            let observer = BarObserver::default();
+            let result = import_file(&store, &opts, &observer);
+            observer.finish();
+            let outcomes = result?;
+            if json {
+                let v: Vec<_> = outcomes
+                    .iter()
+                    .map(|o| {
+                        serde_json::json!({
+                            "layer": o.layer, "version": o.version, "quality": o.report,
+                            "levels": o.summary.level_items,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            for o in &outcomes {
+                println!(
+                    "imported {} v{}: {} features, z{}-z{}, {} in {:.1} s",
+                    o.layer,
+                    o.version.version,
+                    o.version.features,
+                    o.version.minzoom,
+                    o.version.maxzoom,
+                    human_bytes(o.version.bytes),
+                    started.elapsed().as_secs_f64()
+                );
+                println!("  {}", o.report.summary().replace('\n', "\n  "));
+            }
+            Ok(())
+        }
+        Command::Layers { action: Some(LayersAction::Rm { name }), store, .. } => {
+            let store = Store::open(&store.store, false)?;
+            let entry = store.remove(&name)?;
+            println!("removed {name} ({} version(s))", entry.versions.len());
+            Ok(())
+        }
+        Command::Layers { action: None, store, json } => list_layers(&store.store, json),
+    }
+}
+
+fn list_layers(dir: &PathBuf, json: bool) -> anyhow::Result<()> {
+    let store = Store::open(dir, false)?;
+    let catalog = store.catalog()?;
+    let mut rows = Vec::new();
+    for (name, entry) in &catalog.layers {
+        let Some(v) = entry.current_entry() else { continue };
+        let reader = LayerReader::open(store.dir().join(&v.file)).with_context(|| format!("layer {name}"))?;
+        rows.push((name.clone(), v.clone(), reader.meta().clone()));
+    }
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(name, v, meta)| {
+                serde_json::json!({
+                    "name": name, "version": v.version, "features": v.features, "bounds": v.bounds,
+                    "minzoom": v.minzoom, "maxzoom": v.maxzoom, "bytes": v.bytes, "file": v.file,
+                    "source": meta.source, "fields": meta.fields, "quality": meta.quality,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no layers in {} (add one with `urbis import FILE --store {}`)", dir.display(), dir.display());
+        return Ok(());
+    }
+    println!("{:<24} {:>4} {:>9} {:>7} {:>9}  {:<40}  source", "NAME", "VER", "FEATURES", "ZOOMS", "SIZE", "BOUNDS (W,S,E,N)");
+    for (name, v, meta) in &rows {
+        let b = v.bounds;
+        println!(
+            "{:<24} {:>4} {:>9} {:>7} {:>9}  {:<40}  {} ({})",
+            name,
+            v.version,
+            v.features,
+            format!("{}-{}", v.minzoom, v.maxzoom),
+            human_bytes(v.bytes),
+            format!("{:.4},{:.4},{:.4},{:.4}", b[0], b[1], b[2], b[3]),
+            meta.source.file,
+            meta.source.format
+        );
+        let q = &meta.quality;
+        println!("{:<24} quality: read {}, imported {}, repaired {}, dropped {}", "", q.read, q.imported, q.repaired, q.dropped_total());
+    }
+    Ok(())
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GB", b as f64 / f64::from(1u32 << 30)),
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / f64::from(1u32 << 20)),
+        b if b >= 1 << 10 => format!("{:.1} kB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// Draws a progress bar on a terminal (indicatif hides it when stderr is not one).
+#[derive(Default)]
+struct BarObserver {
+    current: Mutex<Option<(ProgressBar, Arc<AtomicBool>)>>,
+}
+
+impl BarObserver {
+    fn finish(&self) {
+        if let Ok(mut cur) = self.current.lock()
+            && let Some((bar, stop)) = cur.take()
+        {
+            stop.store(true, Ordering::Relaxed);
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl ImportObserver for BarObserver {
+    fn phase(&self, layer: &str, phase: &str, progress: Option<Arc<Progress>>) {
+        self.finish();
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let style = match progress {
+            Some(_) => "{prefix} {msg} [{bar:30}] {percent:>3}% {elapsed_precise} eta {eta}",
+            None => "{prefix} {msg} {spinner} {elapsed_precise}",
+        };
+        bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+        bar.set_prefix(layer.to_string());
+        bar.set_message(phase.to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        if !bar.is_hidden() {
+            let (b, s) = (bar.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    if let Some(p) = &progress {
+                        b.set_length(p.total.load(Ordering::Relaxed).max(1));
+                        b.set_position(p.done.load(Ordering::Relaxed));
+                    } else {
+                        b.tick();
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        if let Ok(mut cur) = self.current.lock() {
+            *cur = Some((bar, stop));
+        }
+    }
+
+    fn detail(&self, message: &str) {
+        if let Ok(cur) = self.current.lock()
+            && let Some((bar, _)) = cur.as_ref()
+        {
+            bar.set_message(format!("building {message}"));
+        }
+    }
+}

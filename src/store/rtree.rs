@@ -1,0 +1,216 @@
+//! A static, packed Hilbert R-tree over grid boxes, laid out as flat arrays for memory mapping.
+//!
+//! Items are sorted along a Hilbert curve (by the centre of their box) before packing, so that
+//! neighbours on the map are neighbours in the file. Level 0 is the items' own boxes; level
+//! `k + 1` holds one box per run of [`NODE_SIZE`] boxes of level `k`, up to a single root.
+//! Only levels ≥ 1 are stored as "nodes" (level 1 first); their sizes follow from the item
+//! count, so no pointers are stored. The same layout as FlatGeobuf's index, bottom-up.
+
+use crate::tile::GridBox;
+
+/// Children per node.
+pub const NODE_SIZE: usize = 16;
+/// Bytes of one stored box: `min_x, min_y, max_x, max_y` as `u32` LE.
+pub const BOX_BYTES: usize = 16;
+
+/// Number of boxes on each level, level 0 (the items) first, the root level last.
+pub fn level_sizes(items: usize) -> Vec<usize> {
+    let mut sizes = vec![items];
+    let mut n = items;
+    while n > 1 || sizes.len() == 1 {
+        if n == 0 {
+            break;
+        }
+        n = n.div_ceil(NODE_SIZE);
+        sizes.push(n);
+    }
+    sizes
+}
+
+/// Position along a Hilbert curve of order 16 (a 65536 × 65536 grid).
+pub fn hilbert(mut x: u32, mut y: u32) -> u32 {
+    const N: u32 = 1 << 16;
+    let mut d: u64 = 0;
+    let mut s = N / 2;
+    while s > 0 {
+        let rx = u32::from(x & s > 0);
+        let ry = u32::from(y & s > 0);
+        d += u64::from(s) * u64::from(s) * u64::from((3 * rx) ^ ry);
+        if ry == 0 {
+            if rx == 1 {
+                x = N - 1 - x;
+                y = N - 1 - y;
+            }
+            std::mem::swap(&mut x, &mut y);
+        }
+        s /= 2;
+    }
+    d as u32
+}
+
+/// The Hilbert key of a box's centre, with the curve stretched over `extent`.
+pub fn hilbert_key(b: &GridBox, extent: &GridBox) -> u32 {
+    let scale = |v: u64, lo: u32, span: u64| -> u32 {
+        if span == 0 { 0 } else { (((v - u64::from(lo)) * 65535) / span) as u32 }
+    };
+    let cx = (u64::from(b.min_x) + u64::from(b.max_x)) / 2;
+    let cy = (u64::from(b.min_y) + u64::from(b.max_y)) / 2;
+    hilbert(
+        scale(cx.max(u64::from(extent.min_x)), extent.min_x, extent.width()),
+        scale(cy.max(u64::from(extent.min_y)), extent.min_y, extent.height()),
+    )
+}
+
+/// Builds the node boxes (levels ≥ 1, level 1 first) over items already in Hilbert order.
+pub fn build_nodes(items: &[GridBox]) -> Vec<GridBox> {
+    let mut nodes = Vec::new();
+    let mut below: Vec<GridBox> = items.to_vec();
+    while below.len() > 1 || (nodes.is_empty() && !below.is_empty()) {
+        let level: Vec<GridBox> = below
+            .chunks(NODE_SIZE)
+            .map(|c| {
+                let mut b = GridBox::EMPTY;
+                c.iter().for_each(|x| b.union(x));
+                b
+            })
+            .collect();
+        nodes.extend_from_slice(&level);
+        below = level;
+    }
+    nodes
+}
+
+/// Appends boxes in their stored form.
+pub fn put_boxes(out: &mut Vec<u8>, boxes: &[GridBox]) {
+    out.reserve(boxes.len() * BOX_BYTES);
+    for b in boxes {
+        for v in [b.min_x, b.min_y, b.max_x, b.max_y] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// Reads box `i` of a stored box array.
+#[inline]
+pub fn box_at(bytes: &[u8], i: usize) -> GridBox {
+    let at = i * BOX_BYTES;
+    let b = &bytes[at..at + BOX_BYTES];
+    let v = |k: usize| u32::from_le_bytes([b[k], b[k + 1], b[k + 2], b[k + 3]]);
+    GridBox { min_x: v(0), min_y: v(4), max_x: v(8), max_y: v(12) }
+}
+
+/// A read-only view of a packed tree inside a memory map.
+#[derive(Debug, Clone, Copy)]
+pub struct PackedRTree<'a> {
+    items: &'a [u8],
+    nodes: &'a [u8],
+    len: usize,
+}
+
+impl<'a> PackedRTree<'a> {
+    /// A view over `len` item boxes and their node boxes; `None` if the sizes disagree.
+    pub fn new(items: &'a [u8], nodes: &'a [u8], len: usize) -> Option<Self> {
+        let node_count: usize = level_sizes(len).iter().skip(1).sum();
+        (items.len() == len * BOX_BYTES && nodes.len() == node_count * BOX_BYTES)
+            .then_some(PackedRTree { items, nodes, len })
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the tree holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The box of item `i`.
+    pub fn item_box(&self, i: usize) -> GridBox {
+        box_at(self.items, i)
+    }
+
+    /// Calls `found` with the index of every item whose box intersects `query`, in ascending
+    /// item order (which is Hilbert order).
+    pub fn search(&self, query: &GridBox, mut found: impl FnMut(usize)) {
+        if self.len == 0 {
+            return;
+        }
+        let sizes = level_sizes(self.len);
+        // Start offset (in boxes) of each node level inside `nodes`; level 0 lives in `items`.
+        let mut starts = vec![0usize; sizes.len()];
+        for l in 2..sizes.len() {
+            starts[l] = starts[l - 1] + sizes[l - 1];
+        }
+        let top = sizes.len() - 1;
+        let mut stack: Vec<(usize, usize)> = vec![(top, 0)];
+        while let Some((level, i)) = stack.pop() {
+            if level == 0 {
+                if box_at(self.items, i).intersects(query) {
+                    found(i);
+                }
+                continue;
+            }
+            if !box_at(self.nodes, starts[level] + i).intersects(query) {
+                continue;
+            }
+            let first = i * NODE_SIZE;
+            let end = (first + NODE_SIZE).min(sizes[level - 1]);
+            // Push in reverse so children pop in ascending order.
+            for c in (first..end).rev() {
+                stack.push((level - 1, c));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn boxes() -> impl Strategy<Value = Vec<GridBox>> {
+        proptest::collection::vec(
+            (0u32..1_000_000, 0u32..1_000_000, 0u32..50_000, 0u32..50_000)
+                .prop_map(|(x, y, w, h)| GridBox::new(x, y, x + w, y + h)),
+            0..600,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn search_equals_brute_force(items in boxes(), q in (0u32..1_100_000, 0u32..1_100_000, 0u32..300_000, 0u32..300_000)) {
+            let mut extent = GridBox::EMPTY;
+            items.iter().for_each(|b| extent.union(b));
+            let mut sorted = items.clone();
+            sorted.sort_by_key(|b| hilbert_key(b, &extent));
+            let nodes = build_nodes(&sorted);
+            let (mut ib, mut nb) = (Vec::new(), Vec::new());
+            put_boxes(&mut ib, &sorted);
+            put_boxes(&mut nb, &nodes);
+            let tree = PackedRTree::new(&ib, &nb, sorted.len()).unwrap();
+            let query = GridBox::new(q.0, q.1, q.0 + q.2, q.1 + q.3);
+            let mut got = Vec::new();
+            tree.search(&query, |i| got.push(i));
+            let want: Vec<usize> = (0..sorted.len()).filter(|&i| sorted[i].intersects(&query)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn hilbert_visits_neighbours_first() {
+        assert_eq!(hilbert(0, 0), 0);
+        assert_eq!(hilbert(0, 1), 1);
+        assert_eq!(hilbert(1, 1), 2);
+        assert_eq!(hilbert(1, 0), 3);
+    }
+
+    #[test]
+    fn level_sizes_reach_a_single_root() {
+        assert_eq!(level_sizes(0), vec![0]);
+        assert_eq!(level_sizes(1), vec![1, 1]);
+        assert_eq!(level_sizes(16), vec![16, 1]);
+        assert_eq!(level_sizes(17), vec![17, 2, 1]);
+        assert_eq!(level_sizes(300), vec![300, 19, 2, 1]);
+    }
+}
