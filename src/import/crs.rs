@@ -59,7 +59,7 @@ mod tests {
         assert_eq!(from_name("urn:ogc:def:crs:OGC:1.3:CRS84"), Ok(Crs::Wgs84));
         assert_eq!(from_name("EPSG:4326"), Ok(Crs::Wgs84));
         assert_eq!(from_name("urn:ogc:def:crs:EPSG::3857"), Ok(Crs::WebMercator));
-        assert_eq!(from_name("urn:ogc:def:crs:EPSG::2393"), Err("urn:ogc:def:crs:EPSG::2393".into()));
+        assert_eq!(from_name("urn:ogc:def:crs:EPSG::2393"), Err("EPSG:2393".into()));
     }
 
     #[test]

@@ -198,11 +198,16 @@ mod tests {
     }
 
     #[test]
-    fn hilbert_visits_neighbours_first() {
-        assert_eq!(hilbert(0, 0), 0);
-        assert_eq!(hilbert(0, 1), 1);
-        assert_eq!(hilbert(1, 1), 2);
-        assert_eq!(hilbert(1, 0), 3);
+    fn hilbert_walks_a_block_cell_by_neighbouring_cell() {
+        // The 16 cells of the 4 x 4 block at the origin take positions 0..16, and each step
+        // along the curve moves to an edge-adjacent cell.
+        let mut cells: Vec<(u32, u32, u32)> =
+            (0..4).flat_map(|x| (0..4).map(move |y| (hilbert(x, y), x, y))).collect();
+        cells.sort();
+        assert_eq!(cells.iter().map(|c| c.0).collect::<Vec<_>>(), (0..16).collect::<Vec<_>>());
+        for w in cells.windows(2) {
+            assert_eq!(w[0].1.abs_diff(w[1].1) + w[0].2.abs_diff(w[1].2), 1, "{w:?}");
+        }
     }
 
     #[test]
