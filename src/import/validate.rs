@@ -10,9 +10,9 @@
 
 use super::source::{Crs, SourceFeature};
 use crate::store::{GeomKind, GridGeometry};
-use crate::tile::mercator::{MERCATOR_HALF, lonlat_to_grid, mercator_to_grid};
+use crate::tile::mercator::{MERCATOR_HALF, lonlat_to_grid_f64, mercator_to_grid_f64, snap};
 use crate::tile::GridPoint;
-use geo::{Coord, Geometry, LineString, MakeValid, Polygon, Validation};
+use geo::{Coord, Geometry, LineString, MakeValid, MapCoords, Polygon, Validation};
 
 /// Why a feature was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,8 +33,6 @@ pub enum DropReason {
     DegenerateLine,
     /// An invalid polygon that could not be repaired.
     InvalidPolygon,
-    /// A geometry collection mixing points, lines and polygons.
-    MixedCollection,
 }
 
 impl DropReason {
@@ -49,7 +47,6 @@ impl DropReason {
             DropReason::DegenerateRing => "ring with fewer than 3 distinct points",
             DropReason::DegenerateLine => "line with fewer than 2 distinct points",
             DropReason::InvalidPolygon => "invalid polygon that could not be repaired",
-            DropReason::MixedCollection => "geometry collection mixing points, lines and polygons",
         }
     }
 }
@@ -62,6 +59,8 @@ pub mod repair {
     pub const HOLE_REMOVED: &str = "degenerate hole removed";
     /// One part of a multi-geometry was unusable and removed.
     pub const PART_REMOVED: &str = "degenerate part removed";
+    /// A geometry collection mixing dimensions kept only its highest-dimension members.
+    pub const COLLECTION_REDUCED: &str = "mixed geometry collection reduced to its highest dimension";
     /// An invalid polygon was rebuilt with geo's MakeValid.
     pub const POLYGON_REBUILT: &str = "invalid polygon rebuilt";
 }
@@ -116,7 +115,19 @@ fn prepare_inner(f: &SourceFeature, crs: Crs) -> Result<(GridGeometry, Vec<&'sta
     let g = f.geometry.as_ref().ok_or((DropReason::NoGeometry, String::new()))?;
     let mut repairs = Vec::new();
     check_coords(g, crs)?;
-    let (kind, multi, polys) = flatten(g)?;
+    let Flat { kind, multi, parts: mut polys, reduced } = flatten(g)?;
+    if reduced {
+        repairs.push(repair::COLLECTION_REDUCED);
+    }
+    // Repairs work on the exact grid positions (units of ~1 cm): geo's MakeValid has absolute
+    // tolerances that collapse building-sized polygons expressed in degrees.
+    for c in polys.iter_mut().flatten().flatten() {
+        let [x, y] = match crs {
+            Crs::Wgs84 => lonlat_to_grid_f64(c.x, c.y),
+            Crs::WebMercator => mercator_to_grid_f64(c.x, c.y),
+        };
+        *c = Coord { x, y };
+    }
     let parts = match kind {
         GeomKind::Point => polys,
         GeomKind::Line => {
@@ -139,7 +150,7 @@ fn prepare_inner(f: &SourceFeature, crs: Crs) -> Result<(GridGeometry, Vec<&'sta
         }
         GeomKind::Polygon => fix_polygons(polys, &mut repairs)?,
     };
-    let grid = project(kind, multi, parts, crs, &mut repairs)?;
+    let grid = snap_parts(kind, multi, parts, &mut repairs)?;
     repairs.sort_unstable();
     repairs.dedup();
     Ok((grid, repairs))
@@ -164,15 +175,24 @@ fn check_coords(g: &Geometry<f64>, crs: Crs) -> Result<(), Drop> {
 
 type Parts = Vec<Vec<Vec<Coord>>>;
 
+/// A geometry in uniform nesting, and whether lower-dimension members of a collection were
+/// left out.
+struct Flat {
+    kind: GeomKind,
+    multi: bool,
+    parts: Parts,
+    reduced: bool,
+}
+
 /// Uniform nesting: parts → rings/lines → coords.
-fn flatten(g: &Geometry<f64>) -> Result<(GeomKind, bool, Parts), Drop> {
+fn flatten(g: &Geometry<f64>) -> Result<Flat, Drop> {
     let ring = |l: &LineString<f64>| l.0.clone();
     let poly = |p: &Polygon<f64>| {
         let mut rings = vec![ring(p.exterior())];
         rings.extend(p.interiors().iter().map(ring));
         rings
     };
-    let out = match g {
+    let (kind, multi, parts): (GeomKind, bool, Parts) = match g {
         Geometry::Point(p) => (GeomKind::Point, false, vec![vec![vec![p.0]]]),
         Geometry::MultiPoint(mp) => (GeomKind::Point, true, mp.0.iter().map(|p| vec![vec![p.0]]).collect()),
         Geometry::Line(l) => (GeomKind::Line, false, vec![vec![vec![l.start, l.end]]]),
@@ -183,24 +203,23 @@ fn flatten(g: &Geometry<f64>) -> Result<(GeomKind, bool, Parts), Drop> {
         Geometry::Triangle(t) => (GeomKind::Polygon, false, vec![poly(&t.to_polygon())]),
         Geometry::MultiPolygon(mp) => (GeomKind::Polygon, true, mp.0.iter().map(poly).collect()),
         Geometry::GeometryCollection(gc) => {
-            let mut kind = None;
-            let mut parts = Vec::new();
-            for member in &gc.0 {
-                let (k, _, p) = flatten(member)?;
-                if kind.is_some_and(|kk| kk != k) {
-                    return Err((DropReason::MixedCollection, String::new()));
-                }
-                kind = Some(k);
-                parts.extend(p);
-            }
-            let kind = kind.ok_or((DropReason::EmptyGeometry, "empty geometry collection".into()))?;
-            (kind, true, parts)
+            // MVT gives a feature one geometry type: keep the members of the highest dimension
+            // (a route relation keeps its ways, not its stop nodes) and report the reduction.
+            let members = gc.0.iter().map(flatten).collect::<Result<Vec<Flat>, Drop>>()?;
+            let kind = members.iter().map(|m| m.kind).max().ok_or((DropReason::EmptyGeometry, "empty geometry collection".into()))?;
+            let reduced = members.iter().any(|m| m.kind != kind || m.reduced);
+            let parts = members.into_iter().filter(|m| m.kind == kind).flat_map(|m| m.parts).collect();
+            return non_empty(Flat { kind, multi: true, parts, reduced });
         }
     };
-    if out.2.iter().flatten().all(|r| r.is_empty()) {
+    non_empty(Flat { kind, multi, parts, reduced: false })
+}
+
+fn non_empty(f: Flat) -> Result<Flat, Drop> {
+    if f.parts.iter().flatten().all(|r| r.is_empty()) {
         return Err((DropReason::EmptyGeometry, String::new()));
     }
-    Ok(out)
+    Ok(f)
 }
 
 /// Opens a ring (drops the closing point, noting when the source forgot it) and removes
@@ -259,9 +278,13 @@ fn fix_polygons(polys: Parts, repairs: &mut Vec<&'static str>) -> Result<Parts, 
         } else {
             "edges cross or touch, or a hole lies outside its shell".to_string()
         };
-        match polygon.make_valid() {
+        // Repair relative to the ring's first point, where f64 keeps every bit of the grid.
+        let origin = ext[0];
+        let local = polygon.map_coords(|c| Coord { x: c.x - origin.x, y: c.y - origin.y });
+        match local.make_valid() {
             Ok(mp) if !mp.0.is_empty() => {
                 repairs.push(repair::POLYGON_REBUILT);
+                let mp = mp.map_coords(|c| Coord { x: c.x + origin.x, y: c.y + origin.y });
                 for p in mp.0 {
                     let mut rings = vec![open_ring(p.exterior().0.clone(), &mut Vec::new())];
                     rings.extend(p.interiors().iter().map(|h| open_ring(h.0.clone(), &mut Vec::new())));
@@ -342,13 +365,9 @@ fn rings_look_valid(ext: &[Coord], holes: &[Vec<Coord>]) -> bool {
     true
 }
 
-fn project(kind: GeomKind, multi: bool, parts: Parts, crs: Crs, repairs: &mut Vec<&'static str>) -> Result<GridGeometry, Drop> {
-    let to_grid = |c: &Coord| -> GridPoint {
-        match crs {
-            Crs::Wgs84 => lonlat_to_grid(c.x, c.y),
-            Crs::WebMercator => mercator_to_grid(c.x, c.y),
-        }
-    };
+/// Rounds exact grid positions to grid points, removing what collapses.
+fn snap_parts(kind: GeomKind, multi: bool, parts: Parts, repairs: &mut Vec<&'static str>) -> Result<GridGeometry, Drop> {
+    let to_grid = |c: &Coord| -> GridPoint { snap([c.x, c.y]) };
     let mut out: Vec<Vec<Vec<GridPoint>>> = Vec::with_capacity(parts.len());
     for part in parts {
         let mut rings = Vec::with_capacity(part.len());

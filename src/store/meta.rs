@@ -71,7 +71,7 @@ pub struct DropExample {
 
 impl QualityReport {
     /// At most this many examples are kept.
-    pub const MAX_EXAMPLES: usize = 20;
+    pub const MAX_EXAMPLES: usize = 100;
 
     /// Total features dropped.
     pub fn dropped_total(&self) -> u64 {

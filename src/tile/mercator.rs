@@ -140,9 +140,20 @@ pub fn lonlat_to_grid_f64(lon: f64, lat: f64) -> [f64; 2] {
 
 /// Projects Web Mercator metres (EPSG:3857) onto the grid, clamped to the square world.
 pub fn mercator_to_grid(x: f64, y: f64) -> GridPoint {
+    let [gx, gy] = mercator_to_grid_f64(x, y);
+    [to_grid(gx), to_grid(gy)]
+}
+
+/// The exact (unrounded) grid position of Web Mercator metres, clamped to the square world.
+pub fn mercator_to_grid_f64(x: f64, y: f64) -> [f64; 2] {
     let gx = (x + MERCATOR_HALF) / (2.0 * MERCATOR_HALF);
     let gy = (MERCATOR_HALF - y) / (2.0 * MERCATOR_HALF);
-    [to_grid(gx * GRID_SIZE), to_grid(gy * GRID_SIZE)]
+    [(gx * GRID_SIZE).clamp(0.0, GRID_SIZE), (gy * GRID_SIZE).clamp(0.0, GRID_SIZE)]
+}
+
+/// Rounds an exact grid position down to its grid point.
+pub fn snap(p: [f64; 2]) -> GridPoint {
+    [to_grid(p[0]), to_grid(p[1])]
 }
 
 /// The longitude/latitude of a grid point (its north-west corner).
