@@ -22,7 +22,12 @@ struct Cli {
 #[derive(Args, Clone)]
 struct StoreArg {
     /// The layer store directory (created on first import).
-    #[arg(long, env = "URBIS_STORE", default_value = "urbis-store", global = true)]
+    #[arg(
+        long,
+        env = "URBIS_STORE",
+        default_value = "urbis-store",
+        global = true
+    )]
     store: PathBuf,
 }
 
@@ -96,9 +101,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Import { file, store, layer, table, minzoom, maxzoom, json } => {
+        Command::Import {
+            file,
+            store,
+            layer,
+            table,
+            minzoom,
+            maxzoom,
+            json,
+        } => {
             let store = Store::open(&store.store, true)?;
-            let opts = ImportOptions { file, layer, table, minzoom, maxzoom };
+            let opts = ImportOptions {
+                file,
+                layer,
+                table,
+                minzoom,
+                maxzoom,
+            };
             let started = Instant::now();
             let observer = BarObserver::default();
             let result = import_file(&store, &opts, &observer);
@@ -132,13 +151,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Layers { action: Some(LayersAction::Rm { name }), store, .. } => {
+        Command::Layers {
+            action: Some(LayersAction::Rm { name }),
+            store,
+            ..
+        } => {
             let store = Store::open(&store.store, false)?;
             let entry = store.remove(&name)?;
             println!("removed {name} ({} version(s))", entry.versions.len());
             Ok(())
         }
-        Command::Layers { action: None, store, json } => list_layers(&store.store, json),
+        Command::Layers {
+            action: None,
+            store,
+            json,
+        } => list_layers(&store.store, json),
     }
 }
 
@@ -147,8 +174,11 @@ fn list_layers(dir: &PathBuf, json: bool) -> anyhow::Result<()> {
     let catalog = store.catalog()?;
     let mut rows = Vec::new();
     for (name, entry) in &catalog.layers {
-        let Some(v) = entry.current_entry() else { continue };
-        let reader = LayerReader::open(store.dir().join(&v.file)).with_context(|| format!("layer {name}"))?;
+        let Some(v) = entry.current_entry() else {
+            continue;
+        };
+        let reader = LayerReader::open(store.dir().join(&v.file))
+            .with_context(|| format!("layer {name}"))?;
         rows.push((name.clone(), v.clone(), reader.meta().clone()));
     }
     if json {
@@ -166,10 +196,17 @@ fn list_layers(dir: &PathBuf, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no layers in {} (add one with `urbis import FILE --store {}`)", dir.display(), dir.display());
+        println!(
+            "no layers in {} (add one with `urbis import FILE --store {}`)",
+            dir.display(),
+            dir.display()
+        );
         return Ok(());
     }
-    println!("{:<24} {:>4} {:>9} {:>7} {:>9}  {:<40}  source", "NAME", "VER", "FEATURES", "ZOOMS", "SIZE", "BOUNDS (W,S,E,N)");
+    println!(
+        "{:<24} {:>4} {:>9} {:>7} {:>9}  {:<40}  source",
+        "NAME", "VER", "FEATURES", "ZOOMS", "SIZE", "BOUNDS (W,S,E,N)"
+    );
     for (name, v, meta) in &rows {
         let b = v.bounds;
         println!(
@@ -184,7 +221,14 @@ fn list_layers(dir: &PathBuf, json: bool) -> anyhow::Result<()> {
             meta.source.format
         );
         let q = &meta.quality;
-        println!("{:<24} quality: read {}, imported {}, repaired {}, dropped {}", "", q.read, q.imported, q.repaired, q.dropped_total());
+        println!(
+            "{:<24} quality: read {}, imported {}, repaired {}, dropped {}",
+            "",
+            q.read,
+            q.imported,
+            q.repaired,
+            q.dropped_total()
+        );
     }
     Ok(())
 }
@@ -223,7 +267,11 @@ impl ImportObserver for BarObserver {
             Some(_) => "{prefix} {msg} [{bar:30}] {percent:>3}% {elapsed_precise} eta {eta}",
             None => "{prefix} {msg} {spinner} {elapsed_precise}",
         };
-        bar.set_style(ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template(style)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
         bar.set_prefix(layer.to_string());
         bar.set_message(phase.to_string());
         let stop = Arc::new(AtomicBool::new(false));

@@ -8,21 +8,46 @@ mod common;
 /// A store that already serves one layer, so "unchanged" means something.
 fn seeded_store(dir: &Path) -> std::path::PathBuf {
     let store = dir.join("store");
-    common::import_json(&common::data("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp"), &store, &["--layer", "cities"]);
+    common::import_json(
+        &common::data("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp"),
+        &store,
+        &["--layer", "cities"],
+    );
     store
 }
 
 /// Imports `file` and expects failure with every one of `needles` in the message.
 fn expect_refused(file: &Path, store: &Path, needles: &[&str]) {
     let before = common::snapshot(store);
-    let out = common::urbis(&["import", file.to_str().unwrap(), "--store", store.to_str().unwrap(), "--layer", "cities"]);
+    let out = common::urbis(&[
+        "import",
+        file.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--layer",
+        "cities",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "import of {} should fail; stdout: {}", file.display(), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "import of {} should fail; stdout: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
     for n in needles {
-        assert!(stderr.contains(n), "message for {} lacks {n:?}: {stderr}", file.display());
+        assert!(
+            stderr.contains(n),
+            "message for {} lacks {n:?}: {stderr}",
+            file.display()
+        );
     }
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(common::snapshot(store), before, "the store changed after a refused import of {}", file.display());
+    assert_eq!(
+        common::snapshot(store),
+        before,
+        "the store changed after a refused import of {}",
+        file.display()
+    );
     // The previous version still opens.
     let s = urbis::store::Store::open(store, false).unwrap();
     assert_eq!(s.open_layer("cities").unwrap().feature_count(), 243);
@@ -39,8 +64,17 @@ fn truncated_flatgeobuf_is_refused() {
         expect_refused(&f, &store, &[f.to_str().unwrap()]);
     }
     let f = dir.path().join("cut0.fgb");
-    let out = common::urbis(&["import", f.to_str().unwrap(), "--store", store.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = common::urbis(&[
+        "import",
+        f.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("truncated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -49,7 +83,11 @@ fn geojson_with_only_a_nan_coordinate_has_nothing_importable() {
     let store = seeded_store(dir.path());
     let f = dir.path().join("nan.geojson");
     std::fs::write(&f, r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"a":1},"geometry":{"type":"Point","coordinates":[NaN,60.1]}}]}"#).unwrap();
-    expect_refused(&f, &store, &["nothing importable", "non-finite coordinate", "feature #0"]);
+    expect_refused(
+        &f,
+        &store,
+        &["nothing importable", "non-finite coordinate", "feature #0"],
+    );
 }
 
 #[test]
@@ -79,7 +117,14 @@ fn two_point_ring_is_refused() {
     let store = seeded_store(dir.path());
     let f = dir.path().join("ring.geojson");
     std::fs::write(&f, r#"{"type":"Feature","properties":{},"geometry":{"type":"Polygon","coordinates":[[[24.9,60.1],[24.95,60.15],[24.9,60.1]]]}}"#).unwrap();
-    expect_refused(&f, &store, &["nothing importable", "ring with fewer than 3 distinct points"]);
+    expect_refused(
+        &f,
+        &store,
+        &[
+            "nothing importable",
+            "ring with fewer than 3 distinct points",
+        ],
+    );
 }
 
 #[test]
@@ -88,7 +133,9 @@ fn shapefile_without_its_dbf_is_refused() {
     let store = seeded_store(dir.path());
     for ext in ["shp", "shx", "prj"] {
         std::fs::copy(
-            common::data(&format!("tests/data/naturalearth/naturalearth_lowres/naturalearth_lowres.{ext}")),
+            common::data(&format!(
+                "tests/data/naturalearth/naturalearth_lowres/naturalearth_lowres.{ext}"
+            )),
             dir.path().join(format!("lowres.{ext}")),
         )
         .unwrap();
@@ -122,7 +169,13 @@ fn non_geo_files_are_refused() {
     std::fs::write(&json, r#"{"server": {"port": 8080}}"#).unwrap();
     expect_refused(&json, &store, &["not GeoJSON", "no \"type\""]);
     let binary = dir.path().join("photo.fgb");
-    std::fs::write(&binary, [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0xff, 0xfe]).unwrap();
+    std::fs::write(
+        &binary,
+        [
+            0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0xff, 0xfe,
+        ],
+    )
+    .unwrap();
     expect_refused(&binary, &store, &["not a format urbis imports"]);
     let broken = dir.path().join("broken.geojson");
     std::fs::write(&broken, r#"{"type":"FeatureCollection","features":[{"type":"Feature","geometry":{"type":"Point","coordinates":[1,2]},"properties":{}}"#).unwrap();
@@ -155,8 +208,14 @@ fn web_mercator_input_is_accepted() {
     let out = common::import_json(&f, &dir.path().join("s"), &[]);
     let b = out[0]["version"]["bounds"].as_array().unwrap();
     let r = 6_378_137.0f64;
-    let (lon, lat) = ((2776315.0 / r).to_degrees(), (8438977.0f64 / r).sinh().atan().to_degrees());
-    assert!((b[0].as_f64().unwrap() - lon).abs() < 1e-6 && (b[1].as_f64().unwrap() - lat).abs() < 1e-6, "{b:?} vs {lon} {lat}");
+    let (lon, lat) = (
+        (2776315.0 / r).to_degrees(),
+        (8438977.0f64 / r).sinh().atan().to_degrees(),
+    );
+    assert!(
+        (b[0].as_f64().unwrap() - lon).abs() < 1e-6 && (b[1].as_f64().unwrap() - lat).abs() < 1e-6,
+        "{b:?} vs {lon} {lat}"
+    );
 }
 
 #[test]
@@ -171,10 +230,21 @@ fn newline_delimited_geojson_is_read() {
     .unwrap();
     let store = dir.path().join("s");
     common::import_json(&f, &store, &[]);
-    let r = urbis::store::Store::open(&store, false).unwrap().open_layer("stops").unwrap();
+    let r = urbis::store::Store::open(&store, false)
+        .unwrap()
+        .open_layer("stops")
+        .unwrap();
     assert_eq!(r.feature_count(), 2);
     assert_eq!(r.meta().source.format, "geojsonseq");
-    assert_eq!(r.properties(0).unwrap().id, Some(7), "integer ids become feature ids");
+    assert_eq!(
+        r.properties(0).unwrap().id,
+        Some(7),
+        "integer ids become feature ids"
+    );
     let p1 = r.named_properties(1);
-    assert!(p1.iter().any(|(k, v)| *k == "id" && *v == urbis::store::PropRef::String("x-9")), "string ids are kept as a property: {p1:?}");
+    assert!(
+        p1.iter()
+            .any(|(k, v)| *k == "id" && *v == urbis::store::PropRef::String("x-9")),
+        "string ids are kept as a property: {p1:?}"
+    );
 }

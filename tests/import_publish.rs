@@ -11,13 +11,24 @@ mod common;
 fn killed_import_leaves_the_previous_version_intact() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    common::import_json(&common::data("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp"), &store, &["--layer", "city"]);
+    common::import_json(
+        &common::data("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp"),
+        &store,
+        &["--layer", "city"],
+    );
     let before = common::snapshot(&store);
     let big = common::data("tests/data/montevideo/montevideo.geojson.gz");
     let mut killed = 0;
     for delay_ms in [30u64, 250, 700, 1200, 2000, 3000] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_urbis"))
-            .args(["import", big.to_str().unwrap(), "--store", store.to_str().unwrap(), "--layer", "city"])
+            .args([
+                "import",
+                big.to_str().unwrap(),
+                "--store",
+                store.to_str().unwrap(),
+                "--layer",
+                "city",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -29,7 +40,13 @@ fn killed_import_leaves_the_previous_version_intact() {
         if child.try_wait().unwrap().is_some() {
             // Finished before the kill: it published v2. Put the store back and go on.
             Store::open(&store, false).unwrap().remove("city").unwrap();
-            common::import_json(&common::data("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp"), &store, &["--layer", "city"]);
+            common::import_json(
+                &common::data(
+                    "tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp",
+                ),
+                &store,
+                &["--layer", "city"],
+            );
             continue;
         }
         child.kill().unwrap(); // SIGKILL
@@ -37,12 +54,25 @@ fn killed_import_leaves_the_previous_version_intact() {
         killed += 1;
         let after = common::snapshot(&store);
         let names = |s: &[(String, Vec<u8>)]| s.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&after), names(&before), "killed after {delay_ms} ms: files differ");
-        assert_eq!(after, before, "killed after {delay_ms} ms: the store changed");
-        let layer = Store::open(&store, false).unwrap().open_layer("city").unwrap();
+        assert_eq!(
+            names(&after),
+            names(&before),
+            "killed after {delay_ms} ms: files differ"
+        );
+        assert_eq!(
+            after, before,
+            "killed after {delay_ms} ms: the store changed"
+        );
+        let layer = Store::open(&store, false)
+            .unwrap()
+            .open_layer("city")
+            .unwrap();
         assert_eq!(layer.feature_count(), 243);
     }
-    assert!(killed >= 4, "only {killed} imports were killed mid-way; the input is too small to test this");
+    assert!(
+        killed >= 4,
+        "only {killed} imports were killed mid-way; the input is too small to test this"
+    );
 }
 
 #[test]
@@ -54,7 +84,14 @@ fn concurrent_imports_of_one_layer_publish_one_after_the_other() {
         let children: Vec<_> = (0..n)
             .map(|_| {
                 Command::new(env!("CARGO_BIN_EXE_urbis"))
-                    .args(["import", src.to_str().unwrap(), "--store", store.to_str().unwrap(), "--layer", "hki"])
+                    .args([
+                        "import",
+                        src.to_str().unwrap(),
+                        "--store",
+                        store.to_str().unwrap(),
+                        "--layer",
+                        "hki",
+                    ])
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
                     .spawn()
@@ -63,30 +100,57 @@ fn concurrent_imports_of_one_layer_publish_one_after_the_other() {
             .collect();
         for c in children {
             let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     };
     run(2);
     let s = Store::open(&store, false).unwrap();
     let entry = s.catalog().unwrap().layers["hki"].clone();
-    assert_eq!(entry.versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        entry.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
     assert_eq!(entry.current, 2);
     run(3);
     let entry = s.catalog().unwrap().layers["hki"].clone();
-    assert_eq!(entry.versions.iter().map(|v| v.version).collect::<Vec<_>>(), [3, 4, 5], "only the last three versions are kept");
+    assert_eq!(
+        entry.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [3, 4, 5],
+        "only the last three versions are kept"
+    );
     for v in &entry.versions {
         let r = urbis::store::LayerReader::open(store.join(&v.file)).unwrap();
         assert_eq!(r.feature_count(), 13_698);
     }
-    let files: Vec<String> = common::snapshot(&store).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(files, ["catalog.json", "hki.v3.urbis", "hki.v4.urbis", "hki.v5.urbis", "store.lock"]);
+    let files: Vec<String> = common::snapshot(&store)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "catalog.json",
+            "hki.v3.urbis",
+            "hki.v4.urbis",
+            "hki.v5.urbis",
+            "store.lock"
+        ]
+    );
 }
 
 #[test]
 fn layers_lists_and_removes() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    common::import_json(&common::data("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp"), &store, &["--layer", "cities"]);
+    common::import_json(
+        &common::data("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp"),
+        &store,
+        &["--layer", "cities"],
+    );
     let out = common::urbis(&["layers", "--store", store.to_str().unwrap(), "--json"]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -96,12 +160,22 @@ fn layers_lists_and_removes() {
     assert_eq!(v[0]["fields"]["name"][0], "String");
     let text = common::urbis(&["layers", "--store", store.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("cities") && text.contains("243") && text.contains("quality"), "{text}");
+    assert!(
+        text.contains("cities") && text.contains("243") && text.contains("quality"),
+        "{text}"
+    );
     let rm = common::urbis(&["layers", "rm", "cities", "--store", store.to_str().unwrap()]);
-    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
     let again = common::urbis(&["layers", "rm", "cities", "--store", store.to_str().unwrap()]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no layer named 'cities'"));
-    let files: Vec<String> = common::snapshot(&store).into_iter().map(|(n, _)| n).collect();
+    let files: Vec<String> = common::snapshot(&store)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(files, ["catalog.json", "store.lock"]);
 }

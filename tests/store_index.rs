@@ -3,12 +3,17 @@
 
 use proptest::prelude::*;
 use std::sync::OnceLock;
-use urbis::store::{GeomKind, GridGeometry, LayerBuilder, LayerMeta, LayerReader, PropValue, ZoomRange};
+use urbis::store::{
+    GeomKind, GridGeometry, LayerBuilder, LayerMeta, LayerReader, PropValue, ZoomRange,
+};
 use urbis::tile::GridBox;
 
 mod common;
 
-fn build(features: &[(GridGeometry, Vec<(String, PropValue)>)], zooms: ZoomRange) -> (tempfile::TempDir, LayerReader) {
+fn build(
+    features: &[(GridGeometry, Vec<(String, PropValue)>)],
+    zooms: ZoomRange,
+) -> (tempfile::TempDir, LayerReader) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("layer.urbis");
     let mut b = LayerBuilder::new();
@@ -16,7 +21,8 @@ fn build(features: &[(GridGeometry, Vec<(String, PropValue)>)], zooms: ZoomRange
         b.push(g, None, p.clone());
     }
     let file = std::fs::File::create(&path).unwrap();
-    b.write(LayerMeta::default(), zooms, &file, &|_| {}).unwrap();
+    b.write(LayerMeta::default(), zooms, &file, &|_| {})
+        .unwrap();
     drop(file);
     let r = LayerReader::open(&path).unwrap();
     (dir, r)
@@ -25,31 +31,57 @@ fn build(features: &[(GridGeometry, Vec<(String, PropValue)>)], zooms: ZoomRange
 fn geometry() -> impl Strategy<Value = GridGeometry> {
     // Features clustered in a ~40 km city-sized window so lower levels thin and simplify.
     let base = 2_400_000_000u32;
-    let pt = move || (0u32..4_000_000, 0u32..4_000_000).prop_map(move |(x, y)| [base + x, base + y]);
+    let pt =
+        move || (0u32..4_000_000, 0u32..4_000_000).prop_map(move |(x, y)| [base + x, base + y]);
     prop_oneof![
-        pt().prop_map(|p| GridGeometry { kind: GeomKind::Point, multi: false, parts: vec![vec![vec![p]]] }),
-        (pt(), proptest::collection::vec((-200_000i64..200_000, -200_000i64..200_000), 1..12)).prop_map(|(p, steps)| {
-            let mut line = vec![p];
-            for (dx, dy) in steps {
-                let last = *line.last().unwrap();
-                line.push([(i64::from(last[0]) + dx) as u32, (i64::from(last[1]) + dy) as u32]);
-            }
-            line.dedup();
-            if line.len() < 2 {
-                line.push([line[0][0] + 1, line[0][1]]);
-            }
-            GridGeometry { kind: GeomKind::Line, multi: false, parts: vec![vec![line]] }
+        pt().prop_map(|p| GridGeometry {
+            kind: GeomKind::Point,
+            multi: false,
+            parts: vec![vec![vec![p]]]
         }),
+        (
+            pt(),
+            proptest::collection::vec((-200_000i64..200_000, -200_000i64..200_000), 1..12)
+        )
+            .prop_map(|(p, steps)| {
+                let mut line = vec![p];
+                for (dx, dy) in steps {
+                    let last = *line.last().unwrap();
+                    line.push([
+                        (i64::from(last[0]) + dx) as u32,
+                        (i64::from(last[1]) + dy) as u32,
+                    ]);
+                }
+                line.dedup();
+                if line.len() < 2 {
+                    line.push([line[0][0] + 1, line[0][1]]);
+                }
+                GridGeometry {
+                    kind: GeomKind::Line,
+                    multi: false,
+                    parts: vec![vec![line]],
+                }
+            }),
         (pt(), 1u32..300_000).prop_map(|(p, s)| GridGeometry {
             kind: GeomKind::Polygon,
             multi: false,
-            parts: vec![vec![vec![p, [p[0] + s, p[1]], [p[0] + s, p[1] + s], [p[0], p[1] + s]]]],
+            parts: vec![vec![vec![
+                p,
+                [p[0] + s, p[1]],
+                [p[0] + s, p[1] + s],
+                [p[0], p[1] + s]
+            ]]],
         }),
     ]
 }
 
 fn query_box() -> impl Strategy<Value = GridBox> {
-    (2_399_000_000u32..2_405_000_000, 2_399_000_000u32..2_405_000_000, 0u32..3_000_000, 0u32..3_000_000)
+    (
+        2_399_000_000u32..2_405_000_000,
+        2_399_000_000u32..2_405_000_000,
+        0u32..3_000_000,
+        0u32..3_000_000,
+    )
         .prop_map(|(x, y, w, h)| GridBox::new(x, y, x + w, y + h))
 }
 
@@ -117,9 +149,20 @@ proptest! {
 fn levels_shrink_towards_low_zoom_and_keep_points_bounded() {
     let (_, reader) = helsinki();
     let counts: Vec<usize> = reader.levels().map(|l| l.len()).collect();
-    assert_eq!(*counts.last().unwrap() as u64, reader.feature_count(), "the top level is full resolution");
-    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "levels never grow towards low zoom: {counts:?}");
-    assert!(counts[0] < counts[counts.len() - 1] / 4, "z{} keeps too much: {counts:?}", reader.minzoom());
+    assert_eq!(
+        *counts.last().unwrap() as u64,
+        reader.feature_count(),
+        "the top level is full resolution"
+    );
+    assert!(
+        counts.windows(2).all(|w| w[0] <= w[1]),
+        "levels never grow towards low zoom: {counts:?}"
+    );
+    assert!(
+        counts[0] < counts[counts.len() - 1] / 4,
+        "z{} keeps too much: {counts:?}",
+        reader.minzoom()
+    );
     // At every level below full resolution, no tile holds more than 16 x 256 points.
     for level in reader.levels().filter(|l| l.zoom() < reader.maxzoom()) {
         let z = level.zoom();
@@ -128,7 +171,11 @@ fn levels_shrink_towards_low_zoom_and_keep_points_bounded() {
             let it = level.item(i);
             if it.kind() == Some(GeomKind::Point) {
                 let shift = 32 - u32::from(z);
-                let key = if shift >= 32 { (0, 0) } else { (it.bbox.min_x >> shift, it.bbox.min_y >> shift) };
+                let key = if shift >= 32 {
+                    (0, 0)
+                } else {
+                    (it.bbox.min_x >> shift, it.bbox.min_y >> shift)
+                };
                 *per_tile.entry(key).or_default() += 1;
             }
         }
@@ -139,7 +186,11 @@ fn levels_shrink_towards_low_zoom_and_keep_points_bounded() {
 
 #[test]
 fn properties_and_ids_round_trip_through_the_file() {
-    let g = GridGeometry { kind: GeomKind::Point, multi: false, parts: vec![vec![vec![[10, 20]]]] };
+    let g = GridGeometry {
+        kind: GeomKind::Point,
+        multi: false,
+        parts: vec![vec![vec![[10, 20]]]],
+    };
     let props = vec![
         ("name".to_string(), PropValue::String("Kauppatori".into())),
         ("levels".to_string(), PropValue::Int(3)),
@@ -150,15 +201,32 @@ fn properties_and_ids_round_trip_through_the_file() {
     let path = dir.path().join("l.urbis");
     let mut b = LayerBuilder::new();
     b.push(&g, Some(42), props.clone());
-    b.write(LayerMeta::default(), ZoomRange { minzoom: 0, maxzoom: 3 }, std::fs::File::create(&path).unwrap(), &|_| {}).unwrap();
+    b.write(
+        LayerMeta::default(),
+        ZoomRange {
+            minzoom: 0,
+            maxzoom: 3,
+        },
+        std::fs::File::create(&path).unwrap(),
+        &|_| {},
+    )
+    .unwrap();
     let r = LayerReader::open(&path).unwrap();
     assert_eq!(r.properties(0).unwrap().id, Some(42));
-    let mut got: Vec<(String, PropValue)> = r.named_properties(0).into_iter().map(|(k, v)| (k.to_string(), v.to_owned())).collect();
+    let mut got: Vec<(String, PropValue)> = r
+        .named_properties(0)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_owned()))
+        .collect();
     let mut want = props;
     got.sort_by(|a, b| a.0.cmp(&b.0));
     want.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(got, want);
-    assert_eq!(r.level(9).unwrap().zoom(), 3, "zooms above maxzoom read the full-resolution level");
+    assert_eq!(
+        r.level(9).unwrap().zoom(),
+        3,
+        "zooms above maxzoom read the full-resolution level"
+    );
 }
 
 #[test]
@@ -166,13 +234,33 @@ fn a_file_of_another_version_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l.urbis");
     let mut b = LayerBuilder::new();
-    b.push(&GridGeometry { kind: GeomKind::Point, multi: false, parts: vec![vec![vec![[1, 2]]]] }, None, vec![]);
-    b.write(LayerMeta::default(), ZoomRange { minzoom: 0, maxzoom: 0 }, std::fs::File::create(&path).unwrap(), &|_| {}).unwrap();
+    b.push(
+        &GridGeometry {
+            kind: GeomKind::Point,
+            multi: false,
+            parts: vec![vec![vec![[1, 2]]]],
+        },
+        None,
+        vec![],
+    );
+    b.write(
+        LayerMeta::default(),
+        ZoomRange {
+            minzoom: 0,
+            maxzoom: 0,
+        },
+        std::fs::File::create(&path).unwrap(),
+        &|_| {},
+    )
+    .unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[8] = 2;
     std::fs::write(&path, &bytes).unwrap();
     let err = LayerReader::open(&path).unwrap_err().to_string();
-    assert!(err.contains("format version 2") && err.contains("re-import"), "{err}");
+    assert!(
+        err.contains("format version 2") && err.contains("re-import"),
+        "{err}"
+    );
     // A flipped byte in a section is caught by its checksum.
     bytes[8] = 1;
     let last = bytes.len() - 9;

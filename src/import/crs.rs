@@ -21,7 +21,10 @@ pub fn from_name(name: &str) -> Result<Crs, String> {
     if upper.ends_with("CRS84") || upper.ends_with("CRS:84") {
         return Ok(Crs::Wgs84);
     }
-    let code = upper.rsplit([':', '/']).find(|s| !s.is_empty()).and_then(|s| s.parse::<i64>().ok());
+    let code = upper
+        .rsplit([':', '/'])
+        .find(|s| !s.is_empty())
+        .and_then(|s| s.parse::<i64>().ok());
     match code {
         Some(c) if upper.contains("EPSG") => from_epsg(c),
         _ => Err(n.to_string()),
@@ -41,10 +44,15 @@ pub fn from_wkt(wkt: &str) -> Result<Crs, String> {
             || upper.contains("POPULAR VISUALISATION")
             || upper.contains("MERCATOR_AUXILIARY_SPHERE")
             || upper.contains("\"3857\"]]") && upper.ends_with("\"3857\"]]");
-        return if mercator { Ok(Crs::WebMercator) } else { Err(name) };
+        return if mercator {
+            Ok(Crs::WebMercator)
+        } else {
+            Err(name)
+        };
     }
     if head == "GEOGCS" || head == "GEOGCRS" || head == "GEODCRS" {
-        let wgs84 = upper.contains("WGS_1984") || upper.contains("WGS 84") || upper.contains("WGS84");
+        let wgs84 =
+            upper.contains("WGS_1984") || upper.contains("WGS 84") || upper.contains("WGS84");
         return if wgs84 { Ok(Crs::Wgs84) } else { Err(name) };
     }
     Err(name)
@@ -58,17 +66,27 @@ mod tests {
     fn names_and_urns() {
         assert_eq!(from_name("urn:ogc:def:crs:OGC:1.3:CRS84"), Ok(Crs::Wgs84));
         assert_eq!(from_name("EPSG:4326"), Ok(Crs::Wgs84));
-        assert_eq!(from_name("urn:ogc:def:crs:EPSG::3857"), Ok(Crs::WebMercator));
-        assert_eq!(from_name("urn:ogc:def:crs:EPSG::2393"), Err("EPSG:2393".into()));
+        assert_eq!(
+            from_name("urn:ogc:def:crs:EPSG::3857"),
+            Ok(Crs::WebMercator)
+        );
+        assert_eq!(
+            from_name("urn:ogc:def:crs:EPSG::2393"),
+            Err("EPSG:2393".into())
+        );
     }
 
     #[test]
     fn wkt_definitions() {
         let wgs = r#"GEOGCS["GCS_WGS_1984",DATUM["D_WGS_1984",SPHEROID["WGS_1984",6378137.0,298.257223563]]]"#;
         assert_eq!(from_wkt(wgs), Ok(Crs::Wgs84));
-        let merc = r#"PROJCS["WGS 84 / Pseudo-Mercator",GEOGCS["WGS 84"],PROJECTION["Mercator_1SP"]]"#;
+        let merc =
+            r#"PROJCS["WGS 84 / Pseudo-Mercator",GEOGCS["WGS 84"],PROJECTION["Mercator_1SP"]]"#;
         assert_eq!(from_wkt(merc), Ok(Crs::WebMercator));
         let kkj = r#"PROJCS["KKJ / Finland Uniform Coordinate System",GEOGCS["KKJ"]]"#;
-        assert_eq!(from_wkt(kkj), Err("KKJ / Finland Uniform Coordinate System".into()));
+        assert_eq!(
+            from_wkt(kkj),
+            Err("KKJ / Finland Uniform Coordinate System".into())
+        );
     }
 }

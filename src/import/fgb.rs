@@ -4,7 +4,7 @@
 //! columns), so the whole read runs under `catch_unwind` and a panic becomes a clear error.
 
 use super::source::{FeatureSink, PropertyCollector, SourceFeature};
-use super::{crs, ImportError};
+use super::{ImportError, crs};
 use flatgeobuf::{FallibleStreamingIterator, FgbReader};
 use geozero::{FeatureProperties, ToGeo};
 use std::io::Read;
@@ -24,15 +24,25 @@ pub fn read(input: impl Read, path: &Path, sink: &mut dyn FeatureSink) -> Result
                 .unwrap_or_default();
             Err(ImportError::Parse {
                 path: path.to_path_buf(),
-                message: format!("the FlatGeobuf reader failed ({what}): the file is corrupt or truncated"),
+                message: format!(
+                    "the FlatGeobuf reader failed ({what}): the file is corrupt or truncated"
+                ),
             })
         }
     }
 }
 
-fn read_inner(input: impl Read, path: &Path, sink: &mut dyn FeatureSink) -> Result<(), ImportError> {
-    let parse = |message: String| ImportError::Parse { path: path.to_path_buf(), message };
-    let reader = FgbReader::open(input).map_err(|e| parse(format!("not a readable FlatGeobuf file: {e}")))?;
+fn read_inner(
+    input: impl Read,
+    path: &Path,
+    sink: &mut dyn FeatureSink,
+) -> Result<(), ImportError> {
+    let parse = |message: String| ImportError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let reader = FgbReader::open(input)
+        .map_err(|e| parse(format!("not a readable FlatGeobuf file: {e}")))?;
     let header = reader.header();
     if let Some(c) = header.crs() {
         let code = c.code();
@@ -41,14 +51,18 @@ fn read_inner(input: impl Read, path: &Path, sink: &mut dyn FeatureSink) -> Resu
             if org.eq_ignore_ascii_case("EPSG") {
                 sink.crs(crs::from_epsg(i64::from(code)).map_err(|crs| ImportError::Crs { crs })?)?;
             } else {
-                return Err(ImportError::Crs { crs: format!("{org}:{code}") });
+                return Err(ImportError::Crs {
+                    crs: format!("{org}:{code}"),
+                });
             }
         } else if let Some(wkt) = c.wkt() {
             sink.crs(crs::from_wkt(wkt).map_err(|crs| ImportError::Crs { crs })?)?;
         }
     }
     let declared = header.features_count();
-    let mut iter = reader.select_all_seq().map_err(|e| parse(format!("cannot read the features: {e}")))?;
+    let mut iter = reader
+        .select_all_seq()
+        .map_err(|e| parse(format!("cannot read the features: {e}")))?;
     let mut n: u64 = 0;
     let mut binary_warned = false;
     loop {
@@ -58,7 +72,11 @@ fn read_inner(input: impl Read, path: &Path, sink: &mut dyn FeatureSink) -> Resu
             Err(e) => {
                 return Err(parse(format!(
                     "cannot read feature #{n} of {}: {e}; the file is truncated or corrupt",
-                    if declared > 0 { declared.to_string() } else { "?".into() }
+                    if declared > 0 {
+                        declared.to_string()
+                    } else {
+                        "?".into()
+                    }
                 )));
             }
         };
@@ -77,11 +95,18 @@ fn read_inner(input: impl Read, path: &Path, sink: &mut dyn FeatureSink) -> Resu
                 Err(e) => (None, Some(e.to_string())),
             },
         };
-        sink.feature(SourceFeature { geometry, id: None, properties: props.properties, geometry_error })?;
+        sink.feature(SourceFeature {
+            geometry,
+            id: None,
+            properties: props.properties,
+            geometry_error,
+        })?;
         n += 1;
     }
     if declared > 0 && n != declared {
-        return Err(parse(format!("the header promises {declared} features but the file holds {n}; it is truncated")));
+        return Err(parse(format!(
+            "the header promises {declared} features but the file holds {n}; it is truncated"
+        )));
     }
     Ok(())
 }

@@ -8,28 +8,48 @@
 //! and `-Infinity` (written by Python's json module and some GDAL versions) are read as
 //! missing coordinates, which the validator drops with their own reason.
 
+use super::ImportError;
 use super::crs;
 use super::source::{Crs, FeatureSink, SourceFeature};
-use super::ImportError;
 use crate::store::PropValue;
-use geo::{Coord, Geometry, GeometryCollection, LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use geo::{
+    Coord, Geometry, GeometryCollection, LineString, MultiLineString, MultiPoint, MultiPolygon,
+    Point, Polygon,
+};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::io::{BufReader, Read};
 use std::path::Path;
 
 /// Reads GeoJSON from `input` into `sink`. `path` is only used in messages; `seq` selects
 /// newline-delimited mode.
-pub fn read(input: impl Read, path: &Path, seq: bool, sink: &mut dyn FeatureSink) -> Result<(), ImportError> {
+pub fn read(
+    input: impl Read,
+    path: &Path,
+    seq: bool,
+    sink: &mut dyn FeatureSink,
+) -> Result<(), ImportError> {
     let reader = BufReader::with_capacity(1 << 16, NonFiniteAsNull::new(input));
-    let mut state = State { sink, crs: None, features_seen: 0, error: None, top_type: None, single: SingleFeature::default() };
+    let mut state = State {
+        sink,
+        crs: None,
+        features_seen: 0,
+        error: None,
+        top_type: None,
+        single: SingleFeature::default(),
+    };
     let parse_err = |e: serde_json::Error, state: &mut State| -> ImportError {
         if let Some(err) = state.error.take() {
             return err;
         }
         ImportError::Parse {
             path: path.to_path_buf(),
-            message: format!("{} (line {}, column {})", describe(&e), e.line(), e.column()),
+            message: format!(
+                "{} (line {}, column {})",
+                describe(&e),
+                e.line(),
+                e.column()
+            ),
         }
     };
     if seq {
@@ -44,7 +64,9 @@ pub fn read(input: impl Read, path: &Path, seq: bool, sink: &mut dyn FeatureSink
         return Ok(());
     }
     let mut de = serde_json::Deserializer::from_reader(reader);
-    TopLevel { state: &mut state }.deserialize(&mut de).map_err(|e| parse_err(e, &mut state))?;
+    TopLevel { state: &mut state }
+        .deserialize(&mut de)
+        .map_err(|e| parse_err(e, &mut state))?;
     de.end().map_err(|e| parse_err(e, &mut state))?;
     state.finish_top_level(path)
 }
@@ -56,7 +78,9 @@ pub fn looks_like_sequence(head: &[u8]) -> bool {
     if head.first() == Some(&0x1e) {
         return true;
     }
-    let Some(nl) = head.iter().position(|&b| b == b'\n') else { return false };
+    let Some(nl) = head.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
     let line = head[..nl].trim_ascii();
     if !line.starts_with(b"{") || !line.ends_with(b"}") {
         return false;
@@ -74,7 +98,9 @@ fn describe(e: &serde_json::Error) -> String {
     // serde_json appends " at line L column C"; we print the location ourselves.
     let s = s.split(" at line ").next().unwrap_or(&s).to_string();
     match e.classify() {
-        serde_json::error::Category::Eof => format!("not valid GeoJSON: the file ends in the middle of a value ({s}); is it truncated?"),
+        serde_json::error::Category::Eof => format!(
+            "not valid GeoJSON: the file ends in the middle of a value ({s}); is it truncated?"
+        ),
         serde_json::error::Category::Syntax => format!("not valid JSON: {s}"),
         _ => format!("not valid GeoJSON: {s}"),
     }
@@ -110,11 +136,17 @@ impl State<'_> {
             .pointer("/properties/name")
             .and_then(|n| n.as_str())
             .map(str::to_string)
-            .or_else(|| v.pointer("/properties/code").and_then(|c| c.as_i64()).map(|c| format!("EPSG:{c}")));
+            .or_else(|| {
+                v.pointer("/properties/code")
+                    .and_then(|c| c.as_i64())
+                    .map(|c| format!("EPSG:{c}"))
+            });
         let Some(name) = name else { return Ok(()) };
         let crs = crs::from_name(&name).map_err(|crs| ImportError::Crs { crs })?;
         if self.features_seen > 0 && crs != Crs::Wgs84 {
-            return Err(ImportError::Crs { crs: format!("{name} (declared after the features)") });
+            return Err(ImportError::Crs {
+                crs: format!("{name} (declared after the features)"),
+            });
         }
         self.crs = Some(crs);
         self.sink.crs(crs)
@@ -133,10 +165,19 @@ impl State<'_> {
                 };
                 self.emit(raw)
             }
-            "Point" | "MultiPoint" | "LineString" | "MultiLineString" | "Polygon" | "MultiPolygon" | "GeometryCollection" => {
+            "Point" | "MultiPoint" | "LineString" | "MultiLineString" | "Polygon"
+            | "MultiPolygon" | "GeometryCollection" => {
                 let s = std::mem::take(&mut self.single);
-                let g = RawGeometry { kind: t, coordinates: s.coordinates, geometries: s.geometries };
-                self.emit(RawFeature { geometry: Some(g), properties: None, id: None })
+                let g = RawGeometry {
+                    kind: t,
+                    coordinates: s.coordinates,
+                    geometries: s.geometries,
+                };
+                self.emit(RawFeature {
+                    geometry: Some(g),
+                    properties: None,
+                    id: None,
+                })
             }
             "" => Err(ImportError::Parse {
                 path: path.to_path_buf(),
@@ -307,7 +348,12 @@ impl RawFeature {
             Some(Ok(g)) => (Some(g), None),
             Some(Err(e)) => (None, Some(e)),
         };
-        SourceFeature { geometry, id, properties, geometry_error }
+        SourceFeature {
+            geometry,
+            id,
+            properties,
+            geometry_error,
+        }
     }
 }
 
@@ -329,29 +375,54 @@ fn list(n: &Nested) -> Result<&[Nested], String> {
 }
 
 fn line(n: &Nested) -> Result<LineString<f64>, String> {
-    Ok(LineString::new(list(n)?.iter().map(position).collect::<Result<_, _>>()?))
+    Ok(LineString::new(
+        list(n)?.iter().map(position).collect::<Result<_, _>>()?,
+    ))
 }
 
 fn polygon(n: &Nested) -> Result<Polygon<f64>, String> {
     let rings = list(n)?;
-    let Some((ext, holes)) = rings.split_first() else { return Ok(Polygon::new(LineString::new(vec![]), vec![])) };
-    Ok(Polygon::new(line(ext)?, holes.iter().map(line).collect::<Result<_, _>>()?))
+    let Some((ext, holes)) = rings.split_first() else {
+        return Ok(Polygon::new(LineString::new(vec![]), vec![]));
+    };
+    Ok(Polygon::new(
+        line(ext)?,
+        holes.iter().map(line).collect::<Result<_, _>>()?,
+    ))
 }
 
 impl RawGeometry {
     fn to_geo(&self) -> Result<Geometry<f64>, String> {
         if self.kind == "GeometryCollection" {
             let members = self.geometries.as_deref().unwrap_or_default();
-            return Ok(Geometry::GeometryCollection(GeometryCollection(members.iter().map(RawGeometry::to_geo).collect::<Result<_, _>>()?)));
+            return Ok(Geometry::GeometryCollection(GeometryCollection(
+                members
+                    .iter()
+                    .map(RawGeometry::to_geo)
+                    .collect::<Result<_, _>>()?,
+            )));
         }
-        let c = self.coordinates.as_ref().ok_or_else(|| format!("{} without coordinates", self.kind))?;
+        let c = self
+            .coordinates
+            .as_ref()
+            .ok_or_else(|| format!("{} without coordinates", self.kind))?;
         Ok(match self.kind.as_str() {
             "Point" => Point(position(c)?).into(),
-            "MultiPoint" => MultiPoint::new(list(c)?.iter().map(|p| position(p).map(Point)).collect::<Result<_, _>>()?).into(),
+            "MultiPoint" => MultiPoint::new(
+                list(c)?
+                    .iter()
+                    .map(|p| position(p).map(Point))
+                    .collect::<Result<_, _>>()?,
+            )
+            .into(),
             "LineString" => line(c)?.into(),
-            "MultiLineString" => MultiLineString::new(list(c)?.iter().map(line).collect::<Result<_, _>>()?).into(),
+            "MultiLineString" => {
+                MultiLineString::new(list(c)?.iter().map(line).collect::<Result<_, _>>()?).into()
+            }
             "Polygon" => polygon(c)?.into(),
-            "MultiPolygon" => MultiPolygon::new(list(c)?.iter().map(polygon).collect::<Result<_, _>>()?).into(),
+            "MultiPolygon" => {
+                MultiPolygon::new(list(c)?.iter().map(polygon).collect::<Result<_, _>>()?).into()
+            }
             other => return Err(format!("unknown geometry type \"{other}\"")),
         })
     }
@@ -373,7 +444,16 @@ struct NonFiniteAsNull<R> {
 
 impl<R: Read> NonFiniteAsNull<R> {
     fn new(inner: R) -> Self {
-        NonFiniteAsNull { inner, input: Vec::new(), start: 0, output: Vec::new(), out_pos: 0, in_string: false, escaped: false, eof: false }
+        NonFiniteAsNull {
+            inner,
+            input: Vec::new(),
+            start: 0,
+            output: Vec::new(),
+            out_pos: 0,
+            in_string: false,
+            escaped: false,
+            eof: false,
+        }
     }
 
     fn refill(&mut self) -> std::io::Result<()> {
@@ -490,18 +570,27 @@ mod tests {
             }
         }
         let mut out = String::new();
-        NonFiniteAsNull::new(OneByte(s.as_bytes())).read_to_string(&mut out).unwrap();
+        NonFiniteAsNull::new(OneByte(s.as_bytes()))
+            .read_to_string(&mut out)
+            .unwrap();
         out
     }
 
     #[test]
     fn non_finite_literals_become_null_outside_strings() {
-        assert_eq!(rewrite(r#"[NaN, -Infinity, "NaN \" Infinity", Infinity, -1]"#), r#"[null, null, "NaN \" Infinity", null, -1]"#);
+        assert_eq!(
+            rewrite(r#"[NaN, -Infinity, "NaN \" Infinity", Infinity, -1]"#),
+            r#"[null, null, "NaN \" Infinity", null, -1]"#
+        );
     }
 
     #[test]
     fn first_line_feature_means_a_sequence() {
-        assert!(looks_like_sequence(b"{\"type\":\"Feature\",\"geometry\":null,\"properties\":{}}\n{"));
-        assert!(!looks_like_sequence(b"{\"type\":\"FeatureCollection\",\"features\":[\n"));
+        assert!(looks_like_sequence(
+            b"{\"type\":\"Feature\",\"geometry\":null,\"properties\":{}}\n{"
+        ));
+        assert!(!looks_like_sequence(
+            b"{\"type\":\"FeatureCollection\",\"features\":[\n"
+        ));
     }
 }

@@ -2,7 +2,7 @@
 //! GeoPackage WKB decoder.
 
 use super::source::{FeatureSink, Progress, SourceFeature};
-use super::{crs, ImportError};
+use super::{ImportError, crs};
 use crate::store::PropValue;
 use geozero::ToGeo;
 use geozero::wkb::GpkgWkb;
@@ -23,13 +23,24 @@ pub struct FeatureTable {
 }
 
 fn open(path: &Path) -> Result<Connection, ImportError> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| ImportError::Parse { path: path.to_path_buf(), message: format!("cannot open as SQLite: {e}") })?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| ImportError::Parse {
+        path: path.to_path_buf(),
+        message: format!("cannot open as SQLite: {e}"),
+    })?;
     Ok(conn)
 }
 
 fn not_gpkg(path: &Path, e: impl std::fmt::Display) -> ImportError {
-    ImportError::Parse { path: path.to_path_buf(), message: format!("not a GeoPackage (no readable gpkg_contents / gpkg_geometry_columns tables: {e})") }
+    ImportError::Parse {
+        path: path.to_path_buf(),
+        message: format!(
+            "not a GeoPackage (no readable gpkg_contents / gpkg_geometry_columns tables: {e})"
+        ),
+    }
 }
 
 /// The feature tables of a GeoPackage, in `gpkg_contents` order.
@@ -43,9 +54,16 @@ pub fn feature_tables(path: &Path) -> Result<Vec<FeatureTable>, ImportError> {
         )
         .map_err(|e| not_gpkg(path, e))?;
     let rows = stmt
-        .query_map([], |r| Ok(FeatureTable { name: r.get(0)?, geometry_column: r.get(1)?, srs_id: r.get(2)? }))
+        .query_map([], |r| {
+            Ok(FeatureTable {
+                name: r.get(0)?,
+                geometry_column: r.get(1)?,
+                srs_id: r.get(2)?,
+            })
+        })
         .map_err(|e| not_gpkg(path, e))?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(|e| not_gpkg(path, e))
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| not_gpkg(path, e))
 }
 
 fn quote(ident: &str) -> String {
@@ -53,9 +71,17 @@ fn quote(ident: &str) -> String {
 }
 
 /// Reads one feature table into `sink`.
-pub fn read_table(path: &Path, table: &FeatureTable, progress: &Progress, sink: &mut dyn FeatureSink) -> Result<(), ImportError> {
+pub fn read_table(
+    path: &Path,
+    table: &FeatureTable,
+    progress: &Progress,
+    sink: &mut dyn FeatureSink,
+) -> Result<(), ImportError> {
     let conn = open(path)?;
-    let parse = |message: String| ImportError::Parse { path: path.to_path_buf(), message: format!("table {}: {message}", table.name) };
+    let parse = |message: String| ImportError::Parse {
+        path: path.to_path_buf(),
+        message: format!("table {}: {message}", table.name),
+    };
     if table.srs_id > 0 {
         let (org, code, def): (String, i64, String) = conn
             .query_row(
@@ -64,13 +90,24 @@ pub fn read_table(path: &Path, table: &FeatureTable, progress: &Progress, sink: 
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|e| parse(format!("spatial reference system {} not found: {e}", table.srs_id)))?;
-        let crs = if org.eq_ignore_ascii_case("EPSG") { crs::from_epsg(code) } else { crs::from_wkt(&def).map_err(|_| format!("{org}:{code}")) };
+        let crs = if org.eq_ignore_ascii_case("EPSG") {
+            crs::from_epsg(code)
+        } else {
+            crs::from_wkt(&def).map_err(|_| format!("{org}:{code}"))
+        };
         sink.crs(crs.map_err(|crs| ImportError::Crs { crs })?)?;
     } else {
-        sink.warn(format!("table {} has an undefined spatial reference system (srs_id {}); assumed EPSG:4326", table.name, table.srs_id));
+        sink.warn(format!(
+            "table {} has an undefined spatial reference system (srs_id {}); assumed EPSG:4326",
+            table.name, table.srs_id
+        ));
     }
     let count: i64 = conn
-        .query_row(&format!("SELECT count(*) FROM {}", quote(&table.name)), [], |r| r.get(0))
+        .query_row(
+            &format!("SELECT count(*) FROM {}", quote(&table.name)),
+            [],
+            |r| r.get(0),
+        )
         .map_err(|e| parse(e.to_string()))?;
     progress.total.store(count.max(0) as u64, Ordering::Relaxed);
 
@@ -78,9 +115,17 @@ pub fn read_table(path: &Path, table: &FeatureTable, progress: &Progress, sink: 
     let mut pk = None;
     let mut columns = Vec::new();
     {
-        let mut info = conn.prepare(&format!("PRAGMA table_info({})", quote(&table.name))).map_err(|e| parse(e.to_string()))?;
+        let mut info = conn
+            .prepare(&format!("PRAGMA table_info({})", quote(&table.name)))
+            .map_err(|e| parse(e.to_string()))?;
         let rows = info
-            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(5)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
             .map_err(|e| parse(e.to_string()))?;
         for row in rows {
             let (name, ty, is_pk) = row.map_err(|e| parse(e.to_string()))?;
@@ -106,7 +151,10 @@ pub fn read_table(path: &Path, table: &FeatureTable, progress: &Progress, sink: 
                 Err(e) => (None, Some(format!("unreadable GeoPackage geometry: {e}"))),
             },
             ValueRef::Null => (None, None),
-            _ => (None, Some("geometry column holds a non-blob value".to_string())),
+            _ => (
+                None,
+                Some("geometry column holds a non-blob value".to_string()),
+            ),
         };
         let mut id = None;
         let mut properties = Vec::with_capacity(columns.len());
@@ -125,7 +173,9 @@ pub fn read_table(path: &Path, table: &FeatureTable, progress: &Progress, sink: 
                 ValueRef::Text(t) => PropValue::String(String::from_utf8_lossy(t).into_owned()),
                 ValueRef::Blob(_) => {
                     if !binary_warned {
-                        sink.warn(format!("binary column {name} skipped (vector tiles cannot carry it)"));
+                        sink.warn(format!(
+                            "binary column {name} skipped (vector tiles cannot carry it)"
+                        ));
                         binary_warned = true;
                     }
                     continue;
@@ -133,7 +183,12 @@ pub fn read_table(path: &Path, table: &FeatureTable, progress: &Progress, sink: 
             };
             properties.push((name.clone(), value));
         }
-        sink.feature(SourceFeature { geometry, id, properties, geometry_error })?;
+        sink.feature(SourceFeature {
+            geometry,
+            id,
+            properties,
+            geometry_error,
+        })?;
         progress.done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())

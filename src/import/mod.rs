@@ -19,7 +19,10 @@ pub mod validate;
 pub use source::{Crs, FeatureSink, Progress, SourceFeature};
 
 use crate::store::catalog::valid_layer_name;
-use crate::store::{DropExample, LayerBuilder, LayerMeta, QualityReport, SourceInfo, Store, StoreError, VersionEntry, WriteSummary, ZoomRange, MAX_ZOOM};
+use crate::store::{
+    DropExample, LayerBuilder, LayerMeta, MAX_ZOOM, QualityReport, SourceInfo, Store, StoreError,
+    VersionEntry, WriteSummary, ZoomRange,
+};
 use rayon::prelude::*;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -71,7 +74,9 @@ pub enum ImportError {
         crs: String,
     },
     /// A Shapefile sidecar is missing.
-    #[error("{path}: the .{sidecar} sidecar ({what}) is missing; copy it next to the .shp or import the .zip that holds both")]
+    #[error(
+        "{path}: the .{sidecar} sidecar ({what}) is missing; copy it next to the .shp or import the .zip that holds both"
+    )]
     MissingSidecar {
         /// The .shp.
         path: PathBuf,
@@ -112,7 +117,10 @@ pub enum ImportError {
 impl ImportError {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        ImportError::Io { path: path.to_path_buf(), source }
+        ImportError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -147,37 +155,59 @@ impl Format {
 }
 
 fn is_gzip(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
 /// Opens a file for streaming, decompressing `.gz`.
 fn open_stream(path: &Path, progress: &Arc<Progress>) -> Result<Box<dyn Read + Send>, ImportError> {
     let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    progress.total.store(len, std::sync::atomic::Ordering::Relaxed);
-    let counted = source::CountingReader::new(BufReader::with_capacity(1 << 16, file), Arc::clone(progress));
-    Ok(if is_gzip(path) { Box::new(flate2::read::MultiGzDecoder::new(counted)) } else { Box::new(counted) })
+    progress
+        .total
+        .store(len, std::sync::atomic::Ordering::Relaxed);
+    let counted = source::CountingReader::new(
+        BufReader::with_capacity(1 << 16, file),
+        Arc::clone(progress),
+    );
+    Ok(if is_gzip(path) {
+        Box::new(flate2::read::MultiGzDecoder::new(counted))
+    } else {
+        Box::new(counted)
+    })
 }
 
 /// Tells the format from the file's first bytes, then its extension.
 pub fn detect_format(path: &Path) -> Result<Format, ImportError> {
     let meta = std::fs::metadata(path).map_err(|e| ImportError::io(path, e))?;
     if meta.is_dir() {
-        return Err(ImportError::UnknownFormat { path: path.to_path_buf(), message: "is a directory; give the file to import".into() });
+        return Err(ImportError::UnknownFormat {
+            path: path.to_path_buf(),
+            message: "is a directory; give the file to import".into(),
+        });
     }
     if meta.len() == 0 {
         return Err(ImportError::Empty(path.to_path_buf()));
     }
     let mut head = Vec::with_capacity(65536);
     let dummy = Arc::new(Progress::default());
-    open_stream(path, &dummy)?.take(65536).read_to_end(&mut head).map_err(|e| ImportError::io(path, e))?;
+    open_stream(path, &dummy)?
+        .take(65536)
+        .read_to_end(&mut head)
+        .map_err(|e| ImportError::io(path, e))?;
     if head.is_empty() {
         return Err(ImportError::Empty(path.to_path_buf()));
     }
     let ext = path
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .map(|n| n.trim_end_matches(".gz").rsplit('.').next().unwrap_or("").to_string())
+        .map(|n| {
+            n.trim_end_matches(".gz")
+                .rsplit('.')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
         .unwrap_or_default();
     if head.starts_with(b"fgb") && head.len() >= 8 {
         return Ok(Format::FlatGeobuf);
@@ -191,21 +221,40 @@ pub fn detect_format(path: &Path) -> Result<Format, ImportError> {
     if head.starts_with(b"PK\x03\x04") {
         return Ok(Format::ShapefileZip);
     }
-    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head).trim_ascii_start();
+    let text = head
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(&head)
+        .trim_ascii_start();
     if text.first() == Some(&b'{') || text.first() == Some(&0x1e) {
-        let seq_ext = matches!(ext.as_str(), "geojsonl" | "geojsons" | "geojsonseq" | "ndjson" | "jsonl");
-        return Ok(if seq_ext || geojson::looks_like_sequence(text) { Format::GeoJsonSeq } else { Format::GeoJson });
+        let seq_ext = matches!(
+            ext.as_str(),
+            "geojsonl" | "geojsons" | "geojsonseq" | "ndjson" | "jsonl"
+        );
+        return Ok(if seq_ext || geojson::looks_like_sequence(text) {
+            Format::GeoJsonSeq
+        } else {
+            Format::GeoJson
+        });
     }
     let what = if ext == "shp" {
         "does not start like a Shapefile (bad file code)".to_string()
-    } else if text.iter().take(512).all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
-        format!("is text but not GeoJSON (it starts with {:?})", String::from_utf8_lossy(&text[..text.len().min(24)]))
+    } else if text
+        .iter()
+        .take(512)
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
+        format!(
+            "is text but not GeoJSON (it starts with {:?})",
+            String::from_utf8_lossy(&text[..text.len().min(24)])
+        )
     } else {
         "is not a format urbis imports".to_string()
     };
     Err(ImportError::UnknownFormat {
         path: path.to_path_buf(),
-        message: format!("{what}; urbis imports GeoJSON (.geojson, .geojsonl), FlatGeobuf (.fgb), GeoPackage (.gpkg) and Shapefile (.shp or .zip)"),
+        message: format!(
+            "{what}; urbis imports GeoJSON (.geojson, .geojsonl), FlatGeobuf (.fgb), GeoPackage (.gpkg) and Shapefile (.shp or .zip)"
+        ),
     })
 }
 
@@ -264,7 +313,9 @@ impl ChannelSink {
     fn flush(&mut self) -> Result<(), ImportError> {
         if !self.batch.is_empty() {
             let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-            self.tx.send(Msg::Batch(b)).map_err(|_| ImportError::Cancelled)?;
+            self.tx
+                .send(Msg::Batch(b))
+                .map_err(|_| ImportError::Cancelled)?;
         }
         Ok(())
     }
@@ -273,11 +324,17 @@ impl ChannelSink {
 impl FeatureSink for ChannelSink {
     fn crs(&mut self, crs: Crs) -> Result<(), ImportError> {
         self.flush()?;
-        self.tx.send(Msg::Crs(crs)).map_err(|_| ImportError::Cancelled)
+        self.tx
+            .send(Msg::Crs(crs))
+            .map_err(|_| ImportError::Cancelled)
     }
     fn feature(&mut self, f: SourceFeature) -> Result<(), ImportError> {
         self.batch.push(f);
-        if self.batch.len() >= BATCH { self.flush() } else { Ok(()) }
+        if self.batch.len() >= BATCH {
+            self.flush()
+        } else {
+            Ok(())
+        }
     }
     fn warn(&mut self, message: String) {
         let _ = self.tx.send(Msg::Warn(message));
@@ -293,13 +350,21 @@ enum Unit {
 
 /// Imports `opts.file` into `store`, one layer per unit (a GeoPackage table, a zipped
 /// Shapefile), and returns what was published. Nothing is published for a unit that fails.
-pub fn import_file(store: &Store, opts: &ImportOptions, observer: &dyn ImportObserver) -> Result<Vec<ImportOutcome>, ImportError> {
+pub fn import_file(
+    store: &Store,
+    opts: &ImportOptions,
+    observer: &dyn ImportObserver,
+) -> Result<Vec<ImportOutcome>, ImportError> {
     let path = opts.file.as_path();
     if opts.maxzoom.is_some_and(|z| z > MAX_ZOOM) || opts.minzoom > MAX_ZOOM {
-        return Err(ImportError::Usage(format!("zoom levels go from 0 to {MAX_ZOOM}")));
+        return Err(ImportError::Usage(format!(
+            "zoom levels go from 0 to {MAX_ZOOM}"
+        )));
     }
     if opts.maxzoom.is_some_and(|z| z < opts.minzoom) {
-        return Err(ImportError::Usage("--maxzoom must not be below --minzoom".into()));
+        return Err(ImportError::Usage(
+            "--maxzoom must not be below --minzoom".into(),
+        ));
     }
     let format = detect_format(path)?;
     let stem = path
@@ -307,48 +372,109 @@ pub fn import_file(store: &Store, opts: &ImportOptions, observer: &dyn ImportObs
         .map(|n| n.to_string_lossy().to_string())
         .map(|n| n.split('.').next().unwrap_or("").to_string())
         .unwrap_or_default();
-    let sanitize = |s: &str| -> String { s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect() };
-    let base = opts.layer.clone().unwrap_or_else(|| sanitize(&stem));
-    let units: Vec<(String, Unit)> = match format {
-        Format::GeoPackage => {
-            let tables = gpkg::feature_tables(path)?;
-            let chosen: Vec<gpkg::FeatureTable> = match &opts.table {
-                Some(t) => vec![tables.iter().find(|x| &x.name == t).cloned().ok_or_else(|| ImportError::UnknownTable {
-                    path: path.to_path_buf(),
-                    table: t.clone(),
-                    available: tables.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", "),
-                })?],
-                None => tables,
-            };
-            if chosen.is_empty() {
-                return Err(ImportError::Parse { path: path.to_path_buf(), message: "the GeoPackage has no feature tables".into() });
-            }
-            let single = chosen.len() == 1;
-            chosen.into_iter().map(|t| (if single { base.clone() } else { format!("{base}_{}", sanitize(&t.name)) }, Unit::GpkgTable(t))).collect()
-        }
-        Format::ShapefileZip => {
-            let members = shp::zip_members(path)?;
-            let chosen: Vec<String> = match &opts.table {
-                Some(t) => members.iter().filter(|m| Path::new(m).file_stem().is_some_and(|s| s.to_string_lossy() == *t)).cloned().collect(),
-                None => members.clone(),
-            };
-            if chosen.is_empty() {
-                return Err(ImportError::UnknownFormat {
-                    path: path.to_path_buf(),
-                    message: if members.is_empty() { "the zip holds no .shp file".into() } else { format!("no Shapefile named '{}' in the zip; it holds: {}", opts.table.clone().unwrap_or_default(), members.join(", ")) },
-                });
-            }
-            let single = chosen.len() == 1;
-            chosen
-                .into_iter()
-                .map(|m| {
-                    let s = Path::new(&m).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-                    (if single { base.clone() } else { format!("{base}_{}", sanitize(&s)) }, Unit::ZipMember(m))
-                })
-                .collect()
-        }
-        f => vec![(base.clone(), Unit::Stream(f))],
+    let sanitize = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     };
+    let base = opts.layer.clone().unwrap_or_else(|| sanitize(&stem));
+    let units: Vec<(String, Unit)> =
+        match format {
+            Format::GeoPackage => {
+                let tables = gpkg::feature_tables(path)?;
+                let chosen: Vec<gpkg::FeatureTable> =
+                    match &opts.table {
+                        Some(t) => vec![tables.iter().find(|x| &x.name == t).cloned().ok_or_else(
+                            || {
+                                ImportError::UnknownTable {
+                                    path: path.to_path_buf(),
+                                    table: t.clone(),
+                                    available: tables
+                                        .iter()
+                                        .map(|x| x.name.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", "),
+                                }
+                            },
+                        )?],
+                        None => tables,
+                    };
+                if chosen.is_empty() {
+                    return Err(ImportError::Parse {
+                        path: path.to_path_buf(),
+                        message: "the GeoPackage has no feature tables".into(),
+                    });
+                }
+                let single = chosen.len() == 1;
+                chosen
+                    .into_iter()
+                    .map(|t| {
+                        (
+                            if single {
+                                base.clone()
+                            } else {
+                                format!("{base}_{}", sanitize(&t.name))
+                            },
+                            Unit::GpkgTable(t),
+                        )
+                    })
+                    .collect()
+            }
+            Format::ShapefileZip => {
+                let members = shp::zip_members(path)?;
+                let chosen: Vec<String> = match &opts.table {
+                    Some(t) => members
+                        .iter()
+                        .filter(|m| {
+                            Path::new(m)
+                                .file_stem()
+                                .is_some_and(|s| s.to_string_lossy() == *t)
+                        })
+                        .cloned()
+                        .collect(),
+                    None => members.clone(),
+                };
+                if chosen.is_empty() {
+                    return Err(ImportError::UnknownFormat {
+                        path: path.to_path_buf(),
+                        message: if members.is_empty() {
+                            "the zip holds no .shp file".into()
+                        } else {
+                            format!(
+                                "no Shapefile named '{}' in the zip; it holds: {}",
+                                opts.table.clone().unwrap_or_default(),
+                                members.join(", ")
+                            )
+                        },
+                    });
+                }
+                let single = chosen.len() == 1;
+                chosen
+                    .into_iter()
+                    .map(|m| {
+                        let s = Path::new(&m)
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().to_string())
+                            .unwrap_or_default();
+                        (
+                            if single {
+                                base.clone()
+                            } else {
+                                format!("{base}_{}", sanitize(&s))
+                            },
+                            Unit::ZipMember(m),
+                        )
+                    })
+                    .collect()
+            }
+            f => vec![(base.clone(), Unit::Stream(f))],
+        };
     for (name, _) in &units {
         if !valid_layer_name(name) {
             return Err(StoreError::InvalidName(name.clone()).into());
@@ -361,7 +487,14 @@ pub fn import_file(store: &Store, opts: &ImportOptions, observer: &dyn ImportObs
     Ok(outcomes)
 }
 
-fn import_unit(store: &Store, opts: &ImportOptions, format: Format, name: &str, unit: Unit, observer: &dyn ImportObserver) -> Result<ImportOutcome, ImportError> {
+fn import_unit(
+    store: &Store,
+    opts: &ImportOptions,
+    format: Format,
+    name: &str,
+    unit: Unit,
+    observer: &dyn ImportObserver,
+) -> Result<ImportOutcome, ImportError> {
     let path = opts.file.clone();
     let progress = Arc::new(Progress::default());
     let (tx, rx) = sync_channel::<Msg>(IN_FLIGHT);
@@ -376,48 +509,85 @@ fn import_unit(store: &Store, opts: &ImportOptions, format: Format, name: &str, 
     let handle = std::thread::Builder::new()
         .name("urbis-import-reader".into())
         .spawn(move || -> Result<(), ImportError> {
-            let mut sink = ChannelSink { tx, batch: Vec::with_capacity(BATCH) };
+            let mut sink = ChannelSink {
+                tx,
+                batch: Vec::with_capacity(BATCH),
+            };
             let p = reader_path.as_path();
             match unit {
-                Unit::Stream(Format::GeoJson) => geojson::read(open_stream(p, &reader_progress)?, p, false, &mut sink)?,
-                Unit::Stream(Format::GeoJsonSeq) => geojson::read(open_stream(p, &reader_progress)?, p, true, &mut sink)?,
-                Unit::Stream(Format::FlatGeobuf) => fgb::read(open_stream(p, &reader_progress)?, p, &mut sink)?,
+                Unit::Stream(Format::GeoJson) => {
+                    geojson::read(open_stream(p, &reader_progress)?, p, false, &mut sink)?
+                }
+                Unit::Stream(Format::GeoJsonSeq) => {
+                    geojson::read(open_stream(p, &reader_progress)?, p, true, &mut sink)?
+                }
+                Unit::Stream(Format::FlatGeobuf) => {
+                    fgb::read(open_stream(p, &reader_progress)?, p, &mut sink)?
+                }
                 Unit::Stream(Format::Shapefile) => {
                     let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-                    reader_progress.total.store(len, std::sync::atomic::Ordering::Relaxed);
+                    reader_progress
+                        .total
+                        .store(len, std::sync::atomic::Ordering::Relaxed);
                     shp::read(shp::open_files(p)?, &mut sink)?;
-                    reader_progress.done.store(len, std::sync::atomic::Ordering::Relaxed);
+                    reader_progress
+                        .done
+                        .store(len, std::sync::atomic::Ordering::Relaxed);
                 }
                 Unit::ZipMember(m) => shp::read(shp::open_zip(p, &m)?, &mut sink)?,
                 Unit::GpkgTable(t) => gpkg::read_table(p, &t, &reader_progress, &mut sink)?,
-                Unit::Stream(_) => return Err(ImportError::Usage("internal: unit/format mismatch".into())),
+                Unit::Stream(_) => {
+                    return Err(ImportError::Usage("internal: unit/format mismatch".into()));
+                }
             }
             sink.flush()
         })
         .map_err(|e| ImportError::io(&path, e))?;
 
     let collected = collect(rx);
-    let read_result = handle.join().unwrap_or_else(|_| Err(ImportError::Parse { path: path.clone(), message: "the reader crashed".into() }));
+    let read_result = handle.join().unwrap_or_else(|_| {
+        Err(ImportError::Parse {
+            path: path.clone(),
+            message: "the reader crashed".into(),
+        })
+    });
     let (builder, mut report, crs) = collected;
-    if let Err(e) = read_result {
-        return Err(e);
-    }
+    read_result?;
     if builder.is_empty() {
         if report.read == 0 {
-            return Err(ImportError::Parse { path: path.clone(), message: "no features found".into() });
+            return Err(ImportError::Parse {
+                path: path.clone(),
+                message: "no features found".into(),
+            });
         }
-        return Err(ImportError::NothingImportable { path: path.clone(), report: Box::new(report) });
+        return Err(ImportError::NothingImportable {
+            path: path.clone(),
+            report: Box::new(report),
+        });
     }
 
     observer.phase(name, "building", None);
-    let maxzoom = opts.maxzoom.unwrap_or_else(|| builder.guess_maxzoom(opts.minzoom));
-    let zooms = ZoomRange { minzoom: opts.minzoom.min(maxzoom), maxzoom };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let maxzoom = opts
+        .maxzoom
+        .unwrap_or_else(|| builder.guess_maxzoom(opts.minzoom));
+    let zooms = ZoomRange {
+        minzoom: opts.minzoom.min(maxzoom),
+        maxzoom,
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     report.warnings.sort();
     report.warnings.dedup();
     let meta = LayerMeta {
         name: name.to_string(),
-        source: SourceInfo { file: file_name.clone(), format: format.name().into(), table, crs: crs.name().into() },
+        source: SourceInfo {
+            file: file_name.clone(),
+            format: format.name().into(),
+            table,
+            crs: crs.name().into(),
+        },
         created: 0,
         bounds: [0.0; 4],
         fields: Default::default(),
@@ -436,7 +606,12 @@ fn import_unit(store: &Store, opts: &ImportOptions, format: Format, name: &str, 
         ..Default::default()
     };
     let version = store.publish(staged, name, entry)?;
-    Ok(ImportOutcome { layer: name.to_string(), version, report, summary })
+    Ok(ImportOutcome {
+        layer: name.to_string(),
+        version,
+        report,
+        summary,
+    })
 }
 
 /// Drains the reader's batches: prepares each batch in parallel, appends in source order.
@@ -453,7 +628,10 @@ fn collect(rx: Receiver<Msg>) -> (LayerBuilder, QualityReport, Crs) {
                 for (f, p) in batch.into_iter().zip(prepared) {
                     let index = report.read;
                     report.read += 1;
-                    *report.geometry_types.entry(geometry_type_name(f.geometry.as_ref()).to_string()).or_default() += 1;
+                    *report
+                        .geometry_types
+                        .entry(geometry_type_name(f.geometry.as_ref()).to_string())
+                        .or_default() += 1;
                     match p {
                         Prepared::Kept { geometry, repairs } => {
                             if !repairs.is_empty() {
@@ -466,9 +644,16 @@ fn collect(rx: Receiver<Msg>) -> (LayerBuilder, QualityReport, Crs) {
                             builder.push(&geometry, f.id, f.properties);
                         }
                         Prepared::Dropped { reason, detail } => {
-                            *report.dropped.entry(reason.as_str().to_string()).or_default() += 1;
+                            *report
+                                .dropped
+                                .entry(reason.as_str().to_string())
+                                .or_default() += 1;
                             if report.examples.len() < QualityReport::MAX_EXAMPLES {
-                                report.examples.push(DropExample { feature: index, reason: reason.as_str().into(), detail });
+                                report.examples.push(DropExample {
+                                    feature: index,
+                                    reason: reason.as_str().into(),
+                                    detail,
+                                });
                             }
                         }
                     }

@@ -3,16 +3,16 @@
 //! `.zip` holding the sidecars is read in memory.
 
 use super::source::{Crs, FeatureSink, SourceFeature};
-use super::{crs, ImportError};
+use super::{ImportError, crs};
 use crate::store::PropValue;
 use dbase::FieldValue;
+use geozero::GeomProcessor;
 use geozero::geo_types::GeoWriter;
 use geozero::shp::ShpReader;
-use geozero::GeomProcessor;
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::io::{Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// The files that make one Shapefile.
 pub struct ShapefileParts<T> {
@@ -29,50 +29,90 @@ pub struct ShapefileParts<T> {
 }
 
 /// Opens a `.shp` and its sidecars from disk.
-pub fn open_files(path: &Path) -> Result<ShapefileParts<std::io::BufReader<std::fs::File>>, ImportError> {
+pub fn open_files(
+    path: &Path,
+) -> Result<ShapefileParts<std::io::BufReader<std::fs::File>>, ImportError> {
     let open = |p: &Path| std::fs::File::open(p).map(std::io::BufReader::new);
     let shp = open(path).map_err(|e| ImportError::io(path, e))?;
     let sidecar = |ext: &str| -> Option<PathBuf> {
-        [ext.to_string(), ext.to_uppercase()].iter().map(|e| path.with_extension(e)).find(|p| p.exists())
+        [ext.to_string(), ext.to_uppercase()]
+            .iter()
+            .map(|e| path.with_extension(e))
+            .find(|p| p.exists())
     };
     let dbf = match sidecar("dbf") {
         Some(p) => Some(open(&p).map_err(|e| ImportError::io(&p, e))?),
         None => None,
     };
-    let text = |ext: &str| sidecar(ext).and_then(|p| std::fs::read(p).ok()).map(|b| String::from_utf8_lossy(&b).into_owned());
-    Ok(ShapefileParts { shp, dbf, prj: text("prj"), cpg: text("cpg"), name: path.to_path_buf() })
+    let text = |ext: &str| {
+        sidecar(ext)
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    Ok(ShapefileParts {
+        shp,
+        dbf,
+        prj: text("prj"),
+        cpg: text("cpg"),
+        name: path.to_path_buf(),
+    })
 }
 
 /// Lists the `.shp` members of a zip.
 pub fn zip_members(path: &Path) -> Result<Vec<String>, ImportError> {
     let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
-    let zip = zip::ZipArchive::new(file).map_err(|e| ImportError::Parse { path: path.to_path_buf(), message: format!("not a readable zip: {e}") })?;
-    Ok(zip.file_names().filter_map(|n| n.ok()).filter(|n| n.to_ascii_lowercase().ends_with(".shp")).map(|n| n.into_owned()).collect())
+    let zip = zip::ZipArchive::new(file).map_err(|e| ImportError::Parse {
+        path: path.to_path_buf(),
+        message: format!("not a readable zip: {e}"),
+    })?;
+    Ok(zip
+        .file_names()
+        .filter_map(|n| n.ok())
+        .filter(|n| n.to_ascii_lowercase().ends_with(".shp"))
+        .map(|n| n.into_owned())
+        .collect())
 }
 
 /// Reads the Shapefile `member` (a `.shp` path inside the zip) and its sidecars into memory.
 pub fn open_zip(path: &Path, member: &str) -> Result<ShapefileParts<Cursor<Vec<u8>>>, ImportError> {
     let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
-    let bad = |e: zip::result::ZipError| ImportError::Parse { path: path.to_path_buf(), message: format!("cannot read {member} from the zip: {e}") };
+    let bad = |e: zip::result::ZipError| ImportError::Parse {
+        path: path.to_path_buf(),
+        message: format!("cannot read {member} from the zip: {e}"),
+    };
     let mut zip = zip::ZipArchive::new(file).map_err(bad)?;
     let stem = &member[..member.len() - 4];
     let mut get = |ext: &str| -> Result<Option<Vec<u8>>, ImportError> {
         let name = zip
             .file_names()
             .filter_map(|n| n.ok())
-            .find(|n| n.len() == stem.len() + 4 && n.starts_with(stem) && n[stem.len() + 1..].eq_ignore_ascii_case(ext))
+            .find(|n| {
+                n.len() == stem.len() + 4
+                    && n.starts_with(stem)
+                    && n[stem.len() + 1..].eq_ignore_ascii_case(ext)
+            })
             .map(|n| n.into_owned());
         let Some(name) = name else { return Ok(None) };
         let mut f = zip.by_name(&name).map_err(bad)?;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf).map_err(|e| ImportError::io(path, e))?;
+        f.read_to_end(&mut buf)
+            .map_err(|e| ImportError::io(path, e))?;
         Ok(Some(buf))
     };
-    let shp = get("shp")?.ok_or_else(|| ImportError::Parse { path: path.to_path_buf(), message: format!("{member} not found in the zip") })?;
+    let shp = get("shp")?.ok_or_else(|| ImportError::Parse {
+        path: path.to_path_buf(),
+        message: format!("{member} not found in the zip"),
+    })?;
     let dbf = get("dbf")?;
     let prj = get("prj")?.map(|b| String::from_utf8_lossy(&b).into_owned());
     let cpg = get("cpg")?.map(|b| String::from_utf8_lossy(&b).into_owned());
-    Ok(ShapefileParts { shp: Cursor::new(shp), dbf: dbf.map(Cursor::new), prj, cpg, name: path.join(member) })
+    Ok(ShapefileParts {
+        shp: Cursor::new(shp),
+        dbf: dbf.map(Cursor::new),
+        prj,
+        cpg,
+        name: path.join(member),
+    })
 }
 
 fn value(v: FieldValue) -> Option<PropValue> {
@@ -82,7 +122,11 @@ fn value(v: FieldValue) -> Option<PropValue> {
         // dBase stores N fields as text; whole numbers are integers in the source's intent.
         FieldValue::Numeric(n) => {
             let n = n?;
-            if n.fract() == 0.0 && n.abs() < 9.0e15 { PropValue::Int(n as i64) } else { PropValue::Double(n) }
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                PropValue::Int(n as i64)
+            } else {
+                PropValue::Double(n)
+            }
         }
         FieldValue::Float(f) => PropValue::Double(f64::from(f?)),
         FieldValue::Logical(b) => PropValue::Bool(b?),
@@ -108,31 +152,65 @@ fn value(v: FieldValue) -> Option<PropValue> {
 }
 
 /// Reads a Shapefile into `sink`.
-pub fn read<T: Read + Seek>(parts: ShapefileParts<T>, sink: &mut dyn FeatureSink) -> Result<(), ImportError> {
+pub fn read<T: Read + Seek>(
+    parts: ShapefileParts<T>,
+    sink: &mut dyn FeatureSink,
+) -> Result<(), ImportError> {
     let name = parts.name.clone();
-    let parse = |message: String| ImportError::Parse { path: name.clone(), message };
+    let parse = |message: String| ImportError::Parse {
+        path: name.clone(),
+        message,
+    };
     let Some(dbf) = parts.dbf else {
-        return Err(ImportError::MissingSidecar { path: name.clone(), sidecar: "dbf".into(), what: "attribute table".into() });
+        return Err(ImportError::MissingSidecar {
+            path: name.clone(),
+            sidecar: "dbf".into(),
+            what: "attribute table".into(),
+        });
     };
     match &parts.prj {
         Some(prj) => sink.crs(crs::from_wkt(prj).map_err(|crs| ImportError::Crs { crs })?)?,
         None => {
-            sink.warn("no .prj sidecar: coordinates assumed to be EPSG:4326 longitude/latitude".into());
+            sink.warn(
+                "no .prj sidecar: coordinates assumed to be EPSG:4326 longitude/latitude".into(),
+            );
             sink.crs(Crs::Wgs84)?;
         }
     }
-    let cpg = parts.cpg.as_deref().map(|s| s.trim().to_ascii_uppercase()).unwrap_or_default();
+    let cpg = parts
+        .cpg
+        .as_deref()
+        .map(|s| s.trim().to_ascii_uppercase())
+        .unwrap_or_default();
     // Latin-1 and Windows-1252 agree on every printable character; yore's CP1252 reads both.
-    let mut table = if ["ISO-8859-1", "ISO8859-1", "ISO88591", "88591", "LATIN1", "1252", "CP1252", "ANSI 1252", "WINDOWS-1252"].contains(&cpg.as_str()) {
-        dbase::Reader::new_with_encoding(dbf, dbase::encoding::LossyCodePage(dbase::yore::code_pages::CP1252))
+    let mut table = if [
+        "ISO-8859-1",
+        "ISO8859-1",
+        "ISO88591",
+        "88591",
+        "LATIN1",
+        "1252",
+        "CP1252",
+        "ANSI 1252",
+        "WINDOWS-1252",
+    ]
+    .contains(&cpg.as_str())
+    {
+        dbase::Reader::new_with_encoding(
+            dbf,
+            dbase::encoding::LossyCodePage(dbase::yore::code_pages::CP1252),
+        )
     } else {
         if !cpg.is_empty() && !cpg.starts_with("UTF") {
-            sink.warn(format!("unknown .cpg code page '{cpg}': attributes read as UTF-8"));
+            sink.warn(format!(
+                "unknown .cpg code page '{cpg}': attributes read as UTF-8"
+            ));
         }
         dbase::Reader::new_with_encoding(dbf, dbase::encoding::UnicodeLossy)
     }
     .map_err(|e| parse(format!("unreadable .dbf attribute table: {e}")))?;
-    let shapes = ShpReader::new(parts.shp).map_err(|e| parse(format!("not a readable .shp file: {e}")))?;
+    let shapes =
+        ShpReader::new(parts.shp).map_err(|e| parse(format!("not a readable .shp file: {e}")))?;
     let shared = Rc::new(RefCell::new(GeoWriter::new()));
     let mut geo = SharedGeo(Rc::clone(&shared));
     let mut shape_iter = shapes.iter_geometries(&mut geo);
@@ -145,16 +223,30 @@ pub fn read<T: Read + Seek>(parts: ShapefileParts<T>, sink: &mut dyn FeatureSink
         let shape = match shape_iter.next() {
             Some(Ok(())) => None,
             Some(Err(e)) => Some(format!("{e}")),
-            None => return Err(parse(format!("the .dbf has more records than the .shp has shapes (stopped at #{n}); the files do not match or the .shp is truncated"))),
+            None => {
+                return Err(parse(format!(
+                    "the .dbf has more records than the .shp has shapes (stopped at #{n}); the files do not match or the .shp is truncated"
+                )));
+            }
         };
         if let Some(e) = shape {
-            return Err(parse(format!("shape #{n}: {e}; the .shp is corrupt or truncated")));
+            return Err(parse(format!(
+                "shape #{n}: {e}; the .shp is corrupt or truncated"
+            )));
         }
         let geometry = shared.borrow_mut().take_geometry();
-        let mut properties: Vec<(String, PropValue)> =
-            record.into_iter().filter(|(k, _)| k != "DeletionFlag").filter_map(|(k, v)| Some((k, value(v)?))).collect();
+        let mut properties: Vec<(String, PropValue)> = record
+            .into_iter()
+            .filter(|(k, _)| k != "DeletionFlag")
+            .filter_map(|(k, v)| Some((k, value(v)?)))
+            .collect();
         properties.sort_by(|a, b| a.0.cmp(&b.0));
-        sink.feature(SourceFeature { geometry, id: None, properties, geometry_error: None })?;
+        sink.feature(SourceFeature {
+            geometry,
+            id: None,
+            properties,
+            geometry_error: None,
+        })?;
         n += 1;
     }
     Ok(())

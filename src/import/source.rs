@@ -95,7 +95,12 @@ pub struct PropertyCollector {
 }
 
 impl geozero::PropertyProcessor for PropertyCollector {
-    fn property(&mut self, _idx: usize, name: &str, value: &geozero::ColumnValue) -> geozero::error::Result<bool> {
+    fn property(
+        &mut self,
+        _idx: usize,
+        name: &str,
+        value: &geozero::ColumnValue,
+    ) -> geozero::error::Result<bool> {
         use geozero::ColumnValue as C;
         let v = match value {
             C::Byte(v) => PropValue::Int(i64::from(*v)),

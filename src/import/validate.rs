@@ -10,8 +10,8 @@
 
 use super::source::{Crs, SourceFeature};
 use crate::store::{GeomKind, GridGeometry};
-use crate::tile::mercator::{MERCATOR_HALF, lonlat_to_grid_f64, mercator_to_grid_f64, snap};
 use crate::tile::GridPoint;
+use crate::tile::mercator::{MERCATOR_HALF, lonlat_to_grid_f64, mercator_to_grid_f64, snap};
 use geo::{Coord, Geometry, LineString, MakeValid, MapCoords, Polygon, Validation};
 
 /// Why a feature was dropped.
@@ -60,7 +60,8 @@ pub mod repair {
     /// One part of a multi-geometry was unusable and removed.
     pub const PART_REMOVED: &str = "degenerate part removed";
     /// A geometry collection mixing dimensions kept only its highest-dimension members.
-    pub const COLLECTION_REDUCED: &str = "mixed geometry collection reduced to its highest dimension";
+    pub const COLLECTION_REDUCED: &str =
+        "mixed geometry collection reduced to its highest dimension";
     /// An invalid polygon was rebuilt with geo's MakeValid.
     pub const POLYGON_REBUILT: &str = "invalid polygon rebuilt";
 }
@@ -94,7 +95,9 @@ pub fn geometry_type_name(g: Option<&Geometry<f64>>) -> &'static str {
         Some(Geometry::MultiPoint(_)) => "MultiPoint",
         Some(Geometry::Line(_)) | Some(Geometry::LineString(_)) => "LineString",
         Some(Geometry::MultiLineString(_)) => "MultiLineString",
-        Some(Geometry::Polygon(_)) | Some(Geometry::Rect(_)) | Some(Geometry::Triangle(_)) => "Polygon",
+        Some(Geometry::Polygon(_)) | Some(Geometry::Rect(_)) | Some(Geometry::Triangle(_)) => {
+            "Polygon"
+        }
         Some(Geometry::MultiPolygon(_)) => "MultiPolygon",
         Some(Geometry::GeometryCollection(_)) => "GeometryCollection",
     }
@@ -112,10 +115,18 @@ fn prepare_inner(f: &SourceFeature, crs: Crs) -> Result<(GridGeometry, Vec<&'sta
     if let Some(e) = &f.geometry_error {
         return Err((DropReason::MalformedGeometry, e.clone()));
     }
-    let g = f.geometry.as_ref().ok_or((DropReason::NoGeometry, String::new()))?;
+    let g = f
+        .geometry
+        .as_ref()
+        .ok_or((DropReason::NoGeometry, String::new()))?;
     let mut repairs = Vec::new();
     check_coords(g, crs)?;
-    let Flat { kind, multi, parts: mut polys, reduced } = flatten(g)?;
+    let Flat {
+        kind,
+        multi,
+        parts: mut polys,
+        reduced,
+    } = flatten(g)?;
     if reduced {
         repairs.push(repair::COLLECTION_REDUCED);
     }
@@ -160,14 +171,20 @@ fn check_coords(g: &Geometry<f64>, crs: Crs) -> Result<(), Drop> {
     use geo::CoordsIter;
     for c in g.coords_iter() {
         if !c.x.is_finite() || !c.y.is_finite() {
-            return Err((DropReason::NonFiniteCoordinate, format!("({}, {})", c.x, c.y)));
+            return Err((
+                DropReason::NonFiniteCoordinate,
+                format!("({}, {})", c.x, c.y),
+            ));
         }
         let ok = match crs {
             Crs::Wgs84 => c.x.abs() <= 180.0 + 1e-9 && c.y.abs() <= 90.0 + 1e-9,
             Crs::WebMercator => c.x.abs() <= MERCATOR_HALF * (1.0 + 1e-9),
         };
         if !ok {
-            return Err((DropReason::OutOfRange, format!("({}, {}) in {}", c.x, c.y, crs.name())));
+            return Err((
+                DropReason::OutOfRange,
+                format!("({}, {}) in {}", c.x, c.y, crs.name()),
+            ));
         }
     }
     Ok(())
@@ -194,10 +211,18 @@ fn flatten(g: &Geometry<f64>) -> Result<Flat, Drop> {
     };
     let (kind, multi, parts): (GeomKind, bool, Parts) = match g {
         Geometry::Point(p) => (GeomKind::Point, false, vec![vec![vec![p.0]]]),
-        Geometry::MultiPoint(mp) => (GeomKind::Point, true, mp.0.iter().map(|p| vec![vec![p.0]]).collect()),
+        Geometry::MultiPoint(mp) => (
+            GeomKind::Point,
+            true,
+            mp.0.iter().map(|p| vec![vec![p.0]]).collect(),
+        ),
         Geometry::Line(l) => (GeomKind::Line, false, vec![vec![vec![l.start, l.end]]]),
         Geometry::LineString(l) => (GeomKind::Line, false, vec![vec![ring(l)]]),
-        Geometry::MultiLineString(ml) => (GeomKind::Line, true, ml.0.iter().map(|l| vec![ring(l)]).collect()),
+        Geometry::MultiLineString(ml) => (
+            GeomKind::Line,
+            true,
+            ml.0.iter().map(|l| vec![ring(l)]).collect(),
+        ),
         Geometry::Polygon(p) => (GeomKind::Polygon, false, vec![poly(p)]),
         Geometry::Rect(r) => (GeomKind::Polygon, false, vec![poly(&r.to_polygon())]),
         Geometry::Triangle(t) => (GeomKind::Polygon, false, vec![poly(&t.to_polygon())]),
@@ -205,14 +230,34 @@ fn flatten(g: &Geometry<f64>) -> Result<Flat, Drop> {
         Geometry::GeometryCollection(gc) => {
             // MVT gives a feature one geometry type: keep the members of the highest dimension
             // (a route relation keeps its ways, not its stop nodes) and report the reduction.
-            let members = gc.0.iter().map(flatten).collect::<Result<Vec<Flat>, Drop>>()?;
-            let kind = members.iter().map(|m| m.kind).max().ok_or((DropReason::EmptyGeometry, "empty geometry collection".into()))?;
+            let members =
+                gc.0.iter()
+                    .map(flatten)
+                    .collect::<Result<Vec<Flat>, Drop>>()?;
+            let kind = members.iter().map(|m| m.kind).max().ok_or((
+                DropReason::EmptyGeometry,
+                "empty geometry collection".into(),
+            ))?;
             let reduced = members.iter().any(|m| m.kind != kind || m.reduced);
-            let parts = members.into_iter().filter(|m| m.kind == kind).flat_map(|m| m.parts).collect();
-            return non_empty(Flat { kind, multi: true, parts, reduced });
+            let parts = members
+                .into_iter()
+                .filter(|m| m.kind == kind)
+                .flat_map(|m| m.parts)
+                .collect();
+            return non_empty(Flat {
+                kind,
+                multi: true,
+                parts,
+                reduced,
+            });
         }
     };
-    non_empty(Flat { kind, multi, parts, reduced: false })
+    non_empty(Flat {
+        kind,
+        multi,
+        parts,
+        reduced: false,
+    })
 }
 
 fn non_empty(f: Flat) -> Result<Flat, Drop> {
@@ -252,7 +297,10 @@ fn fix_polygons(polys: Parts, repairs: &mut Vec<&'static str>) -> Result<Parts, 
         let Some(ext) = it.next() else { continue };
         let ext = open_ring(ext, repairs);
         if ext.len() < 3 {
-            first_drop.get_or_insert((DropReason::DegenerateRing, format!("outer ring with {} distinct points", ext.len())));
+            first_drop.get_or_insert((
+                DropReason::DegenerateRing,
+                format!("outer ring with {} distinct points", ext.len()),
+            ));
             continue;
         }
         let mut holes = Vec::new();
@@ -274,20 +322,34 @@ fn fix_polygons(polys: Parts, repairs: &mut Vec<&'static str>) -> Result<Parts, 
             continue;
         }
         let why = if small {
-            polygon.check_validation().err().map(|e| e.to_string()).unwrap_or_default()
+            polygon
+                .check_validation()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
         } else {
             "edges cross or touch, or a hole lies outside its shell".to_string()
         };
         // Repair relative to the ring's first point, where f64 keeps every bit of the grid.
         let origin = ext[0];
-        let local = polygon.map_coords(|c| Coord { x: c.x - origin.x, y: c.y - origin.y });
+        let local = polygon.map_coords(|c| Coord {
+            x: c.x - origin.x,
+            y: c.y - origin.y,
+        });
         match local.make_valid() {
             Ok(mp) if !mp.0.is_empty() => {
                 repairs.push(repair::POLYGON_REBUILT);
-                let mp = mp.map_coords(|c| Coord { x: c.x + origin.x, y: c.y + origin.y });
+                let mp = mp.map_coords(|c| Coord {
+                    x: c.x + origin.x,
+                    y: c.y + origin.y,
+                });
                 for p in mp.0 {
                     let mut rings = vec![open_ring(p.exterior().0.clone(), &mut Vec::new())];
-                    rings.extend(p.interiors().iter().map(|h| open_ring(h.0.clone(), &mut Vec::new())));
+                    rings.extend(
+                        p.interiors()
+                            .iter()
+                            .map(|h| open_ring(h.0.clone(), &mut Vec::new())),
+                    );
                     out.push(rings);
                 }
             }
@@ -314,15 +376,21 @@ fn fix_polygons(polys: Parts, repairs: &mut Vec<&'static str>) -> Result<Parts, 
 /// import; with an R-tree of edges (rstar, which geo already uses) the import takes 1.5 s.
 fn rings_look_valid(ext: &[Coord], holes: &[Vec<Coord>]) -> bool {
     use geo::algorithm::line_intersection::{LineIntersection, line_intersection};
-    use geo::{Line, coordinate_position::{CoordPos, CoordinatePosition}};
+    use geo::{
+        Line,
+        coordinate_position::{CoordPos, CoordinatePosition},
+    };
     use rstar::{AABB, RTree, RTreeObject, primitives::GeomWithData, primitives::Rectangle};
 
-    let rings: Vec<&[Coord]> = std::iter::once(ext).chain(holes.iter().map(Vec::as_slice)).collect();
+    let rings: Vec<&[Coord]> = std::iter::once(ext)
+        .chain(holes.iter().map(Vec::as_slice))
+        .collect();
     let edge = |r: usize, i: usize| -> Line<f64> {
         let ring = rings[r];
         Line::new(ring[i], ring[(i + 1) % ring.len()])
     };
-    let edges: Vec<GeomWithData<Rectangle<[f64; 2]>, (usize, usize)>> = rings
+    type Edge = GeomWithData<Rectangle<[f64; 2]>, (usize, usize)>;
+    let edges: Vec<Edge> = rings
         .iter()
         .enumerate()
         .flat_map(|(r, ring)| {
@@ -357,7 +425,10 @@ fn rings_look_valid(ext: &[Coord], holes: &[Vec<Coord>]) -> bool {
             return false;
         }
         for (m, other) in holes.iter().enumerate() {
-            if m != k && Polygon::new(closed(other), vec![]).coordinate_position(&h[0]) != CoordPos::Outside {
+            if m != k
+                && Polygon::new(closed(other), vec![]).coordinate_position(&h[0])
+                    != CoordPos::Outside
+            {
                 return false;
             }
         }
@@ -366,7 +437,12 @@ fn rings_look_valid(ext: &[Coord], holes: &[Vec<Coord>]) -> bool {
 }
 
 /// Rounds exact grid positions to grid points, removing what collapses.
-fn snap_parts(kind: GeomKind, multi: bool, parts: Parts, repairs: &mut Vec<&'static str>) -> Result<GridGeometry, Drop> {
+fn snap_parts(
+    kind: GeomKind,
+    multi: bool,
+    parts: Parts,
+    repairs: &mut Vec<&'static str>,
+) -> Result<GridGeometry, Drop> {
     let to_grid = |c: &Coord| -> GridPoint { snap([c.x, c.y]) };
     let mut out: Vec<Vec<Vec<GridPoint>>> = Vec::with_capacity(parts.len());
     for part in parts {
@@ -401,10 +477,18 @@ fn snap_parts(kind: GeomKind, multi: bool, parts: Parts, repairs: &mut Vec<&'sta
         }
     }
     if out.is_empty() {
-        let reason = if kind == GeomKind::Line { DropReason::DegenerateLine } else { DropReason::DegenerateRing };
+        let reason = if kind == GeomKind::Line {
+            DropReason::DegenerateLine
+        } else {
+            DropReason::DegenerateRing
+        };
         return Err((reason, "collapsed on the 1 cm grid".into()));
     }
-    Ok(GridGeometry { kind, multi, parts: out })
+    Ok(GridGeometry {
+        kind,
+        multi,
+        parts: out,
+    })
 }
 
 #[cfg(test)]
@@ -413,7 +497,12 @@ mod tests {
     use geo::{line_string, point, polygon};
 
     fn feature(g: Geometry<f64>) -> SourceFeature {
-        SourceFeature { geometry: Some(g), id: None, properties: vec![], geometry_error: None }
+        SourceFeature {
+            geometry: Some(g),
+            id: None,
+            properties: vec![],
+            geometry_error: None,
+        }
     }
 
     fn dropped(p: Prepared) -> DropReason {
@@ -426,7 +515,10 @@ mod tests {
     #[test]
     fn nan_coordinate_drops_the_feature() {
         let f = feature(point!(x: f64::NAN, y: 60.0).into());
-        assert_eq!(dropped(prepare(&f, Crs::Wgs84)), DropReason::NonFiniteCoordinate);
+        assert_eq!(
+            dropped(prepare(&f, Crs::Wgs84)),
+            DropReason::NonFiniteCoordinate
+        );
     }
 
     #[test]
@@ -437,8 +529,14 @@ mod tests {
 
     #[test]
     fn two_point_ring_drops_the_polygon() {
-        let p = Polygon::new(line_string![(x: 0.0, y: 0.0), (x: 1.0, y: 1.0), (x: 0.0, y: 0.0)], vec![]);
-        assert_eq!(dropped(prepare(&feature(p.into()), Crs::Wgs84)), DropReason::DegenerateRing);
+        let p = Polygon::new(
+            line_string![(x: 0.0, y: 0.0), (x: 1.0, y: 1.0), (x: 0.0, y: 0.0)],
+            vec![],
+        );
+        assert_eq!(
+            dropped(prepare(&feature(p.into()), Crs::Wgs84)),
+            DropReason::DegenerateRing
+        );
     }
 
     #[test]
@@ -455,24 +553,55 @@ mod tests {
 
     #[test]
     fn fast_check_agrees_with_geo_on_simple_cases() {
-        let sq = |x: f64, y: f64, s: f64| vec![Coord { x, y }, Coord { x: x + s, y }, Coord { x: x + s, y: y + s }, Coord { x, y: y + s }];
-        assert!(rings_look_valid(&sq(0.0, 0.0, 10.0), &[sq(2.0, 2.0, 2.0), sq(5.0, 5.0, 2.0)]));
+        let sq = |x: f64, y: f64, s: f64| {
+            vec![
+                Coord { x, y },
+                Coord { x: x + s, y },
+                Coord { x: x + s, y: y + s },
+                Coord { x, y: y + s },
+            ]
+        };
+        assert!(rings_look_valid(
+            &sq(0.0, 0.0, 10.0),
+            &[sq(2.0, 2.0, 2.0), sq(5.0, 5.0, 2.0)]
+        ));
         // hole outside the shell
-        assert!(!rings_look_valid(&sq(0.0, 0.0, 10.0), &[sq(20.0, 2.0, 2.0)]));
+        assert!(!rings_look_valid(
+            &sq(0.0, 0.0, 10.0),
+            &[sq(20.0, 2.0, 2.0)]
+        ));
         // hole inside another hole
-        assert!(!rings_look_valid(&sq(0.0, 0.0, 10.0), &[sq(2.0, 2.0, 6.0), sq(3.0, 3.0, 1.0)]));
+        assert!(!rings_look_valid(
+            &sq(0.0, 0.0, 10.0),
+            &[sq(2.0, 2.0, 6.0), sq(3.0, 3.0, 1.0)]
+        ));
         // bow-tie
-        let bowtie = vec![Coord { x: 0.0, y: 0.0 }, Coord { x: 1.0, y: 1.0 }, Coord { x: 1.0, y: 0.0 }, Coord { x: 0.0, y: 1.0 }];
+        let bowtie = vec![
+            Coord { x: 0.0, y: 0.0 },
+            Coord { x: 1.0, y: 1.0 },
+            Coord { x: 1.0, y: 0.0 },
+            Coord { x: 0.0, y: 1.0 },
+        ];
         assert!(!rings_look_valid(&bowtie, &[]));
         // a spike folding back on itself
-        let spike = vec![Coord { x: 0.0, y: 0.0 }, Coord { x: 4.0, y: 0.0 }, Coord { x: 6.0, y: 0.0 }, Coord { x: 4.0, y: 0.0 }, Coord { x: 4.0, y: 4.0 }];
+        let spike = vec![
+            Coord { x: 0.0, y: 0.0 },
+            Coord { x: 4.0, y: 0.0 },
+            Coord { x: 6.0, y: 0.0 },
+            Coord { x: 4.0, y: 0.0 },
+            Coord { x: 4.0, y: 4.0 },
+        ];
         assert!(!rings_look_valid(&spike, &[]));
     }
 
     #[test]
     fn open_ring_is_closed_and_reported() {
         let p = Polygon::new(
-            LineString::new(vec![Coord { x: 0.0, y: 0.0 }, Coord { x: 1.0, y: 0.0 }, Coord { x: 1.0, y: 1.0 }]),
+            LineString::new(vec![
+                Coord { x: 0.0, y: 0.0 },
+                Coord { x: 1.0, y: 0.0 },
+                Coord { x: 1.0, y: 1.0 },
+            ]),
             vec![],
         );
         // geo closes rings itself on construction; feed an unclosed ring through flatten's path.

@@ -17,8 +17,8 @@
 //! imports of one layer at once both publish, one after the other. The last
 //! [`KEEP_VERSIONS`] versions of a layer are kept for rollback; older files are deleted.
 
-use super::reader::LayerReader;
 use super::StoreError;
+use super::reader::LayerReader;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -106,11 +106,15 @@ pub fn valid_layer_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('-')
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Store {
@@ -137,11 +141,14 @@ impl Store {
     pub fn catalog(&self) -> Result<Catalog, StoreError> {
         let path = self.dir.join(CATALOG);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Catalog { path, message: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Catalog { format: 1, layers: BTreeMap::new() })
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Catalog {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog {
+                format: 1,
+                layers: BTreeMap::new(),
+            }),
             Err(e) => Err(StoreError::io(&path, e)),
         }
     }
@@ -149,8 +156,13 @@ impl Store {
     /// The path of a layer's current file.
     pub fn current_path(&self, name: &str) -> Result<PathBuf, StoreError> {
         let cat = self.catalog()?;
-        let entry = cat.layers.get(name).ok_or_else(|| StoreError::UnknownLayer(name.to_string()))?;
-        let v = entry.current_entry().ok_or_else(|| StoreError::UnknownLayer(name.to_string()))?;
+        let entry = cat
+            .layers
+            .get(name)
+            .ok_or_else(|| StoreError::UnknownLayer(name.to_string()))?;
+        let v = entry
+            .current_entry()
+            .ok_or_else(|| StoreError::UnknownLayer(name.to_string()))?;
         Ok(self.dir.join(&v.file))
     }
 
@@ -164,10 +176,17 @@ impl Store {
         use rustix::fs::{Mode, OFlags};
         let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
         match rustix::fs::open(&self.dir, flags, Mode::from_raw_mode(0o644)) {
-            Ok(fd) => Ok(StagedFile { file: File::from(fd), named: None }),
+            Ok(fd) => Ok(StagedFile {
+                file: File::from(fd),
+                named: None,
+            }),
             Err(_) => {
                 static SEQ: AtomicU64 = AtomicU64::new(0);
-                let name = format!(".staging-{}-{}.tmp", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+                let name = format!(
+                    ".staging-{}-{}.tmp",
+                    std::process::id(),
+                    SEQ.fetch_add(1, Ordering::Relaxed)
+                );
                 let path = self.dir.join(name);
                 let file = OpenOptions::new()
                     .read(true)
@@ -175,35 +194,54 @@ impl Store {
                     .create_new(true)
                     .open(&path)
                     .map_err(|e| StoreError::io(&path, e))?;
-                Ok(StagedFile { file, named: Some(path) })
+                Ok(StagedFile {
+                    file,
+                    named: Some(path),
+                })
             }
         }
     }
 
     fn lock(&self) -> Result<File, StoreError> {
         let path = self.dir.join(LOCK);
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
         f.lock().map_err(|e| StoreError::io(&path, e))?;
         Ok(f)
     }
 
     fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(&self.dir, e))
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::io(&self.dir, e))
     }
 
     fn write_catalog(&self, cat: &Catalog) -> Result<(), StoreError> {
-        let tmp = self.dir.join(format!(".catalog-{}.tmp", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!(".catalog-{}.tmp", std::process::id()));
         let path = self.dir.join(CATALOG);
         let mut f = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-        let bytes = serde_json::to_vec_pretty(cat).map_err(|e| StoreError::Catalog { path: path.clone(), message: e.to_string() })?;
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| StoreError::io(&tmp, e))?;
+        let bytes = serde_json::to_vec_pretty(cat).map_err(|e| StoreError::Catalog {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| StoreError::io(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
         self.sync_dir()
     }
 
     /// Removes staging files left by processes that no longer run.
     fn sweep_stale(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let pid = name
@@ -222,18 +260,33 @@ impl Store {
 
     /// Makes a fully written and fsynced staged file the current version of layer `name`.
     /// `entry` describes it; its `version`, `file` and `created` are filled in here.
-    pub fn publish(&self, staged: StagedFile, name: &str, mut entry: VersionEntry) -> Result<VersionEntry, StoreError> {
+    pub fn publish(
+        &self,
+        staged: StagedFile,
+        name: &str,
+        mut entry: VersionEntry,
+    ) -> Result<VersionEntry, StoreError> {
         if !valid_layer_name(name) {
             return Err(StoreError::InvalidName(name.to_string()));
         }
         let mut staged = staged;
-        staged.file.sync_all().map_err(|e| StoreError::io(&self.dir, e))?;
+        staged
+            .file
+            .sync_all()
+            .map_err(|e| StoreError::io(&self.dir, e))?;
         let _lock = self.lock()?;
         self.sweep_stale();
         let mut cat = self.catalog()?;
         cat.format = 1;
         let layer = cat.layers.entry(name.to_string()).or_default();
-        let version = layer.versions.iter().map(|v| v.version).max().unwrap_or(0).max(layer.current) + 1;
+        let version = layer
+            .versions
+            .iter()
+            .map(|v| v.version)
+            .max()
+            .unwrap_or(0)
+            .max(layer.current)
+            + 1;
         let file_name = format!("{name}.v{version}.urbis");
         let dest = self.dir.join(&file_name);
         match staged.named.take() {
@@ -241,8 +294,14 @@ impl Store {
             None => {
                 use std::os::fd::AsRawFd;
                 let proc_path = format!("/proc/self/fd/{}", staged.file.as_raw_fd());
-                rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), rustix::fs::CWD, &dest, rustix::fs::AtFlags::SYMLINK_FOLLOW)
-                    .map_err(|e| StoreError::io(&dest, e.into()))?;
+                rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    proc_path.as_str(),
+                    rustix::fs::CWD,
+                    &dest,
+                    rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                )
+                .map_err(|e| StoreError::io(&dest, e.into()))?;
             }
         }
         entry.version = version;
@@ -265,7 +324,10 @@ impl Store {
     pub fn remove(&self, name: &str) -> Result<LayerEntry, StoreError> {
         let _lock = self.lock()?;
         let mut cat = self.catalog()?;
-        let entry = cat.layers.remove(name).ok_or_else(|| StoreError::UnknownLayer(name.to_string()))?;
+        let entry = cat
+            .layers
+            .remove(name)
+            .ok_or_else(|| StoreError::UnknownLayer(name.to_string()))?;
         self.write_catalog(&cat)?;
         for v in &entry.versions {
             let _ = fs::remove_file(self.dir.join(&v.file));

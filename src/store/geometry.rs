@@ -100,7 +100,11 @@ impl GridGeometry {
 
     /// Decodes a blob written by [`GridGeometry::encode`]; `None` if it is malformed.
     pub fn decode(blob: &[u8]) -> Option<GridGeometry> {
-        let mut d = BlobCursor { buf: blob, pos: 1, prev: [0, 0] };
+        let mut d = BlobCursor {
+            buf: blob,
+            pos: 1,
+            prev: [0, 0],
+        };
         let first = *blob.first()?;
         let kind = GeomKind::from_byte(first)?;
         let nparts = d.count()?;
@@ -119,7 +123,11 @@ impl GridGeometry {
                 }
             }
         }
-        Some(GridGeometry { kind, multi: first & 0x80 != 0, parts })
+        Some(GridGeometry {
+            kind,
+            multi: first & 0x80 != 0,
+            parts,
+        })
     }
 
     /// The kind stored in a blob's first byte, without decoding the rest.
@@ -169,23 +177,27 @@ mod tests {
 
     fn geometry() -> impl Strategy<Value = GridGeometry> {
         prop_oneof![
-            proptest::collection::vec(pt(), 1..5)
-                .prop_map(|ps| GridGeometry {
-                    kind: GeomKind::Point,
-                    multi: ps.len() > 1,
-                    parts: ps.into_iter().map(|p| vec![vec![p]]).collect()
-                }),
-            proptest::collection::vec(proptest::collection::vec(pt(), 2..8), 1..4)
-                .prop_map(|ls| GridGeometry {
+            proptest::collection::vec(pt(), 1..5).prop_map(|ps| GridGeometry {
+                kind: GeomKind::Point,
+                multi: ps.len() > 1,
+                parts: ps.into_iter().map(|p| vec![vec![p]]).collect()
+            }),
+            proptest::collection::vec(proptest::collection::vec(pt(), 2..8), 1..4).prop_map(|ls| {
+                GridGeometry {
                     kind: GeomKind::Line,
                     multi: true,
-                    parts: ls.into_iter().map(|l| vec![l]).collect()
-                }),
+                    parts: ls.into_iter().map(|l| vec![l]).collect(),
+                }
+            }),
             proptest::collection::vec(
                 proptest::collection::vec(proptest::collection::vec(pt(), 3..8), 1..3),
                 1..3
             )
-            .prop_map(|parts| GridGeometry { kind: GeomKind::Polygon, multi: false, parts }),
+            .prop_map(|parts| GridGeometry {
+                kind: GeomKind::Polygon,
+                multi: false,
+                parts
+            }),
         ]
     }
 

@@ -71,7 +71,11 @@ pub fn generalize(g: &GridGeometry, z: u8) -> Option<GridGeometry> {
             })
             .collect(),
     };
-    (!parts.is_empty()).then(|| GridGeometry { kind: g.kind, multi: g.multi, parts })
+    (!parts.is_empty()).then_some(GridGeometry {
+        kind: g.kind,
+        multi: g.multi,
+        parts,
+    })
 }
 
 fn is_tiny(pts: &[GridPoint], tiny: u64) -> bool {
@@ -80,7 +84,8 @@ fn is_tiny(pts: &[GridPoint], tiny: u64) -> bool {
         min = [min[0].min(p[0]), min[1].min(p[1])];
         max = [max[0].max(p[0]), max[1].max(p[1])];
     }
-    u64::from(max[0].saturating_sub(min[0])) < tiny && u64::from(max[1].saturating_sub(min[1])) < tiny
+    u64::from(max[0].saturating_sub(min[0])) < tiny
+        && u64::from(max[1].saturating_sub(min[1])) < tiny
 }
 
 /// Douglas–Peucker through geo, in grid units; rings go in closed and come back open.
@@ -88,13 +93,22 @@ fn simplify(pts: &[GridPoint], tolerance: f64, ring: bool) -> Vec<GridPoint> {
     if pts.is_empty() {
         return Vec::new();
     }
-    let mut coords: Vec<Coord<f64>> =
-        pts.iter().map(|p| Coord { x: f64::from(p[0]), y: f64::from(p[1]) }).collect();
+    let mut coords: Vec<Coord<f64>> = pts
+        .iter()
+        .map(|p| Coord {
+            x: f64::from(p[0]),
+            y: f64::from(p[1]),
+        })
+        .collect();
     if ring {
         coords.push(coords[0]);
     }
     let simplified = LineString::new(coords).simplify(tolerance);
-    let mut out: Vec<GridPoint> = simplified.0.iter().map(|c| [c.x as u32, c.y as u32]).collect();
+    let mut out: Vec<GridPoint> = simplified
+        .0
+        .iter()
+        .map(|c| [c.x as u32, c.y as u32])
+        .collect();
     out.dedup();
     if ring && out.len() > 1 && out.first() == out.last() {
         out.pop();
@@ -124,7 +138,11 @@ pub fn point_rank(i: u32) -> u64 {
 /// The thinning cell of a point at zoom `z`: the tile at `z + 2` that holds it.
 pub fn point_cell(p: GridPoint, z: u8) -> (u32, u32) {
     let shift = 32u32.saturating_sub(u32::from(z) + 2);
-    if shift >= 32 { (0, 0) } else { (p[0] >> shift, p[1] >> shift) }
+    if shift >= 32 {
+        (0, 0)
+    } else {
+        (p[0] >> shift, p[1] >> shift)
+    }
 }
 
 /// Chooses which point features survive at zoom `z`. `points` holds `(feature, anchor)`;
@@ -155,7 +173,11 @@ pub fn polygon_area(g: &GridGeometry) -> f64 {
         .iter()
         .map(|rings| {
             let to_ls = |r: &Vec<GridPoint>| {
-                LineString::from(r.iter().map(|p| (f64::from(p[0]), f64::from(p[1]))).collect::<Vec<_>>())
+                LineString::from(
+                    r.iter()
+                        .map(|p| (f64::from(p[0]), f64::from(p[1])))
+                        .collect::<Vec<_>>(),
+                )
             };
             let mut it = rings.iter();
             let Some(ext) = it.next() else { return 0.0 };
@@ -176,8 +198,16 @@ mod tests {
     fn polygon_below_a_pixel_is_dropped_and_above_is_kept() {
         let z = 10;
         let px = (PIXEL * tile_unit(z)) as u32;
-        let small = GridGeometry { kind: GeomKind::Polygon, multi: false, parts: vec![vec![square(0, 0, px - 1)]] };
-        let big = GridGeometry { kind: GeomKind::Polygon, multi: false, parts: vec![vec![square(0, 0, px * 3)]] };
+        let small = GridGeometry {
+            kind: GeomKind::Polygon,
+            multi: false,
+            parts: vec![vec![square(0, 0, px - 1)]],
+        };
+        let big = GridGeometry {
+            kind: GeomKind::Polygon,
+            multi: false,
+            parts: vec![vec![square(0, 0, px * 3)]],
+        };
         assert!(generalize(&small, z).is_none());
         assert_eq!(generalize(&big, z).unwrap().parts[0][0].len(), 4);
     }
@@ -200,14 +230,23 @@ mod tests {
         let z = 12;
         let unit = tile_unit(z) as u32;
         let line = vec![[0, 0], [100 * unit, unit], [200 * unit, 0]];
-        let g = GridGeometry { kind: GeomKind::Line, multi: false, parts: vec![vec![line]] };
-        assert_eq!(generalize(&g, z).unwrap().parts[0][0], vec![[0, 0], [200 * unit, 0]]);
+        let g = GridGeometry {
+            kind: GeomKind::Line,
+            multi: false,
+            parts: vec![vec![line]],
+        };
+        assert_eq!(
+            generalize(&g, z).unwrap().parts[0][0],
+            vec![[0, 0], [200 * unit, 0]]
+        );
     }
 
     #[test]
     fn thinning_bounds_points_per_cell_and_is_nested_across_zooms() {
         // 2000 points inside one z12 cell.
-        let pts: Vec<(u32, GridPoint)> = (0..2000u32).map(|i| (i, [1_000_000 + i * 7, 2_000_000 + (i * 13) % 500])).collect();
+        let pts: Vec<(u32, GridPoint)> = (0..2000u32)
+            .map(|i| (i, [1_000_000 + i * 7, 2_000_000 + (i * 13) % 500]))
+            .collect();
         let k10 = thin_points(&pts, 10);
         let k11 = thin_points(&pts, 11);
         assert_eq!(k10.iter().filter(|k| **k).count(), POINTS_PER_CELL);

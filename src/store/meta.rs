@@ -87,7 +87,11 @@ impl QualityReport {
             self.repaired,
             self.dropped_total()
         );
-        let types: Vec<String> = self.geometry_types.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let types: Vec<String> = self
+            .geometry_types
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         if !types.is_empty() {
             s += &format!("\n  geometry types: {}", types.join(", "));
         }

@@ -148,13 +148,18 @@ pub enum StoreError {
     #[error("no layer named '{0}' in the store")]
     UnknownLayer(String),
     /// A layer name that cannot be used.
-    #[error("invalid layer name '{0}': use 1-64 letters, digits, '_' or '-', not starting with '-'")]
+    #[error(
+        "invalid layer name '{0}': use 1-64 letters, digits, '_' or '-', not starting with '-'"
+    )]
     InvalidName(String),
 }
 
 impl StoreError {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        StoreError::Io { path: path.to_path_buf(), source }
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

@@ -22,7 +22,9 @@ pub enum PropValue {
 }
 
 /// The type of a property, as TileJSON's `vector_layers.fields` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum FieldType {
     /// Text values.
     String,
@@ -127,7 +129,12 @@ impl<'a> RecordIter<'a> {
         let mut pos = 0;
         let id = get_varint(buf, &mut pos)?;
         let left = get_varint(buf, &mut pos)?;
-        Some(RecordIter { buf, pos, left, id: id.checked_sub(1) })
+        Some(RecordIter {
+            buf,
+            pos,
+            left,
+            id: id.checked_sub(1),
+        })
     }
 
     fn read(&mut self) -> Option<(u32, PropRef<'a>)> {

@@ -1,10 +1,10 @@
 //! The read side of the layer file: a memory map, checked once at open, then answered from
 //! in place. Queries return borrowed views into the map; nothing is copied.
 
+use super::codec::{read_u32, read_u64};
 use super::geometry::{GeomKind, GridGeometry};
 use super::meta::LayerMeta;
 use super::props::{PropRef, RecordIter};
-use super::codec::{read_u32, read_u64};
 use super::rtree::PackedRTree;
 use super::{FORMAT_VERSION, MAGIC, SectionKind, StoreError};
 use crate::tile::GridBox;
@@ -41,7 +41,10 @@ struct LevelSections {
 
 impl std::fmt::Debug for LayerReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerReader").field("path", &self.path).field("features", &self.feature_count).finish()
+        f.debug_struct("LayerReader")
+            .field("path", &self.path)
+            .field("features", &self.feature_count)
+            .finish()
     }
 }
 
@@ -69,7 +72,10 @@ impl LayerReader {
         }
         let version = read_u32(b, 8).unwrap_or(0);
         if version != FORMAT_VERSION {
-            return Err(StoreError::Version { path: path.to_path_buf(), found: version });
+            return Err(StoreError::Version {
+                path: path.to_path_buf(),
+                found: version,
+            });
         }
         let header_len = read_u32(b, 12).unwrap_or(0) as usize;
         let count = read_u32(b, 44).unwrap_or(0) as usize;
@@ -98,15 +104,21 @@ impl LayerReader {
             let off = read_u64(b, e + 8).unwrap_or(u64::MAX) as usize;
             let len = read_u64(b, e + 16).unwrap_or(u64::MAX) as usize;
             let crc = v(e + 24);
-            let end = off.checked_add(len).filter(|&end| end <= b.len() && off >= header_len);
+            let end = off
+                .checked_add(len)
+                .filter(|&end| end <= b.len() && off >= header_len);
             let Some(end) = end else {
-                return Err(corrupt(path, format!("section {s} lies outside the file (truncated?)")));
+                return Err(corrupt(
+                    path,
+                    format!("section {s} lies outside the file (truncated?)"),
+                ));
             };
             if crc32fast::hash(&b[off..end]) != crc {
                 return Err(corrupt(path, format!("section {s} checksum mismatch")));
             }
             let r = off..end;
-            let kind = SectionKind::from_u16(kind).ok_or_else(|| corrupt(path, format!("unknown section kind {kind}")))?;
+            let kind = SectionKind::from_u16(kind)
+                .ok_or_else(|| corrupt(path, format!("unknown section kind {kind}")))?;
             let level = |levels: &mut Vec<LevelSections>| -> usize {
                 if let Some(i) = levels.iter().position(|l| l.zoom == zoom) {
                     return i;
@@ -127,20 +139,42 @@ impl LayerReader {
                 SectionKind::Keys => keys_sec = Some(r),
                 SectionKind::PropsIndex => props_index = Some(r),
                 SectionKind::Props => props = Some(r),
-                SectionKind::LevelBoxes => { let i = level(&mut levels); levels[i].boxes = r }
-                SectionKind::LevelNodes => { let i = level(&mut levels); levels[i].nodes = r }
-                SectionKind::LevelFeatures => { let i = level(&mut levels); levels[i].features = r }
-                SectionKind::LevelGeomIndex => { let i = level(&mut levels); levels[i].geom_index = r }
-                SectionKind::LevelGeom => { let i = level(&mut levels); levels[i].geom = r }
+                SectionKind::LevelBoxes => {
+                    let i = level(&mut levels);
+                    levels[i].boxes = r
+                }
+                SectionKind::LevelNodes => {
+                    let i = level(&mut levels);
+                    levels[i].nodes = r
+                }
+                SectionKind::LevelFeatures => {
+                    let i = level(&mut levels);
+                    levels[i].features = r
+                }
+                SectionKind::LevelGeomIndex => {
+                    let i = level(&mut levels);
+                    levels[i].geom_index = r
+                }
+                SectionKind::LevelGeom => {
+                    let i = level(&mut levels);
+                    levels[i].geom = r
+                }
             }
         }
-        let (Some(meta), Some(keys_sec), Some(props_index), Some(props)) = (meta, keys_sec, props_index, props) else {
+        let (Some(meta), Some(keys_sec), Some(props_index), Some(props)) =
+            (meta, keys_sec, props_index, props)
+        else {
             return Err(corrupt(path, "missing a required section"));
         };
-        let meta: LayerMeta = serde_json::from_slice(&b[meta]).map_err(|e| corrupt(path, format!("metadata: {e}")))?;
-        let keys = parse_keys(b, keys_sec).ok_or_else(|| corrupt(path, "malformed key dictionary"))?;
+        let meta: LayerMeta = serde_json::from_slice(&b[meta])
+            .map_err(|e| corrupt(path, format!("metadata: {e}")))?;
+        let keys =
+            parse_keys(b, keys_sec).ok_or_else(|| corrupt(path, "malformed key dictionary"))?;
         if props_index.len() != (feature_count as usize + 1) * 8 {
-            return Err(corrupt(path, "property index does not match the feature count"));
+            return Err(corrupt(
+                path,
+                "property index does not match the feature count",
+            ));
         }
         for l in &levels {
             let ok = l.features.len() == l.len * 4
@@ -225,7 +259,8 @@ impl LayerReader {
         let b: &[u8] = &self.map;
         Level {
             zoom: l.zoom,
-            tree: PackedRTree::new(&b[l.boxes.clone()], &b[l.nodes.clone()], l.len).unwrap_or_else(|| unreachable!("checked at open")),
+            tree: PackedRTree::new(&b[l.boxes.clone()], &b[l.nodes.clone()], l.len)
+                .unwrap_or_else(|| unreachable!("checked at open")),
             features: &b[l.features.clone()],
             geom_index: &b[l.geom_index.clone()],
             geom: &b[l.geom.clone()],
@@ -333,7 +368,11 @@ impl<'a> Level<'a> {
         let feature = read_u32(self.features, i * 4).unwrap_or(u32::MAX);
         let a = read_u64(self.geom_index, i * 8).unwrap_or(0) as usize;
         let z = read_u64(self.geom_index, i * 8 + 8).unwrap_or(0) as usize;
-        FeatureRef { feature, bbox: self.tree.item_box(i), geometry: self.geom.get(a..z).unwrap_or(&[]) }
+        FeatureRef {
+            feature,
+            bbox: self.tree.item_box(i),
+            geometry: self.geom.get(a..z).unwrap_or(&[]),
+        }
     }
 
     /// Calls `found` with every item whose box intersects `query`, in Hilbert order.

@@ -51,13 +51,21 @@ pub fn hilbert(mut x: u32, mut y: u32) -> u32 {
 /// The Hilbert key of a box's centre, with the curve stretched over `extent`.
 pub fn hilbert_key(b: &GridBox, extent: &GridBox) -> u32 {
     let scale = |v: u64, lo: u32, span: u64| -> u32 {
-        if span == 0 { 0 } else { (((v - u64::from(lo)) * 65535) / span) as u32 }
+        ((v - u64::from(lo)) * 65535).checked_div(span).unwrap_or(0) as u32
     };
     let cx = (u64::from(b.min_x) + u64::from(b.max_x)) / 2;
     let cy = (u64::from(b.min_y) + u64::from(b.max_y)) / 2;
     hilbert(
-        scale(cx.max(u64::from(extent.min_x)), extent.min_x, extent.width()),
-        scale(cy.max(u64::from(extent.min_y)), extent.min_y, extent.height()),
+        scale(
+            cx.max(u64::from(extent.min_x)),
+            extent.min_x,
+            extent.width(),
+        ),
+        scale(
+            cy.max(u64::from(extent.min_y)),
+            extent.min_y,
+            extent.height(),
+        ),
     )
 }
 
@@ -96,7 +104,12 @@ pub fn box_at(bytes: &[u8], i: usize) -> GridBox {
     let at = i * BOX_BYTES;
     let b = &bytes[at..at + BOX_BYTES];
     let v = |k: usize| u32::from_le_bytes([b[k], b[k + 1], b[k + 2], b[k + 3]]);
-    GridBox { min_x: v(0), min_y: v(4), max_x: v(8), max_y: v(12) }
+    GridBox {
+        min_x: v(0),
+        min_y: v(4),
+        max_x: v(8),
+        max_y: v(12),
+    }
 }
 
 /// A read-only view of a packed tree inside a memory map.
@@ -201,12 +214,20 @@ mod tests {
     fn hilbert_walks_a_block_cell_by_neighbouring_cell() {
         // The 16 cells of the 4 x 4 block at the origin take positions 0..16, and each step
         // along the curve moves to an edge-adjacent cell.
-        let mut cells: Vec<(u32, u32, u32)> =
-            (0..4).flat_map(|x| (0..4).map(move |y| (hilbert(x, y), x, y))).collect();
+        let mut cells: Vec<(u32, u32, u32)> = (0..4)
+            .flat_map(|x| (0..4).map(move |y| (hilbert(x, y), x, y)))
+            .collect();
         cells.sort();
-        assert_eq!(cells.iter().map(|c| c.0).collect::<Vec<_>>(), (0..16).collect::<Vec<_>>());
+        assert_eq!(
+            cells.iter().map(|c| c.0).collect::<Vec<_>>(),
+            (0..16).collect::<Vec<_>>()
+        );
         for w in cells.windows(2) {
-            assert_eq!(w[0].1.abs_diff(w[1].1) + w[0].2.abs_diff(w[1].2), 1, "{w:?}");
+            assert_eq!(
+                w[0].1.abs_diff(w[1].1) + w[0].2.abs_diff(w[1].2),
+                1,
+                "{w:?}"
+            );
         }
     }
 

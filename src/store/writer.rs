@@ -81,7 +81,10 @@ impl LayerBuilder {
 
     /// Property keys and their types so far.
     pub fn fields(&self) -> BTreeMap<String, Vec<FieldType>> {
-        self.fields.iter().map(|(k, v)| (k.clone(), v.iter().copied().collect())).collect()
+        self.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().copied().collect()))
+            .collect()
     }
 
     fn key_id(&mut self, key: &str) -> u32 {
@@ -95,7 +98,12 @@ impl LayerBuilder {
     }
 
     /// Adds a feature. Properties are stored sorted by key, so equal inputs give equal files.
-    pub fn push(&mut self, geometry: &GridGeometry, id: Option<u64>, props: Vec<(String, PropValue)>) {
+    pub fn push(
+        &mut self,
+        geometry: &GridGeometry,
+        id: Option<u64>,
+        props: Vec<(String, PropValue)>,
+    ) {
         let mut blob = Vec::new();
         geometry.encode(&mut blob);
         self.push_encoded(geometry.kind, geometry.bbox(), &blob, id, props);
@@ -114,7 +122,10 @@ impl LayerBuilder {
         props.dedup_by(|a, b| a.0 == b.0);
         let mut coded = Vec::with_capacity(props.len());
         for (k, v) in props {
-            self.fields.entry(k.clone()).or_default().insert(v.field_type());
+            self.fields
+                .entry(k.clone())
+                .or_default()
+                .insert(v.field_type());
             coded.push((self.key_id(&k), v));
         }
         encode_record(&mut self.props, id, &coded);
@@ -137,7 +148,7 @@ impl LayerBuilder {
     pub fn guess_maxzoom(&self, minzoom: u8) -> u8 {
         let n = self.len();
         if n == 0 {
-            return minzoom.max(14).min(MAX_ZOOM);
+            return minzoom.clamp(14, MAX_ZOOM);
         }
         let step = (n / 50_000).max(1);
         let mut spacing: Vec<u64> = (0..n)
@@ -166,12 +177,15 @@ impl LayerBuilder {
         spacing.extend(anchors.windows(2).map(|w| dist(w[0].1, w[1].1)));
         spacing.retain(|d| *d > 0);
         if spacing.is_empty() {
-            return minzoom.max(14).min(MAX_ZOOM);
+            return minzoom.clamp(14, MAX_ZOOM);
         }
         let k = spacing.len() / 10;
         let (_, p10, _) = spacing.select_nth_unstable(k);
         let p10 = *p10;
-        (0..=MAX_ZOOM).find(|&z| tile_unit(z) * 4 <= p10).unwrap_or(MAX_ZOOM).clamp(minzoom, MAX_ZOOM)
+        (0..=MAX_ZOOM)
+            .find(|&z| tile_unit(z) * 4 <= p10)
+            .unwrap_or(MAX_ZOOM)
+            .clamp(minzoom, MAX_ZOOM)
     }
 
     /// Builds the levels and writes the whole file to `out`, which must be empty and seekable.
@@ -190,7 +204,8 @@ impl LayerBuilder {
 
         meta.fields = self.fields();
         meta.bounds = self.bbox.to_lonlat_bounds();
-        let meta_json = serde_json::to_vec(&meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let meta_json =
+            serde_json::to_vec(&meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         w.section(SectionKind::Meta, 0, 0, &meta_json)?;
 
         let mut keys = Vec::new();
@@ -205,7 +220,12 @@ impl LayerBuilder {
             keys.extend_from_slice(k.as_bytes());
         }
         w.section(SectionKind::Keys, 0, self.keys.len() as u32, &keys)?;
-        w.section(SectionKind::PropsIndex, 0, self.len() as u32, &u64s(&self.prop_offsets))?;
+        w.section(
+            SectionKind::PropsIndex,
+            0,
+            self.len() as u32,
+            &u64s(&self.prop_offsets),
+        )?;
         w.section(SectionKind::Props, 0, self.len() as u32, &self.props)?;
 
         // Full resolution first, then each lower zoom generalized from the one above.
@@ -237,7 +257,12 @@ impl LayerBuilder {
             zooms,
             level_count: level_count as u8,
         })?;
-        Ok(WriteSummary { features: n as u64, bytes, zooms, level_items })
+        Ok(WriteSummary {
+            features: n as u64,
+            bytes,
+            zooms,
+            level_items,
+        })
     }
 }
 
@@ -266,8 +291,12 @@ impl Level {
     }
 
     fn sort_hilbert(&mut self, extent: &GridBox) {
-        let mut order: Vec<(u32, usize)> =
-            self.boxes.par_iter().enumerate().map(|(i, b)| (hilbert_key(b, extent), i)).collect();
+        let mut order: Vec<(u32, usize)> = self
+            .boxes
+            .par_iter()
+            .enumerate()
+            .map(|(i, b)| (hilbert_key(b, extent), i))
+            .collect();
         if order.windows(2).all(|w| w[0] <= w[1]) {
             return;
         }
@@ -316,7 +345,13 @@ impl Level {
         for ((i, _), k) in points.iter().zip(keep) {
             dropped[*i] = !k;
         }
-        let mut next = Level { features: Vec::new(), boxes: Vec::new(), kinds: Vec::new(), offsets: vec![0], geom: Vec::new() };
+        let mut next = Level {
+            features: Vec::new(),
+            boxes: Vec::new(),
+            kinds: Vec::new(),
+            offsets: vec![0],
+            geom: Vec::new(),
+        };
         for (i, item) in out.into_iter().enumerate() {
             if let (Some((b, blob)), false) = (item, dropped[i]) {
                 next.features.push(self.features[i]);
@@ -365,17 +400,30 @@ impl<W: Write + Seek> SectionWriter<W> {
     fn new(out: W, header_len: usize) -> Result<Self, StoreError> {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
         out.write_all(&vec![0u8; header_len])?;
-        Ok(SectionWriter { out, pos: header_len as u64, header_len, entries: Vec::new(), count: 0 })
+        Ok(SectionWriter {
+            out,
+            pos: header_len as u64,
+            header_len,
+            entries: Vec::new(),
+            count: 0,
+        })
     }
 
-    fn section(&mut self, kind: SectionKind, zoom: u8, count: u32, bytes: &[u8]) -> Result<(), StoreError> {
+    fn section(
+        &mut self,
+        kind: SectionKind,
+        zoom: u8,
+        count: u32,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
         let crc = crc32fast::hash(bytes);
         self.entries.extend_from_slice(&(kind as u16).to_le_bytes());
         self.entries.push(zoom);
         self.entries.push(0);
         self.entries.extend_from_slice(&count.to_le_bytes());
         self.entries.extend_from_slice(&self.pos.to_le_bytes());
-        self.entries.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.entries
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         self.entries.extend_from_slice(&crc.to_le_bytes());
         self.entries.extend_from_slice(&0u32.to_le_bytes());
         self.count += 1;
@@ -401,7 +449,9 @@ impl<W: Write + Seek> SectionWriter<W> {
         let crc = crc32fast::hash(&head);
         head.extend_from_slice(&crc.to_le_bytes());
         if head.len() > self.header_len {
-            return Err(StoreError::Corrupt("section table larger than the reserved header".into()));
+            return Err(StoreError::Corrupt(
+                "section table larger than the reserved header".into(),
+            ));
         }
         head.resize(self.header_len, 0);
         self.out.seek(SeekFrom::Start(0))?;

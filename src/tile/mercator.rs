@@ -39,13 +39,28 @@ impl Default for GridBox {
 
 impl GridBox {
     /// The box that contains nothing; extending it with a point gives that point's box.
-    pub const EMPTY: GridBox = GridBox { min_x: u32::MAX, min_y: u32::MAX, max_x: 0, max_y: 0 };
+    pub const EMPTY: GridBox = GridBox {
+        min_x: u32::MAX,
+        min_y: u32::MAX,
+        max_x: 0,
+        max_y: 0,
+    };
     /// The whole world.
-    pub const WORLD: GridBox = GridBox { min_x: 0, min_y: 0, max_x: u32::MAX, max_y: u32::MAX };
+    pub const WORLD: GridBox = GridBox {
+        min_x: 0,
+        min_y: 0,
+        max_x: u32::MAX,
+        max_y: u32::MAX,
+    };
 
     /// A box from its bounds.
     pub fn new(min_x: u32, min_y: u32, max_x: u32, max_y: u32) -> Self {
-        GridBox { min_x, min_y, max_x, max_y }
+        GridBox {
+            min_x,
+            min_y,
+            max_x,
+            max_y,
+        }
     }
 
     /// True when the box holds no point (the `EMPTY` box).
@@ -92,12 +107,23 @@ impl GridBox {
         let shift = GRID_BITS - u32::from(z);
         let unit = tile_unit(z);
         let pad = u64::from(buffer) * unit;
-        let lo = |t: u32| (u64::from(t) << shift).saturating_sub(pad).min(u64::from(u32::MAX)) as u32;
-        let hi = |t: u32| {
-            ((u64::from(t) + 1) << shift).saturating_sub(1).saturating_add(pad).min(u64::from(u32::MAX))
-                as u32
+        let lo = |t: u32| {
+            (u64::from(t) << shift)
+                .saturating_sub(pad)
+                .min(u64::from(u32::MAX)) as u32
         };
-        GridBox { min_x: lo(x), min_y: lo(y), max_x: hi(x), max_y: hi(y) }
+        let hi = |t: u32| {
+            ((u64::from(t) + 1) << shift)
+                .saturating_sub(1)
+                .saturating_add(pad)
+                .min(u64::from(u32::MAX)) as u32
+        };
+        GridBox {
+            min_x: lo(x),
+            min_y: lo(y),
+            max_x: hi(x),
+            max_y: hi(y),
+        }
     }
 
     /// The box as `[west, south, east, north]` in degrees.
@@ -148,7 +174,10 @@ pub fn mercator_to_grid(x: f64, y: f64) -> GridPoint {
 pub fn mercator_to_grid_f64(x: f64, y: f64) -> [f64; 2] {
     let gx = (x + MERCATOR_HALF) / (2.0 * MERCATOR_HALF);
     let gy = (MERCATOR_HALF - y) / (2.0 * MERCATOR_HALF);
-    [(gx * GRID_SIZE).clamp(0.0, GRID_SIZE), (gy * GRID_SIZE).clamp(0.0, GRID_SIZE)]
+    [
+        (gx * GRID_SIZE).clamp(0.0, GRID_SIZE),
+        (gy * GRID_SIZE).clamp(0.0, GRID_SIZE),
+    ]
 }
 
 /// Rounds an exact grid position down to its grid point.
@@ -172,7 +201,10 @@ mod tests {
     fn helsinki_round_trips_within_a_centimetre() {
         let p = lonlat_to_grid(24.9384, 60.1699);
         let (lon, lat) = grid_to_lonlat(p);
-        assert!((lon - 24.9384).abs() < 1e-7 && (lat - 60.1699).abs() < 1e-7, "{lon} {lat}");
+        assert!(
+            (lon - 24.9384).abs() < 1e-7 && (lat - 60.1699).abs() < 1e-7,
+            "{lon} {lat}"
+        );
     }
 
     #[test]
@@ -188,9 +220,15 @@ mod tests {
     fn mercator_and_lonlat_agree() {
         let a = lonlat_to_grid(24.9384, 60.1699);
         let x = 24.9384f64.to_radians() * EARTH_RADIUS;
-        let y = (std::f64::consts::FRAC_PI_4 + 60.1699f64.to_radians() / 2.0).tan().ln() * EARTH_RADIUS;
+        let y = (std::f64::consts::FRAC_PI_4 + 60.1699f64.to_radians() / 2.0)
+            .tan()
+            .ln()
+            * EARTH_RADIUS;
         let b = mercator_to_grid(x, y);
-        assert!(a[0].abs_diff(b[0]) <= 1 && a[1].abs_diff(b[1]) <= 1, "{a:?} {b:?}");
+        assert!(
+            a[0].abs_diff(b[0]) <= 1 && a[1].abs_diff(b[1]) <= 1,
+            "{a:?} {b:?}"
+        );
     }
 
     #[test]

@@ -18,12 +18,21 @@ pub fn data(rel: &str) -> PathBuf {
 
 /// Runs `urbis ARGS` and returns its output.
 pub fn urbis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_urbis")).args(args).output().expect("run urbis")
+    Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .args(args)
+        .output()
+        .expect("run urbis")
 }
 
 /// Runs `urbis import FILE --store STORE EXTRA... --json` and returns the parsed JSON.
 pub fn import_json(file: &Path, store: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["import", file.to_str().unwrap(), "--store", store.to_str().unwrap(), "--json"];
+    let mut args = vec![
+        "import",
+        file.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let out = urbis(&args);
     assert!(
@@ -40,7 +49,12 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
-                .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap_or_default()))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap_or_default(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
