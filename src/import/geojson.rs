@@ -31,6 +31,7 @@ pub fn read(
 ) -> Result<(), ImportError> {
     let reader = BufReader::with_capacity(1 << 16, NonFiniteAsNull::new(input));
     let mut state = State {
+        path: path.to_path_buf(),
         sink,
         crs: None,
         features_seen: 0,
@@ -116,6 +117,7 @@ struct SingleFeature {
 }
 
 struct State<'s> {
+    path: std::path::PathBuf,
     sink: &'s mut dyn FeatureSink,
     crs: Option<Crs>,
     features_seen: u64,
@@ -127,6 +129,15 @@ struct State<'s> {
 
 impl State<'_> {
     fn emit(&mut self, raw: RawFeature) -> Result<(), ImportError> {
+        if let Some(kind) = raw.kind.as_deref().filter(|k| *k != "Feature") {
+            return Err(ImportError::Parse {
+                path: self.path.clone(),
+                message: format!(
+                    "feature #{} has type \"{kind}\" where a \"Feature\" was expected",
+                    self.features_seen
+                ),
+            });
+        }
         self.features_seen += 1;
         self.sink.feature(raw.into_source())
     }
@@ -159,6 +170,7 @@ impl State<'_> {
             "Feature" => {
                 let s = std::mem::take(&mut self.single);
                 let raw = RawFeature {
+                    kind: None,
                     geometry: s.geometry.flatten(),
                     properties: s.properties.flatten(),
                     id: s.id,
@@ -174,6 +186,7 @@ impl State<'_> {
                     geometries: s.geometries,
                 };
                 self.emit(RawFeature {
+                    kind: None,
                     geometry: Some(g),
                     properties: None,
                     id: None,
@@ -266,6 +279,8 @@ impl<'de> Visitor<'de> for Features<'_, '_> {
 
 #[derive(Deserialize)]
 struct RawFeature {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
     #[serde(default)]
     geometry: Option<RawGeometry>,
     #[serde(default)]

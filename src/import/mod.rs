@@ -10,6 +10,7 @@
 
 pub mod crs;
 pub mod fgb;
+pub mod fuzzing;
 pub mod geojson;
 pub mod gpkg;
 pub mod shp;

@@ -1,0 +1,56 @@
+//! Replays every input kept under `fuzz/regressions/TARGET/` (crashes the fuzzers found, and
+//! seeds) through the same entry points the fuzz targets use: none may panic.
+
+use std::path::PathBuf;
+
+fn replay(target: &str, run: fn(&[u8]) -> usize) -> usize {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(target);
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let result = std::panic::catch_unwind(|| run(&bytes));
+        assert!(result.is_ok(), "{} panics", entry.path().display());
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn geojson_regressions_do_not_panic() {
+    replay("geojson", urbis::import::fuzzing::geojson);
+}
+
+#[test]
+fn flatgeobuf_regressions_do_not_panic() {
+    replay("flatgeobuf", urbis::import::fuzzing::flatgeobuf);
+}
+
+#[test]
+fn geopackage_regressions_do_not_panic() {
+    replay("geopackage", urbis::import::fuzzing::geopackage);
+}
+
+#[test]
+fn shapefile_regressions_do_not_panic() {
+    replay("shapefile", urbis::import::fuzzing::shapefile);
+}
+
+#[test]
+fn fuzz_entry_points_read_real_files() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read(root.join(p)).unwrap();
+    // The fuzz sink stops an input after 10,000 features.
+    assert!(urbis::import::fuzzing::flatgeobuf(&read("data/helsinki/helsinki.fgb")) > 10_000);
+    assert!(
+        urbis::import::fuzzing::geopackage(&read("data/helsinki/helsinki_layers.gpkg")) > 10_000
+    );
+    let shp = urbis::import::fuzzing::pack_shapefile(
+        &read("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp"),
+        &read("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.dbf"),
+    );
+    assert_eq!(urbis::import::fuzzing::shapefile(&shp), 243);
+    let gj = br#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{},"geometry":{"type":"Point","coordinates":[1,2]}}]}"#;
+    assert_eq!(urbis::import::fuzzing::geojson(gj), 1);
+}
