@@ -147,6 +147,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     human_bytes(o.version.bytes),
                     started.elapsed().as_secs_f64()
                 );
+                let b = o.version.bounds;
+                println!(
+                    "  bounds {:.6},{:.6},{:.6},{:.6}; features per level z{}..: {:?}",
+                    b[0], b[1], b[2], b[3], o.version.minzoom, o.summary.level_items
+                );
                 println!("  {}", o.report.summary().replace('\n', "\n  "));
             }
             Ok(())

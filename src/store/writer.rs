@@ -230,17 +230,18 @@ impl LayerBuilder {
 
         // Full resolution first, then each lower zoom generalized from the one above.
         let n = self.len();
+        let extent = self.bbox;
         let mut level = Level {
             features: (0..n as u32).collect(),
-            boxes: self.bboxes.clone(),
-            kinds: self.kinds.clone(),
-            offsets: self.geom_offsets.clone(),
+            boxes: self.bboxes,
+            kinds: self.kinds,
+            offsets: self.geom_offsets,
             geom: self.geom,
         };
         let mut level_items = Vec::new();
         let mut z = zooms.maxzoom;
         loop {
-            level.sort_hilbert(&self.bbox);
+            level.sort_hilbert(&extent);
             progress(&format!("level z{z}: {} features", level.features.len()));
             level.write(&mut w, z)?;
             level_items.push(level.features.len() as u64);
@@ -253,7 +254,7 @@ impl LayerBuilder {
         level_items.reverse();
         let bytes = w.finish(&Header {
             features: n as u64,
-            bbox: self.bbox,
+            bbox: extent,
             zooms,
             level_count: level_count as u8,
         })?;
