@@ -30,6 +30,7 @@ fn bench_import(c: &mut Criterion) {
             table: None,
             minzoom: 0,
             maxzoom: None,
+            attribution: None,
         };
         group.bench_function(name, |b| {
             b.iter(|| import_file(&store, &opts, &Silent).unwrap())

@@ -63,10 +63,24 @@ enum Command {
         /// Zoom of full resolution (0-20) [default: chosen from the data's density].
         #[arg(long, value_parser = clap::value_parser!(u8).range(0..=20))]
         maxzoom: Option<u8>,
+        /// Attribution (licence notice) shown by map clients, e.g. "© OpenStreetMap contributors".
+        #[arg(long)]
+        attribution: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Serve vector tiles, TileJSON and the catalog over HTTP.
+    ///
+    /// With no arguments, serves the store ./urbis-store on 127.0.0.1:8080, importing the
+    /// embedded Helsinki demo layers into it first if it is empty. Every flag can also be set
+    /// in a TOML file (--config; keys as the flags, with '_' for '-') and in URBIS_* variables;
+    /// flags beat variables, variables beat the file. New layer versions published by
+    /// `urbis import` are served within a second, without a restart.
+    ///
+    /// Endpoints: /tiles/LAYER/{z}/{x}/{y}.mvt (LAYER may be A,B for a composite tile),
+    /// /tiles/LAYER.json (TileJSON 3.0.0), /catalog, /health.
+    Serve(ServeArgs),
     /// List the layers of a store, or remove one (`urbis layers rm NAME`).
     Layers {
         #[command(subcommand)]
@@ -77,6 +91,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The layer store directory [default: urbis-store].
+    #[arg(long, env = "URBIS_STORE")]
+    store: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]; port 0 picks a free port.
+    #[arg(long, env = "URBIS_BIND")]
+    bind: Option<String>,
+    /// A TOML configuration file.
+    #[arg(long, env = "URBIS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Base URL clients reach the server at, for the tile URLs in TileJSON [default: the
+    /// request's Host].
+    #[arg(long, env = "URBIS_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Tile cache size in MiB; 0 turns the cache off [default: 256].
+    #[arg(long, env = "URBIS_CACHE_MB")]
+    cache_mb: Option<u64>,
+    /// Byte budget per tile in KiB: the least important features are dropped beyond it
+    /// [default: 500].
+    #[arg(long, env = "URBIS_TILE_BUDGET_KB")]
+    tile_budget_kb: Option<u64>,
+    /// Tile buffer in tile units of 4096 [default: 64].
+    #[arg(long, env = "URBIS_BUFFER")]
+    buffer: Option<u32>,
+    /// Cache-Control max-age of tiles in seconds [default: 300].
+    #[arg(long, env = "URBIS_MAX_AGE")]
+    max_age: Option<u32>,
+    /// Do not import the demo layers into an empty store.
+    #[arg(long, env = "URBIS_NO_DEMO")]
+    no_demo: bool,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             table,
             minzoom,
             maxzoom,
+            attribution,
             json,
         } => {
             let store = Store::open(&store.store, true)?;
@@ -117,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 table,
                 minzoom,
                 maxzoom,
+                attribution,
             };
             let started = Instant::now();
             let observer = BarObserver::default();
@@ -165,6 +214,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let entry = store.remove(&name)?;
             println!("removed {name} ({} version(s))", entry.versions.len());
             Ok(())
+        }
+        Command::Serve(a) => {
+            let overrides = urbis::config::Overrides {
+                store: a.store,
+                bind: a.bind,
+                public_url: a.public_url,
+                cache_mb: a.cache_mb,
+                tile_budget_kb: a.tile_budget_kb,
+                buffer: a.buffer,
+                max_age: a.max_age,
+                no_demo: a.no_demo,
+            };
+            let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("URBIS_LOG")
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(urbis::server::run(config))
         }
         Command::Layers {
             action: None,

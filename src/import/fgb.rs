@@ -7,11 +7,70 @@ use super::source::{FeatureSink, PropertyCollector, SourceFeature};
 use super::{ImportError, crs};
 use flatgeobuf::{FallibleStreamingIterator, FgbReader};
 use geozero::{FeatureProperties, ToGeo};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-/// Reads a FlatGeobuf stream into `sink`.
+/// Reads a seekable FlatGeobuf file into `sink`, after checking that every feature's size
+/// prefix fits in the file. flatgeobuf 6.0.1 allocates whatever a size prefix claims before
+/// reading (a corrupt prefix made the fuzzer's process grow past 4 GB), so the walk refuses
+/// such a file first, and names the feature.
+pub fn read_seekable<R: Read + Seek>(
+    mut input: R,
+    path: &Path,
+    sink: &mut dyn FeatureSink,
+) -> Result<(), ImportError> {
+    let parse = |message: String| ImportError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let io = |e: std::io::Error| ImportError::io(path, e);
+    let len = input.seek(SeekFrom::End(0)).map_err(io)?;
+    input.seek(SeekFrom::Start(0)).map_err(io)?;
+    let checked = catch_unwind(AssertUnwindSafe(|| -> Result<(), ImportError> {
+        let reader = FgbReader::open(&mut input)
+            .map_err(|e| parse(format!("not a readable FlatGeobuf file: {e}")))?;
+        let header = reader.header();
+        let (count, node_size) = (header.features_count(), header.index_node_size());
+        let index = if node_size > 0 && count > 0 {
+            let n = usize::try_from(count)
+                .map_err(|_| parse(format!("the header claims {count} features")))?;
+            flatgeobuf::packed_r_tree::PackedRTree::index_size(n, node_size) as u64
+        } else {
+            0
+        };
+        drop(reader);
+        let mut at = input.stream_position().map_err(io)?.saturating_add(index);
+        let mut n = 0u64;
+        while at < len {
+            input.seek(SeekFrom::Start(at)).map_err(io)?;
+            let mut size = [0u8; 4];
+            input.read_exact(&mut size).map_err(|_| {
+                parse(format!(
+                    "feature #{n}: size prefix cut off at byte {at}; the file is truncated"
+                ))
+            })?;
+            let size = u64::from(u32::from_le_bytes(size));
+            if at + 4 + size > len {
+                return Err(parse(format!(
+                    "feature #{n} at byte {at} claims {size} bytes but only {} remain; the file is truncated or corrupt",
+                    len - at - 4
+                )));
+            }
+            at += 4 + size;
+            n += 1;
+        }
+        Ok(())
+    }));
+    match checked {
+        Ok(r) => r?,
+        Err(_) => return Err(parse("the FlatGeobuf header is corrupt".into())),
+    }
+    input.seek(SeekFrom::Start(0)).map_err(io)?;
+    read(input, path, sink)
+}
+
+/// Reads a FlatGeobuf stream into `sink` (prefer [`read_seekable`] for files).
 pub fn read(input: impl Read, path: &Path, sink: &mut dyn FeatureSink) -> Result<(), ImportError> {
     let result = catch_unwind(AssertUnwindSafe(|| read_inner(input, path, sink)));
     match result {

@@ -48,7 +48,7 @@ pub fn geojson(data: &[u8]) -> usize {
 /// Reads `data` as FlatGeobuf; returns features read.
 pub fn flatgeobuf(data: &[u8]) -> usize {
     let mut sink = ValidatingSink::default();
-    let _ = fgb::read(Cursor::new(data), Path::new("fuzz.fgb"), &mut sink);
+    let _ = fgb::read_seekable(Cursor::new(data), Path::new("fuzz.fgb"), &mut sink);
     sink.features
 }
 

@@ -272,6 +272,8 @@ pub struct ImportOptions {
     pub minzoom: u8,
     /// Full-resolution zoom (default: from the data's density).
     pub maxzoom: Option<u8>,
+    /// Attribution (licence notice) stored with the layer and shown by map clients.
+    pub attribution: Option<String>,
 }
 
 /// One published layer.
@@ -522,6 +524,18 @@ fn import_unit(
                 Unit::Stream(Format::GeoJsonSeq) => {
                     geojson::read(open_stream(p, &reader_progress)?, p, true, &mut sink)?
                 }
+                Unit::Stream(Format::FlatGeobuf) if !is_gzip(p) => {
+                    let file = std::fs::File::open(p).map_err(|e| ImportError::io(p, e))?;
+                    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    reader_progress
+                        .total
+                        .store(len, std::sync::atomic::Ordering::Relaxed);
+                    let counted = source::CountingReader::new(
+                        BufReader::with_capacity(1 << 16, file),
+                        Arc::clone(&reader_progress),
+                    );
+                    fgb::read_seekable(counted, p, &mut sink)?
+                }
                 Unit::Stream(Format::FlatGeobuf) => {
                     fgb::read(open_stream(p, &reader_progress)?, p, &mut sink)?
                 }
@@ -593,6 +607,7 @@ fn import_unit(
         bounds: [0.0; 4],
         fields: Default::default(),
         quality: report.clone(),
+        attribution: opts.attribution.clone(),
     };
     let staged = store.stage()?;
     let bounds = builder.bbox().to_lonlat_bounds();

@@ -20,6 +20,9 @@ pub struct LayerMeta {
     pub fields: BTreeMap<String, Vec<FieldType>>,
     /// The data-quality report of the import.
     pub quality: QualityReport,
+    /// Attribution to show with maps made from the layer (licence notice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
 }
 
 /// The input a layer was built from.

@@ -1,4 +1,5 @@
-//! Pure tile maths: the global integer grid, Web Mercator and tile addressing.
+//! Pure tile maths and encoding: the global integer grid, Web Mercator, tile addresses,
+//! clipping, and Mapbox Vector Tile encoding with a byte budget.
 //!
 //! This room does no I/O and depends on nothing else of ours; `store`, `engine` and `live`
 //! build on it. Invariants: every position the server handles lives on one global grid of
@@ -6,6 +7,10 @@
 //! tile-local coordinate of a grid point at zoom `z ≤ 20` with extent 4096 is an integer shift:
 //! `(wx >> (20 - z)) - (x << 12)`.
 
+pub mod clip;
 pub mod mercator;
+pub mod mvt;
+pub mod tile_id;
 
 pub use mercator::{GridBox, GridPoint, grid_to_lonlat, lonlat_to_grid, mercator_to_grid};
+pub use tile_id::{EXTENT, TileId, TileTransform};

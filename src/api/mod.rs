@@ -1,0 +1,331 @@
+//! HTTP handlers and routing: tiles, TileJSON, catalog, health. Handlers are thin: parse,
+//! call the engine, respond. Errors are `application/problem+json` (RFC 9457).
+
+pub mod problem;
+
+use crate::engine::{Engine, EngineError, ServedLayer};
+use crate::store::FieldType;
+use crate::tile::TileId;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use problem::Problem;
+use serde_json::json;
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The tile engine.
+    pub engine: Arc<Engine>,
+    /// Public base URL for links, when configured.
+    pub public_url: Option<String>,
+    /// Cache-Control max-age of tiles.
+    pub max_age: u32,
+}
+
+/// The router of the tile API.
+pub fn router(state: AppState) -> Router {
+    use tower_http::cors::{Any, CorsLayer};
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
+        .allow_headers(Any)
+        .expose_headers([header::ETAG, header::CONTENT_ENCODING]);
+    Router::new()
+        // axum 0.8 panics on `{y}.mvt`: take the whole segment and strip the extension.
+        .route("/tiles/{layers}/{z}/{x}/{y}", get(tile))
+        .route("/tiles/{tilejson}", get(tilejson))
+        .route("/catalog", get(catalog))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .layer(cors)
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        format!(
+            "nothing at {}; see /catalog for the layers and their TileJSON",
+            uri.path()
+        ),
+    )
+}
+
+fn parse_tile(z: &str, x: &str, y: &str) -> Result<TileId, Problem> {
+    let Some((y, ext)) = y.rsplit_once('.') else {
+        return Err(Problem::bad_request(format!(
+            "tile {z}/{x}/{y} has no extension; use .mvt or .pbf"
+        )));
+    };
+    if ext != "mvt" && ext != "pbf" {
+        return Err(Problem::bad_request(format!(
+            "unknown tile format .{ext}; use .mvt or .pbf"
+        )));
+    }
+    let num = |what: &str, v: &str| -> Result<u64, Problem> {
+        v.parse::<u64>()
+            .map_err(|_| Problem::bad_request(format!("{what} must be a whole number, got {v:?}")))
+    };
+    let (zn, xn, yn) = (num("z", z)?, num("x", x)?, num("y", y)?);
+    TileId::new(zn.min(u64::from(u32::MAX)) as u32, xn, yn)
+        .map_err(|e| Problem::bad_request(e.to_string()))
+}
+
+fn engine_problem(e: EngineError) -> Problem {
+    match e {
+        EngineError::UnknownLayer(name) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Unknown layer",
+            format!("no layer named '{name}'; see /catalog"),
+        ),
+        EngineError::Store(e) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Store error",
+            e.to_string(),
+        ),
+    }
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.trim().split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| p.trim().replace(' ', "") == "q=0");
+            (name == "gzip" || name == "*") && !q_zero
+        })
+}
+
+async fn tile(
+    State(st): State<AppState>,
+    Path((layers, z, x, y)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let tile = match parse_tile(&z, &x, &y) {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    let names: Vec<String> = layers.split(',').map(str::to_string).collect();
+    if names.iter().any(String::is_empty) {
+        return Problem::bad_request("empty layer name in the layer list").into_response();
+    }
+    let gzip = accepts_gzip(&headers);
+    let engine = Arc::clone(&st.engine);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Cache hits are answered here; generation runs on the blocking pool.
+    let body = match engine.cached(&refs, tile, gzip) {
+        Ok(Some(hit)) => hit,
+        Ok(None) => {
+            let generated = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                engine.tile(&refs, tile, gzip)
+            })
+            .await;
+            match generated {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return engine_problem(e).into_response(),
+                Err(e) => {
+                    return Problem::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Tile generation failed",
+                        e.to_string(),
+                    )
+                    .into_response();
+                }
+            }
+        }
+        Err(e) => return engine_problem(e).into_response(),
+    };
+    let cache_control = format!("public, max-age={}", st.max_age);
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut res = if if_none_match
+        .split(',')
+        .any(|t| t.trim() == body.etag || t.trim() == "*")
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else if body.features == 0 {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let mut r = Response::new(Body::from(body.bytes.clone()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.mapbox-vector-tile"),
+        );
+        if body.gzip {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        r
+    };
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&body.etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&cache_control) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if body.dropped > 0 {
+        h.insert("urbis-dropped-features", HeaderValue::from(body.dropped));
+    }
+    res
+}
+
+/// The base URL for links: the configured public URL, else the request's host.
+fn base_url(st: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &st.public_url {
+        return u.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    format!("{proto}://{host}")
+}
+
+fn field_type_name(t: &[FieldType]) -> &'static str {
+    match t {
+        [FieldType::String] => "String",
+        [FieldType::Number] => "Number",
+        [FieldType::Boolean] => "Boolean",
+        _ => "String",
+    }
+}
+
+fn vector_layer(l: &ServedLayer) -> serde_json::Value {
+    let meta = l.reader.meta();
+    let fields: serde_json::Map<String, serde_json::Value> = meta
+        .fields
+        .iter()
+        .map(|(k, t)| (k.clone(), json!(field_type_name(t))))
+        .collect();
+    json!({ "id": l.name, "fields": fields, "minzoom": l.reader.minzoom(), "maxzoom": l.reader.maxzoom() })
+}
+
+async fn tilejson(
+    State(st): State<AppState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(spec) = file.strip_suffix(".json") else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!(
+                "/tiles/{file}: TileJSON is at /tiles/LAYER.json, tiles at /tiles/LAYER/z/x/y.mvt"
+            ),
+        )
+        .into_response();
+    };
+    let mut layers = Vec::new();
+    for name in spec.split(',') {
+        match st.engine.layer(name) {
+            Some(l) => layers.push(l),
+            None => {
+                let _ = st.engine.refresh();
+                match st.engine.layer(name) {
+                    Some(l) => layers.push(l),
+                    None => {
+                        return engine_problem(EngineError::UnknownLayer(name.to_string()))
+                            .into_response();
+                    }
+                }
+            }
+        }
+    }
+    let minzoom = layers.iter().map(|l| l.reader.minzoom()).min().unwrap_or(0);
+    let maxzoom = layers
+        .iter()
+        .map(|l| l.reader.maxzoom())
+        .max()
+        .unwrap_or(14);
+    let mut bounds = [180.0f64, 85.0511, -180.0, -85.0511];
+    for l in &layers {
+        let b = l.reader.meta().bounds;
+        bounds = [
+            bounds[0].min(b[0]),
+            bounds[1].min(b[1]),
+            bounds[2].max(b[2]),
+            bounds[3].max(b[3]),
+        ];
+    }
+    let mut attributions: Vec<String> = layers
+        .iter()
+        .filter_map(|l| l.reader.meta().attribution.clone())
+        .collect();
+    attributions.sort();
+    attributions.dedup();
+    let centre_zoom = (minzoom.max(maxzoom.saturating_sub(2))).min(maxzoom);
+    let base = base_url(&st, &headers);
+    let doc = json!({
+        "tilejson": "3.0.0",
+        "name": spec,
+        "scheme": "xyz",
+        "tiles": [format!("{base}/tiles/{spec}/{{z}}/{{x}}/{{y}}.mvt")],
+        "vector_layers": layers.iter().map(|l| vector_layer(l)).collect::<Vec<_>>(),
+        "minzoom": minzoom,
+        "maxzoom": maxzoom,
+        "bounds": bounds,
+        "center": [(bounds[0] + bounds[2]) / 2.0, (bounds[1] + bounds[3]) / 2.0, centre_zoom],
+        "attribution": attributions.join("; "),
+    });
+    json_response(&doc)
+}
+
+fn json_response(v: &serde_json::Value) -> Response {
+    let mut r = Response::new(Body::from(v.to_string()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let _ = st.engine.refresh();
+    let base = base_url(&st, &headers);
+    let layers: Vec<serde_json::Value> = st
+        .engine
+        .layers()
+        .values()
+        .map(|l| {
+            let meta = l.reader.meta();
+            json!({
+                "name": l.name,
+                "version": l.version,
+                "features": l.reader.feature_count(),
+                "bounds": meta.bounds,
+                "minzoom": l.reader.minzoom(),
+                "maxzoom": l.reader.maxzoom(),
+                "geometry_types": meta.quality.geometry_types,
+                "fields": meta.fields.iter().map(|(k, t)| (k.clone(), json!(field_type_name(t)))).collect::<serde_json::Map<_, _>>(),
+                "attribution": meta.attribution,
+                "source": meta.source,
+                "tilejson": format!("{base}/tiles/{}.json", l.name),
+                "tiles": format!("{base}/tiles/{}/{{z}}/{{x}}/{{y}}.mvt", l.name),
+            })
+        })
+        .collect();
+    json_response(&json!({ "layers": layers }))
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    json_response(&json!({ "status": "ok", "layers": st.engine.layers().len() }))
+}

@@ -1,0 +1,230 @@
+//! The server's configuration: a TOML file, then `URBIS_*` environment variables, then
+//! command-line flags, each overriding the one before; validated once at start.
+//!
+//! Every key of the file mirrors a flag of `urbis serve`:
+//!
+//! ```toml
+//! store = "urbis-store"          # --store / URBIS_STORE
+//! bind = "127.0.0.1:8080"        # --bind / URBIS_BIND
+//! public_url = "https://tiles.example.city"   # --public-url / URBIS_PUBLIC_URL
+//! cache_mb = 256                 # --cache-mb / URBIS_CACHE_MB (0 turns the cache off)
+//! tile_budget_kb = 500           # --tile-budget-kb / URBIS_TILE_BUDGET_KB
+//! buffer = 64                    # --buffer / URBIS_BUFFER (tile units of 4096)
+//! max_age = 300                  # --max-age / URBIS_MAX_AGE (Cache-Control seconds)
+//! demo = true                    # --no-demo / URBIS_NO_DEMO turns it off
+//! ```
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// What the config file may hold; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Store directory.
+    pub store: Option<PathBuf>,
+    /// Listen address.
+    pub bind: Option<String>,
+    /// Public base URL for TileJSON tile URLs.
+    pub public_url: Option<String>,
+    /// Tile cache size in MiB.
+    pub cache_mb: Option<u64>,
+    /// Tile byte budget in KiB.
+    pub tile_budget_kb: Option<u64>,
+    /// Tile buffer in tile units.
+    pub buffer: Option<u32>,
+    /// Cache-Control max-age of tiles, seconds.
+    pub max_age: Option<u32>,
+    /// Import the embedded demo layers into an empty store.
+    pub demo: Option<bool>,
+}
+
+/// Settings given on the command line or in the environment (clap fills these).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--store`.
+    pub store: Option<PathBuf>,
+    /// `--bind`.
+    pub bind: Option<String>,
+    /// `--public-url`.
+    pub public_url: Option<String>,
+    /// `--cache-mb`.
+    pub cache_mb: Option<u64>,
+    /// `--tile-budget-kb`.
+    pub tile_budget_kb: Option<u64>,
+    /// `--buffer`.
+    pub buffer: Option<u32>,
+    /// `--max-age`.
+    pub max_age: Option<u32>,
+    /// `--no-demo`.
+    pub no_demo: bool,
+}
+
+/// The validated configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Store directory.
+    pub store: PathBuf,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Public base URL (no trailing slash) for TileJSON, if set.
+    pub public_url: Option<String>,
+    /// Tile cache size in bytes.
+    pub cache_bytes: u64,
+    /// Tile byte budget.
+    pub tile_budget: usize,
+    /// Tile buffer.
+    pub buffer: u32,
+    /// Cache-Control max-age for tiles.
+    pub max_age: u32,
+    /// Import the demo layers into an empty store.
+    pub demo: bool,
+}
+
+/// A configuration problem, naming the setting and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {key} = {value:?}: {why}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        why: String,
+    },
+}
+
+impl Config {
+    /// Merges file < environment < flags (clap has already merged the last two) and checks.
+    pub fn load(file: Option<&Path>, o: Overrides) -> Result<Config, ConfigError> {
+        let f: FileConfig = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string().trim().to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let bind_text = o.bind.or(f.bind).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let bind: SocketAddr = bind_text.parse().map_err(|e| ConfigError::Invalid {
+            key: "bind",
+            value: bind_text.clone(),
+            why: format!("{e}; give an address and port such as 127.0.0.1:8080 or 0.0.0.0:80"),
+        })?;
+        let public_url = o
+            .public_url
+            .or(f.public_url)
+            .map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "public_url",
+                value: u.clone(),
+                why: "must start with http:// or https://".into(),
+            });
+        }
+        let budget_kb = o.tile_budget_kb.or(f.tile_budget_kb).unwrap_or(500);
+        if !(16..=16_384).contains(&budget_kb) {
+            return Err(ConfigError::Invalid {
+                key: "tile_budget_kb",
+                value: budget_kb.to_string(),
+                why: "must be between 16 and 16384".into(),
+            });
+        }
+        let buffer = o.buffer.or(f.buffer).unwrap_or(64);
+        if buffer > 2048 {
+            return Err(ConfigError::Invalid {
+                key: "buffer",
+                value: buffer.to_string(),
+                why: "must be at most 2048 (half a tile)".into(),
+            });
+        }
+        Ok(Config {
+            store: o
+                .store
+                .or(f.store)
+                .unwrap_or_else(|| PathBuf::from("urbis-store")),
+            bind,
+            public_url,
+            cache_bytes: o
+                .cache_mb
+                .or(f.cache_mb)
+                .unwrap_or(256)
+                .saturating_mul(1 << 20),
+            tile_budget: (budget_kb * 1024) as usize,
+            buffer,
+            max_age: o.max_age.or(f.max_age).unwrap_or(300),
+            demo: !o.no_demo && f.demo.unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("urbis.toml");
+        std::fs::write(&p, "bind = \"0.0.0.0:9000\"\ncache_mb = 10\nmax_age = 60\n").unwrap();
+        let c = Config::load(
+            Some(&p),
+            Overrides {
+                bind: Some("127.0.0.1:9001".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.bind.port(), 9001);
+        assert_eq!(c.cache_bytes, 10 << 20);
+        assert_eq!(c.max_age, 60);
+        assert_eq!(c.tile_budget, 500 * 1024);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("urbis.toml");
+        std::fs::write(&p, "bnid = \"x\"\n").unwrap();
+        let e = Config::load(Some(&p), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bnid") && e.contains("line 1"), "{e}");
+        let e = Config::load(
+            None,
+            Overrides {
+                bind: Some("localhost".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bind") && e.contains("127.0.0.1:8080"), "{e}");
+    }
+}

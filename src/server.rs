@@ -1,0 +1,132 @@
+//! The composition root: opens the store (importing the embedded demo into an empty one),
+//! starts the tile engine and its catalog watcher, serves the API, and shuts down gracefully
+//! on SIGTERM or Ctrl-C.
+
+use crate::api::{AppState, router};
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig};
+use crate::import::{ImportOptions, Silent, import_file};
+use crate::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Attribution of the embedded demo data.
+pub const DEMO_ATTRIBUTION: &str = "© OpenStreetMap contributors";
+
+/// Where the demo data lives: `./data` when run from the repository, else the repository the
+/// binary was built from.
+fn demo_dir() -> Option<PathBuf> {
+    [
+        PathBuf::from("data"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data"),
+    ]
+    .into_iter()
+    .find(|d| d.join("helsinki/helsinki.geojson").is_file())
+}
+
+/// Imports the Helsinki demo layers into `store` when it has no layers yet.
+pub fn import_demo_if_empty(store: &Store) -> anyhow::Result<()> {
+    if !store.catalog()?.layers.is_empty() {
+        return Ok(());
+    }
+    let Some(dir) = demo_dir() else {
+        eprintln!(
+            "urbis: the store is empty and no demo data was found (looked for data/helsinki/); import layers with `urbis import`"
+        );
+        return Ok(());
+    };
+    for (file, layer) in [
+        ("helsinki/helsinki.geojson", "helsinki"),
+        ("helsinki/helsinki_layers.gpkg", "helsinki"),
+    ] {
+        eprintln!(
+            "urbis: importing demo layer(s) from {}",
+            dir.join(file).display()
+        );
+        let opts = ImportOptions {
+            file: dir.join(file),
+            layer: Some(layer.to_string()),
+            table: None,
+            minzoom: 0,
+            maxzoom: None,
+            attribution: Some(DEMO_ATTRIBUTION.to_string()),
+        };
+        for o in import_file(store, &opts, &Silent)? {
+            eprintln!(
+                "urbis:   {} v{}: {} features",
+                o.layer, o.version.version, o.version.features
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("urbis: shutting down");
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.store, true)?;
+    if config.demo {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || import_demo_if_empty(&s)).await??;
+    }
+    let engine_config = EngineConfig {
+        buffer: config.buffer,
+        budget: config.tile_budget,
+        cache_bytes: config.cache_bytes,
+    };
+    let engine = Arc::new(Engine::open(store, engine_config)?);
+    let watcher = Arc::clone(&engine);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let e = Arc::clone(&watcher);
+            match tokio::task::spawn_blocking(move || e.refresh()).await {
+                Ok(Ok(true)) => tracing::info!("catalog changed: serving the new layer versions"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot re-read the catalog"),
+                _ => {}
+            }
+        }
+    });
+    let state = AppState {
+        engine: Arc::clone(&engine),
+        public_url: config.public_url.clone(),
+        max_age: config.max_age,
+    };
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "urbis listening on http://{addr} ({} layers; catalog at http://{addr}/catalog)",
+        engine.layers().len()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
