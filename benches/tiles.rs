@@ -94,10 +94,10 @@ fn bench_tiles(c: &mut Criterion) {
     g.sample_size(20);
     // The centre of Montevideo (Ciudad Vieja / Centro) at each zoom.
     for (z, x, y) in [
-        (10u32, 351u64, 617u64),
-        (12, 1406, 2470),
-        (14, 5626, 9882),
-        (16, 22505, 39530),
+        (10u32, 352u64, 618u64),
+        (12, 1408, 2472),
+        (14, 5634, 9889),
+        (16, 22538, 39556),
     ] {
         let t = TileId::new(z, x, y).unwrap();
         g.bench_with_input(BenchmarkId::from_parameter(format!("z{z}")), &t, |b, t| {

@@ -146,9 +146,12 @@ pub fn read_table(
     let mut binary_warned = false;
     while let Some(row) = rows.next().map_err(|e| parse(e.to_string()))? {
         let (geometry, geometry_error) = match row.get_ref(0).map_err(|e| parse(e.to_string()))? {
-            ValueRef::Blob(b) => match GpkgWkb(b.to_vec()).to_geo() {
-                Ok(g) => (Some(g), None),
-                Err(e) => (None, Some(format!("unreadable GeoPackage geometry: {e}"))),
+            ValueRef::Blob(b) => match check_gpkg_blob(b) {
+                Err(e) => (None, Some(format!("corrupt GeoPackage geometry: {e}"))),
+                Ok(()) => match GpkgWkb(b.to_vec()).to_geo() {
+                    Ok(g) => (Some(g), None),
+                    Err(e) => (None, Some(format!("unreadable GeoPackage geometry: {e}"))),
+                },
             },
             ValueRef::Null => (None, None),
             _ => (
@@ -192,4 +195,115 @@ pub fn read_table(
         progress.done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Checks that every count in a GeoPackage geometry blob fits in the blob before geozero reads
+/// it: geozero's WKB reader reserves memory for whatever count the blob claims, and a corrupt
+/// ring count (found by the fuzzer) made it abort the whole process on a failed allocation.
+pub fn check_gpkg_blob(b: &[u8]) -> Result<(), String> {
+    if b.len() < 8 || &b[..2] != b"GP" {
+        return Err("missing the GP header".into());
+    }
+    let flags = b[3];
+    let envelope = match (flags >> 1) & 0b111 {
+        0 => 0,
+        1 => 32,
+        2 | 3 => 48,
+        4 => 64,
+        other => return Err(format!("invalid envelope indicator {other}")),
+    };
+    let start = 8 + envelope;
+    if flags & 0b1_0000 != 0 && b.len() <= start {
+        return Ok(()); // empty geometry flag with no WKB
+    }
+    let wkb = b.get(start..).ok_or("envelope runs past the end")?;
+    let mut pos = 0;
+    check_wkb(wkb, &mut pos, 0)
+}
+
+fn check_wkb(b: &[u8], pos: &mut usize, depth: u32) -> Result<(), String> {
+    if depth > 32 {
+        return Err("geometry nested too deeply".into());
+    }
+    let order = *b.get(*pos).ok_or("truncated WKB")?;
+    let le = match order {
+        0 => false,
+        1 => true,
+        other => return Err(format!("invalid WKB byte order {other}")),
+    };
+    *pos += 1;
+    let read_u32 = |pos: &mut usize| -> Result<u32, String> {
+        let bytes: [u8; 4] = b.get(*pos..*pos + 4).ok_or("truncated WKB")?.try_into().map_err(|_| "truncated WKB")?;
+        *pos += 4;
+        Ok(if le { u32::from_le_bytes(bytes) } else { u32::from_be_bytes(bytes) })
+    };
+    let raw = read_u32(pos)?;
+    let (mut z, mut m) = (raw & 0x8000_0000 != 0, raw & 0x4000_0000 != 0);
+    if raw & 0x2000_0000 != 0 {
+        read_u32(pos)?; // EWKB SRID
+    }
+    let iso = raw & 0x0fff_ffff;
+    match iso / 1000 {
+        1 => z = true,
+        2 => m = true,
+        3 => (z, m) = (true, true),
+        _ => {}
+    }
+    let point = 8 * (2 + usize::from(z) + usize::from(m));
+    let left = |pos: &usize| b.len().saturating_sub(*pos);
+    let points = |pos: &mut usize| -> Result<(), String> {
+        let n = read_u32(pos)? as usize;
+        let need = n.checked_mul(point).ok_or("point count overflows")?;
+        if need > left(pos) {
+            return Err(format!("{n} points claimed, {} bytes left", left(pos)));
+        }
+        *pos += need;
+        Ok(())
+    };
+    match iso % 1000 {
+        1 => {
+            if point > left(pos) {
+                return Err("truncated point".into());
+            }
+            *pos += point;
+        }
+        2 | 8 => points(pos)?,
+        3 | 17 => {
+            let rings = read_u32(pos)? as usize;
+            if rings.saturating_mul(4) > left(pos) {
+                return Err(format!("{rings} rings claimed, {} bytes left", left(pos)));
+            }
+            for _ in 0..rings {
+                points(pos)?;
+            }
+        }
+        4..=7 | 9..=16 => {
+            let n = read_u32(pos)? as usize;
+            if n.saturating_mul(9) > left(pos) {
+                return Err(format!("{n} parts claimed, {} bytes left", left(pos)));
+            }
+            for _ in 0..n {
+                check_wkb(b, pos, depth + 1)?;
+            }
+        }
+        other => return Err(format!("unknown WKB geometry type {other}")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_ring_count_is_refused_before_reading() {
+        // GP header, no envelope, then a little-endian Polygon claiming 2^31 rings.
+        let mut blob = b"GP\x00\x01\xe6\x10\x00\x00".to_vec();
+        blob.extend_from_slice(&[1, 3, 0, 0, 0, 0, 0, 0, 0x80]);
+        assert!(check_gpkg_blob(&blob).unwrap_err().contains("rings claimed"));
+        let mut ok = b"GP\x00\x01\xe6\x10\x00\x00".to_vec();
+        ok.extend_from_slice(&[1, 1, 0, 0, 0]);
+        ok.extend_from_slice(&[0u8; 16]);
+        assert_eq!(check_gpkg_blob(&ok), Ok(()));
+    }
 }
