@@ -10,6 +10,7 @@
 //! second); a cache entry names the layer versions it was made from, so it never serves a
 //! replaced version.
 
+use crate::store::geometry::FlatGeometry;
 use crate::store::lod::point_rank;
 use crate::store::{GeomKind, LayerReader, PropRef, Store, StoreError};
 use crate::tile::clip::{ClipBox, TilePoint, clip_line, clip_ring};
@@ -305,44 +306,45 @@ pub fn render_layer(
     let tf = tile.transform();
     let clip = ClipBox::for_tile(EXTENT, i64::from(buffer));
     let mut ring_buf: Vec<TilePoint> = Vec::new();
+    let mut flat = FlatGeometry::default();
     level.query(&query, |f| {
-        let Some(g) = f.decode() else { return };
-        let geometry = match g.kind {
-            GeomKind::Point => {
-                let pts: Vec<TilePoint> = g
-                    .parts
+        if !flat.decode(f.geometry) {
+            return;
+        }
+        let geometry = match flat.kind {
+            None => None,
+            Some(GeomKind::Point) => {
+                let pts: Vec<TilePoint> = flat
+                    .coords
                     .iter()
-                    .flatten()
-                    .flatten()
                     .map(|p| tf.apply(*p))
                     .filter(|p| clip.contains(*p))
                     .collect();
                 encode_points(&pts)
             }
-            GeomKind::Line => {
+            Some(GeomKind::Line) => {
                 let mut runs = Vec::new();
-                for line in g.parts.iter().flatten() {
+                for r in &flat.rings {
                     ring_buf.clear();
-                    ring_buf.extend(line.iter().map(|p| tf.apply(*p)));
+                    ring_buf.extend(flat.span(*r).iter().map(|p| tf.apply(*p)));
                     runs.extend(clip_line(&ring_buf, clip));
                 }
                 encode_lines(&runs)
             }
-            GeomKind::Polygon => {
-                let polys: Vec<Vec<Vec<TilePoint>>> = g
-                    .parts
-                    .iter()
-                    .map(|rings| {
-                        rings
-                            .iter()
-                            .map(|r| {
-                                ring_buf.clear();
-                                ring_buf.extend(r.iter().map(|p| tf.apply(*p)));
-                                clip_ring(&ring_buf, clip)
-                            })
-                            .collect()
-                    })
-                    .collect();
+            Some(GeomKind::Polygon) => {
+                let mut polys: Vec<Vec<Vec<TilePoint>>> = Vec::new();
+                let mut part = u32::MAX;
+                for r in &flat.rings {
+                    if r.0 != part {
+                        part = r.0;
+                        polys.push(Vec::new());
+                    }
+                    ring_buf.clear();
+                    ring_buf.extend(flat.span(*r).iter().map(|p| tf.apply(*p)));
+                    if let Some(p) = polys.last_mut() {
+                        p.push(clip_ring(&ring_buf, clip));
+                    }
+                }
                 encode_polygons(&polys)
             }
         };
@@ -354,6 +356,7 @@ pub fn render_layer(
         let props = record.filter_map(|(k, v)| {
             let key = reader.key(k)?;
             Some((
+                k,
                 key,
                 match v {
                     PropRef::String(s) => TileValue::String(s),
@@ -363,7 +366,7 @@ pub fn render_layer(
                 },
             ))
         });
-        out.add(id, geometry, point_rank(f.feature), props);
+        out.add_indexed(id, geometry, point_rank(f.feature), props);
     });
     out.encode(budget)
 }

@@ -233,9 +233,17 @@ fn check_wkb(b: &[u8], pos: &mut usize, depth: u32) -> Result<(), String> {
     };
     *pos += 1;
     let read_u32 = |pos: &mut usize| -> Result<u32, String> {
-        let bytes: [u8; 4] = b.get(*pos..*pos + 4).ok_or("truncated WKB")?.try_into().map_err(|_| "truncated WKB")?;
+        let bytes: [u8; 4] = b
+            .get(*pos..*pos + 4)
+            .ok_or("truncated WKB")?
+            .try_into()
+            .map_err(|_| "truncated WKB")?;
         *pos += 4;
-        Ok(if le { u32::from_le_bytes(bytes) } else { u32::from_be_bytes(bytes) })
+        Ok(if le {
+            u32::from_le_bytes(bytes)
+        } else {
+            u32::from_be_bytes(bytes)
+        })
     };
     let raw = read_u32(pos)?;
     let (mut z, mut m) = (raw & 0x8000_0000 != 0, raw & 0x4000_0000 != 0);
@@ -300,7 +308,11 @@ mod tests {
         // GP header, no envelope, then a little-endian Polygon claiming 2^31 rings.
         let mut blob = b"GP\x00\x01\xe6\x10\x00\x00".to_vec();
         blob.extend_from_slice(&[1, 3, 0, 0, 0, 0, 0, 0, 0x80]);
-        assert!(check_gpkg_blob(&blob).unwrap_err().contains("rings claimed"));
+        assert!(
+            check_gpkg_blob(&blob)
+                .unwrap_err()
+                .contains("rings claimed")
+        );
         let mut ok = b"GP\x00\x01\xe6\x10\x00\x00".to_vec();
         ok.extend_from_slice(&[1, 1, 0, 0, 0]);
         ok.extend_from_slice(&[0u8; 16]);

@@ -14,6 +14,12 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 /// Reads an unsigned LEB128 varint at `*pos`, advancing it; `None` on truncated or overlong input.
 #[inline]
 pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    // Most varints of a layer file (deltas, counts, key numbers) fit in one byte.
+    let first = *buf.get(*pos)?;
+    if first < 0x80 {
+        *pos += 1;
+        return Some(u64::from(first));
+    }
     let mut v = 0u64;
     let mut shift = 0u32;
     loop {

@@ -136,6 +136,72 @@ impl GridGeometry {
     }
 }
 
+/// A geometry decoded into reusable flat buffers: every coordinate in one array and one span
+/// per ring or line. Decoding into the same `FlatGeometry` again reuses its memory, so tile
+/// generation allocates nothing per feature.
+#[derive(Debug, Default, Clone)]
+pub struct FlatGeometry {
+    /// The kind, once decoded.
+    pub kind: Option<GeomKind>,
+    /// All coordinates, ring after ring (for points, one per point).
+    pub coords: Vec<GridPoint>,
+    /// Ring (or line) spans into `coords`: `(part, start, end)`; the first ring of a part is
+    /// its exterior.
+    pub rings: Vec<(u32, u32, u32)>,
+}
+
+impl FlatGeometry {
+    /// Decodes `blob` into these buffers; false if the blob is malformed.
+    pub fn decode(&mut self, blob: &[u8]) -> bool {
+        self.kind = None;
+        self.coords.clear();
+        self.rings.clear();
+        self.decode_inner(blob).is_some()
+    }
+
+    fn decode_inner(&mut self, blob: &[u8]) -> Option<()> {
+        let kind = GeomKind::from_byte(*blob.first()?)?;
+        let mut d = BlobCursor {
+            buf: blob,
+            pos: 1,
+            prev: [0, 0],
+        };
+        let nparts = d.count()?;
+        for part in 0..nparts as u32 {
+            match kind {
+                GeomKind::Point => {
+                    let at = self.coords.len() as u32;
+                    self.coords.push(d.point()?);
+                    self.rings.push((part, at, at + 1));
+                }
+                GeomKind::Line => self.ring(&mut d, part)?,
+                GeomKind::Polygon => {
+                    for _ in 0..d.count()? {
+                        self.ring(&mut d, part)?;
+                    }
+                }
+            }
+        }
+        self.kind = Some(kind);
+        Some(())
+    }
+
+    fn ring(&mut self, d: &mut BlobCursor, part: u32) -> Option<()> {
+        let n = d.count()?;
+        let start = self.coords.len() as u32;
+        for _ in 0..n {
+            self.coords.push(d.point()?);
+        }
+        self.rings.push((part, start, self.coords.len() as u32));
+        Some(())
+    }
+
+    /// The coordinates of span `(part, start, end)`.
+    pub fn span(&self, r: (u32, u32, u32)) -> &[GridPoint] {
+        &self.coords[r.1 as usize..r.2 as usize]
+    }
+}
+
 struct BlobCursor<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -207,6 +273,19 @@ mod tests {
             let mut blob = Vec::new();
             g.encode(&mut blob);
             prop_assert_eq!(GridGeometry::decode(&blob), Some(g));
+        }
+
+        #[test]
+        fn flat_decode_agrees_with_nested_decode(g in geometry()) {
+            let mut blob = Vec::new();
+            g.encode(&mut blob);
+            let mut flat = FlatGeometry::default();
+            prop_assert!(flat.decode(&blob));
+            let rings: Vec<Vec<GridPoint>> = g.parts.iter().flatten().cloned().collect();
+            prop_assert_eq!(flat.rings.len(), rings.len());
+            for (span, ring) in flat.rings.iter().zip(&rings) {
+                prop_assert_eq!(flat.span(*span), &ring[..]);
+            }
         }
 
         #[test]

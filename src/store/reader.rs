@@ -22,7 +22,9 @@ pub struct LayerReader {
     bbox: GridBox,
     minzoom: u8,
     maxzoom: u8,
-    keys: Vec<Range<usize>>,
+    /// The key dictionary, copied out once at open (a few hundred short strings) so that
+    /// tile generation never re-validates UTF-8.
+    keys: Vec<String>,
     props_index: Range<usize>,
     props: Range<usize>,
     levels: Vec<LevelSections>,
@@ -170,6 +172,10 @@ impl LayerReader {
             .map_err(|e| corrupt(path, format!("metadata: {e}")))?;
         let keys =
             parse_keys(b, keys_sec).ok_or_else(|| corrupt(path, "malformed key dictionary"))?;
+        let keys: Vec<String> = keys
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(&b[r]).into_owned())
+            .collect();
         if props_index.len() != (feature_count as usize + 1) * 8 {
             return Err(corrupt(
                 path,
@@ -274,8 +280,7 @@ impl LayerReader {
 
     /// Property key `i` of the dictionary.
     pub fn key(&self, i: u32) -> Option<&str> {
-        let r = self.keys.get(i as usize)?.clone();
-        std::str::from_utf8(&self.map[r]).ok()
+        self.keys.get(i as usize).map(String::as_str)
     }
 
     /// Feature `feature`'s id and properties, read in place.
