@@ -564,6 +564,112 @@ mod tests {
         );
     }
 
+    fn decode_lines(cmds: &[u32]) -> Vec<Vec<[i32; 2]>> {
+        let (mut i, mut at, mut lines) = (0, [0i32, 0], Vec::new());
+        let unzz = |v: u32| ((v >> 1) as i32) ^ -((v & 1) as i32);
+        while i < cmds.len() {
+            let (id, count) = (cmds[i] & 7, cmds[i] >> 3);
+            i += 1;
+            if id == 1 {
+                lines.push(Vec::new());
+            }
+            for _ in 0..count {
+                at = [at[0] + unzz(cmds[i]), at[1] + unzz(cmds[i + 1])];
+                i += 2;
+                if let Some(l) = lines.last_mut() {
+                    l.push(at);
+                }
+            }
+        }
+        lines
+    }
+
+    use proptest::prelude::*;
+
+    fn coord() -> impl Strategy<Value = i64> {
+        -64i64..4160
+    }
+
+    /// A convex polygon (points on a circle at increasing angles), positive area on screen.
+    fn convex_ring() -> impl Strategy<Value = Vec<[i64; 2]>> {
+        (
+            200i64..3900,
+            200i64..3900,
+            20i64..190,
+            proptest::collection::btree_set(0u32..360, 3..24),
+        )
+            .prop_map(|(cx, cy, r, angles)| {
+                let mut ring: Vec<[i64; 2]> = angles
+                    .into_iter()
+                    .map(|a| {
+                        let t = f64::from(a).to_radians();
+                        [
+                            cx + (r as f64 * t.cos()).round() as i64,
+                            cy + (r as f64 * t.sin()).round() as i64,
+                        ]
+                    })
+                    .collect();
+                ring.dedup();
+                if ring.len() > 1 && ring.first() == ring.last() {
+                    ring.pop();
+                }
+                ring
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn points_encode_then_decode_to_themselves(pts in proptest::collection::vec((coord(), coord()).prop_map(|(x, y)| [x, y]), 1..50)) {
+            let g = encode_points(&pts).unwrap();
+            let back: Vec<[i64; 2]> = decode_lines(&g.commands).concat().iter().map(|p| [i64::from(p[0]), i64::from(p[1])]).collect();
+            prop_assert_eq!(back, pts);
+        }
+
+        #[test]
+        fn lines_encode_then_decode_to_themselves(lines in proptest::collection::vec(proptest::collection::vec((coord(), coord()).prop_map(|(x, y)| [x, y]), 2..30), 1..5)) {
+            let mut valid: Vec<Vec<[i64; 2]>> = lines.into_iter().map(|mut l| { l.dedup(); l }).filter(|l| l.len() >= 2).collect();
+            valid.retain(|l| !l.is_empty());
+            prop_assume!(!valid.is_empty());
+            let g = encode_lines(&valid).unwrap();
+            let back: Vec<Vec<[i64; 2]>> = decode_lines(&g.commands).into_iter().map(|l| l.iter().map(|p| [i64::from(p[0]), i64::from(p[1])]).collect()).collect();
+            prop_assert_eq!(back, valid);
+        }
+
+        #[test]
+        fn valid_polygons_encode_then_decode_to_themselves(ring in convex_ring()) {
+            let a = ring_area2(&ring.iter().map(|p| [p[0] as i32, p[1] as i32]).collect::<Vec<_>>());
+            prop_assume!(ring.len() >= 3 && a > 0);
+            let g = encode_polygons(&[vec![ring.clone()]]).unwrap();
+            let back = decode_rings(&g.commands);
+            prop_assert_eq!(back.len(), 1);
+            prop_assert_eq!(back[0].iter().map(|p| [i64::from(p[0]), i64::from(p[1])]).collect::<Vec<_>>(), ring);
+        }
+
+        #[test]
+        fn layer_properties_survive_a_protobuf_round_trip(vals in proptest::collection::vec((any::<i64>(), any::<bool>(), "[a-z]{0,8}", -1e9f64..1e9), 1..20)) {
+            let mut l = MvtLayer::new("t", 4096);
+            for (i, (n, b, s, d)) in vals.iter().enumerate() {
+                l.add(Some(i as u64), encode_points(&[[1, 1]]).unwrap(), 0, [("n", TileValue::Int(*n)), ("b", TileValue::Bool(*b)), ("s", TileValue::String(s)), ("d", TileValue::Double(*d))]);
+            }
+            let t = decode(&l.encode(None).bytes);
+            let layer = &t.layers[0];
+            for (i, (n, b, s, d)) in vals.iter().enumerate() {
+                let f = &layer.features[i];
+                prop_assert_eq!(f.id, Some(i as u64));
+                let get = |k: &str| {
+                    let ki = layer.keys.iter().position(|x| x == k).unwrap() as u32;
+                    let pos = f.tags.chunks(2).find(|c| c[0] == ki).unwrap()[1];
+                    layer.values[pos as usize].clone()
+                };
+                let nv = get("n");
+                prop_assert_eq!(nv.uint_value.map(|u| u as i64).or(nv.sint_value), Some(*n));
+                prop_assert_eq!(get("b").bool_value, Some(*b));
+                prop_assert_eq!(get("s").string_value, Some(s.clone()));
+                prop_assert_eq!(get("d").double_value, Some(*d));
+            }
+        }
+    }
+
     /// Reads polygon rings back from commands (test helper).
     fn decode_rings(cmds: &[u32]) -> Vec<Vec<[i32; 2]>> {
         let (mut i, mut at, mut rings) = (0, [0i32, 0], Vec::new());
