@@ -145,7 +145,6 @@ fn tilejson_catalog_and_health_describe_the_layers() {
     );
     assert!(tj["minzoom"].as_u64().unwrap() <= tj["maxzoom"].as_u64().unwrap());
     assert_eq!(tj["center"].as_array().unwrap().len(), 3);
-    // A configured public URL wins over the Host header.
     let cat = server.get("/catalog", &[]).json();
     assert_eq!(cat["layers"][0]["name"], "hki");
     assert_eq!(cat["layers"][0]["features"], 13_698);
@@ -156,6 +155,49 @@ fn tilejson_catalog_and_health_describe_the_layers() {
     let h = server.get("/health", &[]).json();
     assert_eq!(h["status"], "ok");
     assert_eq!(h["layers"], 1);
+}
+
+#[test]
+fn a_configured_public_url_and_config_file_are_used() {
+    let (dir, _src, _server) = setup();
+    let cfg = dir.path().join("urbis.toml");
+    std::fs::write(
+        &cfg,
+        "public_url = \"https://tiles.example.city/\"\nmax_age = 60\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("store"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let tj = server.get("/tiles/hki.json", &[]).json();
+    assert_eq!(
+        tj["tiles"][0],
+        "https://tiles.example.city/tiles/hki/{z}/{x}/{y}.mvt"
+    );
+    assert_eq!(
+        server
+            .get("/tiles/hki/14/9326/4741.mvt", &[])
+            .header("cache-control"),
+        Some("public, max-age=60")
+    );
+    // A bad config file stops the server at start with the key's name.
+    std::fs::write(&cfg, "max_agee = 60\n").unwrap();
+    let out = common::urbis(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--store",
+        dir.path().join("store").to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_agee"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
