@@ -152,7 +152,35 @@ fn value(v: FieldValue) -> Option<PropValue> {
 }
 
 /// Reads a Shapefile into `sink`.
+///
+/// Before geozero and dbase read anything, the `.shp` records and the `.dbf` header are
+/// walked and every count checked against the bytes there are: both crates reserve memory
+/// for whatever a file claims (a corrupt `.dbf` header size made dbase overflow a capacity in
+/// the fuzzer), and a failed allocation aborts the process. Any panic left in those crates is
+/// contained and reported as a corrupt file.
 pub fn read<T: Read + Seek>(
+    mut parts: ShapefileParts<T>,
+    sink: &mut dyn FeatureSink,
+) -> Result<(), ImportError> {
+    let name = parts.name.clone();
+    let corrupt = |what: &str, e: String| ImportError::Parse {
+        path: name.clone(),
+        message: format!("corrupt {what}: {e}"),
+    };
+    check_shp(&mut parts.shp).map_err(|e| corrupt(".shp", e))?;
+    if let Some(dbf) = parts.dbf.as_mut() {
+        check_dbf_header(dbf).map_err(|e| corrupt(".dbf", e))?;
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_checked(parts, sink))) {
+        Ok(r) => r,
+        Err(_) => Err(ImportError::Parse {
+            path: name,
+            message: "the Shapefile reader failed: the file is corrupt".into(),
+        }),
+    }
+}
+
+fn read_checked<T: Read + Seek>(
     parts: ShapefileParts<T>,
     sink: &mut dyn FeatureSink,
 ) -> Result<(), ImportError> {
@@ -286,3 +314,91 @@ impl GeomProcessor for SharedGeo {
 
 impl geozero::PropertyProcessor for SharedGeo {}
 impl geozero::FeatureProcessor for SharedGeo {}
+
+fn le_i32(b: &[u8], at: usize) -> Option<i64> {
+    Some(i64::from(i32::from_le_bytes(
+        b.get(at..at + 4)?.try_into().ok()?,
+    )))
+}
+
+/// Walks the `.shp` records and checks each record's counts against its length.
+fn check_shp<T: Read + Seek>(r: &mut T) -> Result<(), String> {
+    use std::io::SeekFrom;
+    let io = |e: std::io::Error| e.to_string();
+    let len = r.seek(SeekFrom::End(0)).map_err(io)?;
+    r.seek(SeekFrom::Start(100)).map_err(io)?;
+    let mut at = 100u64;
+    let mut n = 0u64;
+    let mut head = [0u8; 8];
+    let mut content = Vec::new();
+    while at + 8 <= len {
+        r.read_exact(&mut head).map_err(io)?;
+        let words = u64::from(u32::from_be_bytes([head[4], head[5], head[6], head[7]]));
+        let size = words * 2;
+        if at + 8 + size > len {
+            return Err(format!(
+                "record #{n} at byte {at} claims {size} bytes but the file ends before"
+            ));
+        }
+        content.resize(size as usize, 0);
+        r.read_exact(&mut content).map_err(io)?;
+        let shape = le_i32(&content, 0).unwrap_or(0);
+        let (fixed, per_point) = match shape {
+            3 | 5 | 13 | 15 | 23 | 25 | 31 => (44i64, 16i64),
+            8 | 18 | 28 => (40, 16),
+            _ => (0, 0),
+        };
+        if fixed > 0 {
+            let (parts, points) = if fixed == 44 {
+                (
+                    le_i32(&content, 36).unwrap_or(-1),
+                    le_i32(&content, 40).unwrap_or(-1),
+                )
+            } else {
+                (0, le_i32(&content, 36).unwrap_or(-1))
+            };
+            let part_bytes = if shape == 31 { 8 } else { 4 };
+            if parts < 0
+                || points < 0
+                || fixed + part_bytes * parts + per_point * points > size as i64
+            {
+                return Err(format!(
+                    "record #{n} claims {parts} parts and {points} points in {size} bytes"
+                ));
+            }
+        }
+        at += 8 + size;
+        n += 1;
+    }
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    Ok(())
+}
+
+/// Checks the `.dbf` header's sizes before dbase reads it.
+fn check_dbf_header<T: Read + Seek>(r: &mut T) -> Result<(), String> {
+    use std::io::SeekFrom;
+    let io = |e: std::io::Error| e.to_string();
+    let len = r.seek(SeekFrom::End(0)).map_err(io)?;
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut head = [0u8; 32];
+    r.read_exact(&mut head)
+        .map_err(|_| "shorter than its 32-byte header".to_string())?;
+    let records = u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
+    let header = u64::from(u16::from_le_bytes([head[8], head[9]]));
+    let record = u64::from(u16::from_le_bytes([head[10], head[11]]));
+    if header < 33 || header > len {
+        return Err(format!(
+            "header size {header} does not fit a file of {len} bytes"
+        ));
+    }
+    if record == 0 && records > 0 {
+        return Err("record size 0".into());
+    }
+    if header + records.saturating_mul(record) > len + 1 {
+        return Err(format!(
+            "{records} records of {record} bytes claimed, file holds {len} bytes"
+        ));
+    }
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    Ok(())
+}
