@@ -366,6 +366,17 @@ fn check_shp<T: Read + Seek>(r: &mut T) -> Result<(), String> {
                     "record #{n} claims {parts} parts and {points} points in {size} bytes"
                 ));
             }
+            // Part start indices must rise within the points (geozero subtracts them).
+            let mut prev = 0i64;
+            for p in 0..parts as usize {
+                let start = le_i32(&content, 44 + 4 * p).unwrap_or(-1);
+                if start < prev || start > points || (p == 0 && start != 0) {
+                    return Err(format!(
+                        "record #{n}: part {p} starts at point {start}, outside 0..={points} or before the previous part"
+                    ));
+                }
+                prev = start;
+            }
         }
         at += 8 + size;
         n += 1;
