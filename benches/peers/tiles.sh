@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
 DURATION=${DURATION:-10}
 work=$(mktemp -d /tmp/urbis-tiles-bench.XXXXXX)
-chmod 755 "$work"
+chmod 1777 "$work"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

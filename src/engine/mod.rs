@@ -366,7 +366,7 @@ pub fn render_layer(
                 },
             ))
         });
-        out.add_indexed(id, geometry, point_rank(f.feature), props);
+        out.add_indexed(id, &geometry, point_rank(f.feature), props);
     });
     out.encode(budget)
 }

@@ -33,6 +33,7 @@
 //! | 2 | KEYS | `u32 n`, `n + 1` × `u32` offsets, then the UTF-8 key bytes |
 //! | 3 | PROPS_INDEX | `N + 1` × `u64` offsets into PROPS, by feature number |
 //! | 4 | PROPS | per feature a property record (see [`props`]) |
+//! | 5 | SOURCE_INDEX | per feature, `u32` position in the import (features are numbered along the Hilbert curve) |
 //! | 10 | LEVEL_BOXES | per item of the level, its box: 4 × `u32` (R-tree level 0) |
 //! | 11 | LEVEL_NODES | the R-tree's node boxes, level 1 first (see [`rtree`]) |
 //! | 12 | LEVEL_FEATURES | per item, `u32` feature number |
@@ -42,7 +43,8 @@
 //! The five level sections repeat once per zoom from minzoom to maxzoom. Items of a level are
 //! in Hilbert order of their box centres; the level at maxzoom holds every feature at full
 //! resolution, lower levels hold the features generalized for their zoom (see [`lod`]).
-//! Properties are stored once per feature and shared by all levels.
+//! Properties are stored once per feature and shared by all levels. Feature numbers follow the
+//! Hilbert order of the full-resolution level, so that a tile's property reads stay local.
 
 pub mod catalog;
 pub mod codec;
@@ -80,6 +82,8 @@ pub enum SectionKind {
     PropsIndex = 3,
     /// Property records.
     Props = 4,
+    /// Import position of each feature.
+    SourceIndex = 5,
     /// Item boxes of a level.
     LevelBoxes = 10,
     /// R-tree nodes of a level.
@@ -99,6 +103,7 @@ impl SectionKind {
             2 => SectionKind::Keys,
             3 => SectionKind::PropsIndex,
             4 => SectionKind::Props,
+            5 => SectionKind::SourceIndex,
             10 => SectionKind::LevelBoxes,
             11 => SectionKind::LevelNodes,
             12 => SectionKind::LevelFeatures,

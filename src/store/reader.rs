@@ -27,6 +27,7 @@ pub struct LayerReader {
     keys: Vec<String>,
     props_index: Range<usize>,
     props: Range<usize>,
+    source_index: Range<usize>,
     levels: Vec<LevelSections>,
 }
 
@@ -97,6 +98,7 @@ impl LayerReader {
         let mut keys_sec = None;
         let mut props_index = None;
         let mut props = None;
+        let mut source_index = None;
         let mut levels: Vec<LevelSections> = Vec::new();
         for s in 0..count {
             let e = 48 + 32 * s;
@@ -141,6 +143,7 @@ impl LayerReader {
                 SectionKind::Keys => keys_sec = Some(r),
                 SectionKind::PropsIndex => props_index = Some(r),
                 SectionKind::Props => props = Some(r),
+                SectionKind::SourceIndex => source_index = Some(r),
                 SectionKind::LevelBoxes => {
                     let i = level(&mut levels);
                     levels[i].boxes = r
@@ -163,8 +166,8 @@ impl LayerReader {
                 }
             }
         }
-        let (Some(meta), Some(keys_sec), Some(props_index), Some(props)) =
-            (meta, keys_sec, props_index, props)
+        let (Some(meta), Some(keys_sec), Some(props_index), Some(props), Some(source_index)) =
+            (meta, keys_sec, props_index, props, source_index)
         else {
             return Err(corrupt(path, "missing a required section"));
         };
@@ -176,6 +179,12 @@ impl LayerReader {
             .into_iter()
             .map(|r| String::from_utf8_lossy(&b[r]).into_owned())
             .collect();
+        if source_index.len() != feature_count as usize * 4 {
+            return Err(corrupt(
+                path,
+                "source index does not match the feature count",
+            ));
+        }
         if props_index.len() != (feature_count as usize + 1) * 8 {
             return Err(corrupt(
                 path,
@@ -205,6 +214,7 @@ impl LayerReader {
             keys,
             props_index,
             props,
+            source_index,
             levels,
             map,
         })
@@ -281,6 +291,12 @@ impl LayerReader {
     /// Property key `i` of the dictionary.
     pub fn key(&self, i: u32) -> Option<&str> {
         self.keys.get(i as usize).map(String::as_str)
+    }
+
+    /// The position in the import (among the features kept) of feature `feature`. Feature
+    /// numbers follow the Hilbert curve, not the import.
+    pub fn source_index(&self, feature: u32) -> Option<u32> {
+        read_u32(&self.map[self.source_index.clone()], feature as usize * 4)
     }
 
     /// Feature `feature`'s id and properties, read in place.

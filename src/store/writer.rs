@@ -198,7 +198,7 @@ impl LayerBuilder {
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<WriteSummary, StoreError> {
         let level_count = usize::from(zooms.maxzoom - zooms.minzoom) + 1;
-        let section_count = 4 + 5 * level_count;
+        let section_count = 5 + 5 * level_count;
         let header_len = (48 + 32 * section_count + 4).next_multiple_of(8);
         let mut w = SectionWriter::new(out, header_len)?;
 
@@ -220,24 +220,55 @@ impl LayerBuilder {
             keys.extend_from_slice(k.as_bytes());
         }
         w.section(SectionKind::Keys, 0, self.keys.len() as u32, &keys)?;
-        w.section(
-            SectionKind::PropsIndex,
-            0,
-            self.len() as u32,
-            &u64s(&self.prop_offsets),
-        )?;
-        w.section(SectionKind::Props, 0, self.len() as u32, &self.props)?;
 
-        // Full resolution first, then each lower zoom generalized from the one above.
+        // Feature numbers follow the Hilbert curve, so that the properties of features near each
+        // other on the map are near each other in the file: a tile reads them with few cache
+        // misses (numbered in import order, the property reads were a third of a z14 tile's time
+        // on Montevideo). SOURCE_INDEX keeps each feature's position in the import.
         let n = self.len();
         let extent = self.bbox;
+        let mut order: Vec<(u32, u32)> = self
+            .bboxes
+            .par_iter()
+            .enumerate()
+            .map(|(i, b)| (hilbert_key(b, &extent), i as u32))
+            .collect();
+        order.par_sort_unstable();
+        let source: Vec<u8> = order.iter().flat_map(|&(_, i)| i.to_le_bytes()).collect();
+        w.section(SectionKind::SourceIndex, 0, n as u32, &source)?;
+        drop(source);
+        let permute = |blob: &[u8], offsets: &[u64]| -> (Vec<u8>, Vec<u64>) {
+            let mut out = Vec::with_capacity(blob.len());
+            let mut offs = Vec::with_capacity(offsets.len());
+            offs.push(0);
+            for &(_, i) in &order {
+                out.extend_from_slice(
+                    &blob[offsets[i as usize] as usize..offsets[i as usize + 1] as usize],
+                );
+                offs.push(out.len() as u64);
+            }
+            (out, offs)
+        };
+        let (props, prop_offsets) = permute(&self.props, &self.prop_offsets);
+        drop(self.props);
+        w.section(SectionKind::PropsIndex, 0, n as u32, &u64s(&prop_offsets))?;
+        w.section(SectionKind::Props, 0, n as u32, &props)?;
+        drop(props);
+        let (geom, offsets) = permute(&self.geom, &self.geom_offsets);
+        drop(self.geom);
+
+        // Full resolution first, then each lower zoom generalized from the one above.
         let mut level = Level {
             features: (0..n as u32).collect(),
-            boxes: self.bboxes,
-            kinds: self.kinds,
-            offsets: self.geom_offsets,
-            geom: self.geom,
+            boxes: order
+                .iter()
+                .map(|&(_, i)| self.bboxes[i as usize])
+                .collect(),
+            kinds: order.iter().map(|&(_, i)| self.kinds[i as usize]).collect(),
+            offsets,
+            geom,
         };
+        drop(order);
         let mut level_items = Vec::new();
         let mut z = zooms.maxzoom;
         loop {

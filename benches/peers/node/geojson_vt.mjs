@@ -4,7 +4,7 @@
 // encoding on a fresh index each round (cold: geojson-vt splits tiles lazily on first
 // request) and the tile size p50/p95.
 import fs from 'node:fs';
-import geojsonvt from 'geojson-vt';
+import GeoJSONVT from 'geojson-vt';
 import vtpbf from 'vt-pbf';
 
 const [, , dataPath, tilesPath, roundsArg] = process.argv;
@@ -14,7 +14,7 @@ const tiles = fs.readFileSync(tilesPath, 'utf8').trim().split('\n').map((l) => l
 const options = { maxZoom: 14, indexMaxZoom: 5, indexMaxPoints: 100000, tolerance: 3, extent: 4096, buffer: 64 };
 
 let t0 = performance.now();
-geojsonvt(data, options);
+new GeoJSONVT(data, options);
 console.log(`geojson-vt index build ${((performance.now() - t0) / 1000).toFixed(3)} s (not counted below)`);
 
 for (const z of [...new Set(tiles.map((t) => t[0]))]) {
@@ -22,7 +22,7 @@ for (const z of [...new Set(tiles.map((t) => t[0]))]) {
   let best = Infinity;
   let sizes = [];
   for (let r = 0; r < rounds; r++) {
-    const index = geojsonvt(data, options);
+    const index = new GeoJSONVT(data, options);
     sizes = [];
     t0 = performance.now();
     for (const [tz, tx, ty] of list) {
