@@ -238,7 +238,7 @@ pub struct EncodedLayer {
 
 #[inline]
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline]
@@ -482,11 +482,12 @@ impl MvtLayer {
                 .iter()
                 .map(|v| field_len(v.body_len()))
                 .sum::<usize>();
-        let feature_lens: Vec<usize> = self
+        let plain_bodies: Vec<usize> = self
             .features
             .iter()
-            .map(|f| field_len(self.feature_body_len(f, None)))
+            .map(|f| self.feature_body_len(f, None))
             .collect();
+        let feature_lens: Vec<usize> = plain_bodies.iter().map(|b| field_len(*b)).collect();
         let all: usize = feature_lens.iter().sum();
         let fixed = field_len(self.name.len()) + 2 + 1 + varint_len(u64::from(self.extent)) + 16;
         let mut keep = vec![true; total];
@@ -569,18 +570,22 @@ impl MvtLayer {
                 v.into_iter().map(|x| x.1).collect()
             }
         };
-        let bodies: Vec<usize> = self
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if keep[i] {
-                    self.feature_body_len(f, maps)
-                } else {
-                    0
-                }
-            })
-            .collect();
+        // Without renumbering, the bodies measured above are the ones written.
+        let bodies: Vec<usize> = match maps {
+            None => plain_bodies,
+            Some(_) => self
+                .features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if keep[i] {
+                        self.feature_body_len(f, maps)
+                    } else {
+                        0
+                    }
+                })
+                .collect(),
+        };
         let layer_len = field_len(self.name.len())
             + bodies
                 .iter()
