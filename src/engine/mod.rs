@@ -15,7 +15,7 @@ use crate::store::lod::point_rank;
 use crate::store::{GeomKind, LayerReader, PropRef, Store, StoreError};
 use crate::tile::clip::{ClipBox, TilePoint, clip_line, clip_ring};
 use crate::tile::mvt::{
-    EncodedLayer, MvtLayer, TileValue, encode_lines, encode_points, encode_polygons,
+    EncodedLayer, MvtLayer, TileGeometry, TileValue, encode_lines, encode_polygons,
 };
 use crate::tile::{EXTENT, TileId};
 use bytes::Bytes;
@@ -305,22 +305,31 @@ pub fn render_layer(
     let query = tile.grid_box(buffer);
     let tf = tile.transform();
     let clip = ClipBox::for_tile(EXTENT, i64::from(buffer));
+    let hits = level.query_indices(&query);
+    out.reserve(hits.len());
+    // Buffers reused feature after feature: points, the most numerous, allocate nothing.
     let mut ring_buf: Vec<TilePoint> = Vec::new();
     let mut flat = FlatGeometry::default();
-    level.query(&query, |f| {
+    let mut points = TileGeometry::empty();
+    for f in hits.into_iter().map(|i| level.item(i)) {
         if !flat.decode(f.geometry) {
-            return;
+            continue;
         }
-        let geometry = match flat.kind {
-            None => None,
+        let owned;
+        let geometry: &TileGeometry = match flat.kind {
+            None => continue,
             Some(GeomKind::Point) => {
-                let pts: Vec<TilePoint> = flat
-                    .coords
-                    .iter()
-                    .map(|p| tf.apply(*p))
-                    .filter(|p| clip.contains(*p))
-                    .collect();
-                encode_points(&pts)
+                ring_buf.clear();
+                ring_buf.extend(
+                    flat.coords
+                        .iter()
+                        .map(|p| tf.apply(*p))
+                        .filter(|p| clip.contains(*p)),
+                );
+                if !points.set_points(ring_buf.iter().copied()) {
+                    continue;
+                }
+                &points
             }
             Some(GeomKind::Line) => {
                 let mut runs = Vec::new();
@@ -329,7 +338,11 @@ pub fn render_layer(
                     ring_buf.extend(flat.span(*r).iter().map(|p| tf.apply(*p)));
                     runs.extend(clip_line(&ring_buf, clip));
                 }
-                encode_lines(&runs)
+                let Some(g) = encode_lines(&runs) else {
+                    continue;
+                };
+                owned = g;
+                &owned
             }
             Some(GeomKind::Polygon) => {
                 let mut polys: Vec<Vec<Vec<TilePoint>>> = Vec::new();
@@ -345,28 +358,28 @@ pub fn render_layer(
                         p.push(clip_ring(&ring_buf, clip));
                     }
                 }
-                encode_polygons(&polys)
+                let Some(g) = encode_polygons(&polys) else {
+                    continue;
+                };
+                owned = g;
+                &owned
             }
         };
-        let Some(geometry) = geometry else { return };
         let Some(record) = reader.properties(f.feature) else {
-            return;
+            continue;
         };
         let id = record.id;
         let props = record.filter_map(|(k, v)| {
             let key = reader.key(k)?;
-            Some((
-                k,
-                key,
-                match v {
-                    PropRef::String(s) => TileValue::String(s),
-                    PropRef::Int(i) => TileValue::Int(i),
-                    PropRef::Double(d) => TileValue::Double(d),
-                    PropRef::Bool(b) => TileValue::Bool(b),
-                },
-            ))
+            let value = match v {
+                PropRef::String(s) => TileValue::String(s),
+                PropRef::Int(i) => TileValue::Int(i),
+                PropRef::Double(d) => TileValue::Double(d),
+                PropRef::Bool(b) => TileValue::Bool(b),
+            };
+            Some((k, key, value))
         });
-        out.add_indexed(id, &geometry, point_rank(f.feature), props);
-    });
+        out.add_indexed(id, geometry, point_rank(f.feature), props);
+    }
     out.encode(budget)
 }

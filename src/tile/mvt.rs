@@ -83,6 +83,35 @@ fn clean(pts: &[TilePoint]) -> Vec<[i32; 2]> {
 }
 
 /// Encodes points (already inside the clip box).
+impl TileGeometry {
+    /// An empty geometry buffer, to be filled by [`TileGeometry::set_points`] and reused
+    /// feature after feature without allocating.
+    pub fn empty() -> Self {
+        TileGeometry {
+            kind: TileGeomKind::Point,
+            commands: Vec::new(),
+            importance: 0.0,
+        }
+    }
+
+    /// Refills this buffer with points (already inside the clip box); false when there are none.
+    pub fn set_points(&mut self, points: impl ExactSizeIterator<Item = TilePoint>) -> bool {
+        self.kind = TileGeomKind::Point;
+        self.importance = 0.0;
+        self.commands.clear();
+        if points.len() == 0 {
+            return false;
+        }
+        self.commands.push(command(1, points.len()));
+        let mut c = Cursor { at: [0, 0] };
+        for p in points {
+            c.push(&mut self.commands, to_i32(p));
+        }
+        true
+    }
+}
+
+/// Encodes points (already inside the clip box).
 pub fn encode_points(points: &[TilePoint]) -> Option<TileGeometry> {
     if points.is_empty() {
         return None;
@@ -321,6 +350,15 @@ impl MvtLayer {
     /// Number of features added.
     pub fn len(&self) -> usize {
         self.features.len()
+    }
+
+    /// Makes room for about `features` more features.
+    pub fn reserve(&mut self, features: usize) {
+        self.features.reserve(features);
+        self.tags.reserve(features * 8);
+        self.geoms.reserve(features * 4);
+        self.int_index.reserve(features);
+        self.str_index.reserve(features / 2);
     }
 
     /// True when no feature was added.
