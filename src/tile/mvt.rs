@@ -250,6 +250,9 @@ struct FeatureRec {
     kind: u32,
     tags: (u32, u32),
     geom: (u32, u32),
+    /// Packed (varint) byte lengths of the tags and the geometry, measured once.
+    tag_bytes: u32,
+    geom_bytes: u32,
     importance: f64,
     rank: u64,
 }
@@ -476,11 +479,14 @@ impl MvtLayer {
         };
         let g0 = self.geoms.len() as u32;
         self.geoms.extend_from_slice(&geometry.commands);
+        let tag_bytes = packed_len(&self.tags[tags_start as usize..]) as u32;
         self.features.push(FeatureRec {
             id,
             kind,
             tags: (tags_start, self.tags.len() as u32),
             geom: (g0, self.geoms.len() as u32),
+            tag_bytes,
+            geom_bytes: packed_len(&geometry.commands) as u32,
             importance: geometry.importance,
             rank,
         });
@@ -489,7 +495,7 @@ impl MvtLayer {
     fn feature_body_len(&self, f: &FeatureRec, tag_map: Option<(&[u32], &[u32])>) -> usize {
         let tags = &self.tags[f.tags.0 as usize..f.tags.1 as usize];
         let tag_bytes = match tag_map {
-            None => packed_len(tags),
+            None => f.tag_bytes as usize,
             Some((km, vm)) => tags
                 .chunks(2)
                 .map(|c| {
@@ -498,7 +504,6 @@ impl MvtLayer {
                 })
                 .sum(),
         };
-        let geom = &self.geoms[f.geom.0 as usize..f.geom.1 as usize];
         f.id.map_or(0, |id| 1 + varint_len(id))
             + if tags.is_empty() {
                 0
@@ -506,7 +511,7 @@ impl MvtLayer {
                 field_len(tag_bytes)
             }
             + 2
-            + field_len(packed_len(geom))
+            + field_len(f.geom_bytes as usize)
     }
 
     /// Encodes the layer. With a budget, the least important features (smallest polygons and
@@ -662,7 +667,7 @@ impl MvtLayer {
                 out.push(0x12); // Feature.tags, packed
                 match maps {
                     None => {
-                        put_varint(&mut out, packed_len(tags) as u64);
+                        put_varint(&mut out, u64::from(f.tag_bytes));
                         tags.iter()
                             .for_each(|&t| put_varint(&mut out, u64::from(t)));
                     }
@@ -682,7 +687,7 @@ impl MvtLayer {
             out.push(f.kind as u8);
             let geom = &self.geoms[f.geom.0 as usize..f.geom.1 as usize];
             out.push(0x22); // Feature.geometry, packed
-            put_varint(&mut out, packed_len(geom) as u64);
+            put_varint(&mut out, u64::from(f.geom_bytes));
             geom.iter()
                 .for_each(|&c| put_varint(&mut out, u64::from(c)));
         }
