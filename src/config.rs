@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// What the config file may hold; every key optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Store directory.
@@ -40,26 +40,9 @@ pub struct FileConfig {
     pub demo: Option<bool>,
 }
 
-/// Settings given on the command line or in the environment (clap fills these).
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    /// `--store`.
-    pub store: Option<PathBuf>,
-    /// `--bind`.
-    pub bind: Option<String>,
-    /// `--public-url`.
-    pub public_url: Option<String>,
-    /// `--cache-mb`.
-    pub cache_mb: Option<u64>,
-    /// `--tile-budget-kb`.
-    pub tile_budget_kb: Option<u64>,
-    /// `--buffer`.
-    pub buffer: Option<u32>,
-    /// `--max-age`.
-    pub max_age: Option<u32>,
-    /// `--no-demo`.
-    pub no_demo: bool,
-}
+/// Settings given on the command line or in the environment (clap fills these): the same keys
+/// as the file, each overriding it when set (`--no-demo` sets `demo = false`).
+pub type Overrides = FileConfig;
 
 /// The validated configuration of a server.
 #[derive(Debug, Clone)]
@@ -179,7 +162,7 @@ impl Config {
             tile_budget: (budget_kb * 1024) as usize,
             buffer,
             max_age: o.max_age.or(f.max_age).unwrap_or(300),
-            demo: !o.no_demo && f.demo.unwrap_or(true),
+            demo: o.demo.or(f.demo).unwrap_or(true),
         })
     }
 }

@@ -224,7 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tile_budget_kb: a.tile_budget_kb,
                 buffer: a.buffer,
                 max_age: a.max_age,
-                no_demo: a.no_demo,
+                demo: a.no_demo.then_some(false),
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             tracing_subscriber::fmt()
