@@ -121,6 +121,8 @@ pub struct RecordIter<'a> {
     left: u64,
     /// The feature id stored in the record, if any.
     pub id: Option<u64>,
+    /// Set when the whole record was checked by [`RecordIter::validate`] (at layer open).
+    validated: bool,
 }
 
 impl<'a> RecordIter<'a> {
@@ -134,7 +136,31 @@ impl<'a> RecordIter<'a> {
             pos,
             left,
             id: id.checked_sub(1),
+            validated: false,
         })
+    }
+
+    /// True when the record parses to its end with every string valid UTF-8.
+    pub fn validate(buf: &[u8]) -> bool {
+        let Some(mut it) = RecordIter::new(buf) else {
+            return false;
+        };
+        while it.left > 0 {
+            it.left -= 1;
+            if it.read().is_none() {
+                return false;
+            }
+        }
+        it.pos == buf.len()
+    }
+
+    /// Starts reading a record that [`RecordIter::validate`] accepted: its strings are not
+    /// checked again. `LayerReader` validates every record of a file once when opening it,
+    /// which takes per-read UTF-8 checks (5 % of a z14 tile) off the tile path.
+    pub(crate) fn new_validated(buf: &'a [u8]) -> Option<Self> {
+        let mut it = RecordIter::new(buf)?;
+        it.validated = true;
+        Some(it)
     }
 
     fn read(&mut self) -> Option<(u32, PropRef<'a>)> {
@@ -146,7 +172,17 @@ impl<'a> RecordIter<'a> {
                 let len = usize::try_from(get_varint(self.buf, &mut self.pos)?).ok()?;
                 let bytes = self.buf.get(self.pos..self.pos.checked_add(len)?)?;
                 self.pos += len;
-                PropRef::String(std::str::from_utf8(bytes).ok()?)
+                PropRef::String(if self.validated {
+                    // SAFETY: `validated` is only set by `new_validated`, whose callers passed
+                    // exactly these bytes through `validate`, which parsed the record the same
+                    // way and checked this very slice with `from_utf8`.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        std::str::from_utf8_unchecked(bytes)
+                    }
+                } else {
+                    std::str::from_utf8(bytes).ok()?
+                })
             }
             1 => PropRef::Int(unzigzag(get_varint(self.buf, &mut self.pos)?)),
             2 => {
@@ -197,6 +233,21 @@ mod tests {
         assert_eq!(it.id, Some(17));
         let back: Vec<_> = it.map(|(k, v)| (k, v.to_owned())).collect();
         assert_eq!(back, props);
+    }
+
+    #[test]
+    fn validate_refuses_invalid_utf8_and_trailing_bytes() {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, None, &[(1, PropValue::String("Töölö".into()))]);
+        assert!(RecordIter::validate(&buf));
+        let mut bad = buf.clone();
+        let at = bad.iter().position(|&b| b == 0xC3).unwrap();
+        bad[at] = 0xFF;
+        assert!(!RecordIter::validate(&bad));
+        let mut long = buf.clone();
+        long.push(0);
+        assert!(!RecordIter::validate(&long));
+        assert!(!RecordIter::validate(&buf[..buf.len() - 1]));
     }
 
     #[test]

@@ -191,6 +191,26 @@ impl LayerReader {
                 "property index does not match the feature count",
             ));
         }
+        // Every property record is parsed once here (in parallel), so that reads on the tile
+        // path need not check UTF-8 again (see `RecordIter::new_validated`).
+        {
+            use rayon::prelude::*;
+            let (idx, blob) = (&b[props_index.clone()], &b[props.clone()]);
+            let bad = (0..feature_count as usize).into_par_iter().find_any(|&f| {
+                let (Some(s), Some(e)) = (read_u64(idx, f * 8), read_u64(idx, f * 8 + 8)) else {
+                    return true;
+                };
+                !blob
+                    .get(s as usize..e as usize)
+                    .is_some_and(RecordIter::validate)
+            });
+            if let Some(f) = bad {
+                return Err(corrupt(
+                    path,
+                    format!("property record of feature {f} is malformed"),
+                ));
+            }
+        }
         for l in &levels {
             let ok = l.features.len() == l.len * 4
                 && l.geom_index.len() == (l.len + 1) * 8
@@ -305,7 +325,7 @@ impl LayerReader {
         let idx = &b[self.props_index.clone()];
         let start = read_u64(idx, feature as usize * 8)? as usize;
         let end = read_u64(idx, feature as usize * 8 + 8)? as usize;
-        RecordIter::new(b[self.props.clone()].get(start..end)?)
+        RecordIter::new_validated(b[self.props.clone()].get(start..end)?)
     }
 
     /// Feature `feature`'s properties as `(key, value)` pairs.
