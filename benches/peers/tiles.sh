@@ -36,7 +36,7 @@ gunzip -c tests/data/montevideo/montevideo.geojson.gz > "$work/montevideo.geojso
 echo "== $(wc -l < $tiles) tiles (z10/z12/z14) of Montevideo; $(nproc) cores"
 
 echo "== (a) urbis, cold"
-./target/release/examples/render_tiles "$work/store" montevideo "$tiles" 3 | tee "$work/urbis.txt"
+./target/release/examples/render_tiles "$work/store" montevideo "$tiles" 5 | tee "$work/urbis.txt"
 
 echo "== (b) PostGIS"
 mkdir -p "$work/pg" && chown postgres "$work/pg"
