@@ -160,17 +160,25 @@ fn is_gzip(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
-/// Opens a file for streaming, decompressing `.gz`.
-fn open_stream(path: &Path, progress: &Arc<Progress>) -> Result<Box<dyn Read + Send>, ImportError> {
+/// Opens a file buffered, counting the bytes read into `progress` (whose total it sets).
+fn open_counted(
+    path: &Path,
+    progress: &Arc<Progress>,
+) -> Result<source::CountingReader<BufReader<std::fs::File>>, ImportError> {
     let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     progress
         .total
         .store(len, std::sync::atomic::Ordering::Relaxed);
-    let counted = source::CountingReader::new(
+    Ok(source::CountingReader::new(
         BufReader::with_capacity(1 << 16, file),
         Arc::clone(progress),
-    );
+    ))
+}
+
+/// Opens a file for streaming, decompressing `.gz`.
+fn open_stream(path: &Path, progress: &Arc<Progress>) -> Result<Box<dyn Read + Send>, ImportError> {
+    let counted = open_counted(path, progress)?;
     Ok(if is_gzip(path) {
         Box::new(flate2::read::MultiGzDecoder::new(counted))
     } else {
@@ -525,16 +533,7 @@ fn import_unit(
                     geojson::read(open_stream(p, &reader_progress)?, p, true, &mut sink)?
                 }
                 Unit::Stream(Format::FlatGeobuf) if !is_gzip(p) => {
-                    let file = std::fs::File::open(p).map_err(|e| ImportError::io(p, e))?;
-                    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                    reader_progress
-                        .total
-                        .store(len, std::sync::atomic::Ordering::Relaxed);
-                    let counted = source::CountingReader::new(
-                        BufReader::with_capacity(1 << 16, file),
-                        Arc::clone(&reader_progress),
-                    );
-                    fgb::read_seekable(counted, p, &mut sink)?
+                    fgb::read_seekable(open_counted(p, &reader_progress)?, p, &mut sink)?
                 }
                 Unit::Stream(Format::FlatGeobuf) => {
                     fgb::read(open_stream(p, &reader_progress)?, p, &mut sink)?

@@ -18,7 +18,7 @@
 use super::geometry::{GeomKind, GridGeometry};
 use crate::tile::GridPoint;
 use crate::tile::mercator::tile_unit;
-use geo::{Area, Coord, LineString, Simplify};
+use geo::{Coord, LineString, Simplify};
 
 /// A CSS pixel in tile units (a 4096-extent tile drawn 512 pixels wide).
 pub const PIXEL: u64 = 8;
@@ -165,25 +165,6 @@ pub fn thin_points(points: &[(u32, GridPoint)], z: u8) -> Vec<bool> {
         run_len += 1;
     }
     keep
-}
-
-/// The area of a polygon geometry in grid units² (holes subtracted), for tests and reports.
-pub fn polygon_area(g: &GridGeometry) -> f64 {
-    g.parts
-        .iter()
-        .map(|rings| {
-            let to_ls = |r: &Vec<GridPoint>| {
-                LineString::from(
-                    r.iter()
-                        .map(|p| (f64::from(p[0]), f64::from(p[1])))
-                        .collect::<Vec<_>>(),
-                )
-            };
-            let mut it = rings.iter();
-            let Some(ext) = it.next() else { return 0.0 };
-            geo::Polygon::new(to_ls(ext), it.map(to_ls).collect()).unsigned_area()
-        })
-        .sum()
 }
 
 #[cfg(test)]

@@ -113,20 +113,8 @@ impl TileGeometry {
 
 /// Encodes points (already inside the clip box).
 pub fn encode_points(points: &[TilePoint]) -> Option<TileGeometry> {
-    if points.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(1 + 2 * points.len());
-    out.push(command(1, points.len()));
-    let mut c = Cursor { at: [0, 0] };
-    for p in points {
-        c.push(&mut out, to_i32(*p));
-    }
-    Some(TileGeometry {
-        kind: TileGeomKind::Point,
-        commands: out,
-        importance: 0.0,
-    })
+    let mut g = TileGeometry::empty();
+    g.set_points(points.iter().copied()).then_some(g)
 }
 
 /// Encodes lines (already clipped); drops those that collapse to a point.
