@@ -207,29 +207,25 @@ pub enum TileValue<'a> {
 /// while nesting messages; together that was about a third of a z14 tile's generation time.
 /// The output is checked against prost's decoder (geozero's `Tile`) and Python's
 /// `mapbox-vector-tile` in the tests.
-pub struct MvtLayer {
+///
+/// Keys and string values are borrowed (from the memory-mapped layer file) for the life of the
+/// layer, not copied: copying each distinct string twice (table and index) was a fifth of a
+/// z14 tile's generation time.
+pub struct MvtLayer<'a> {
     name: String,
     extent: u32,
-    keys: Vec<String>,
-    key_index: FastMap<String, u32>,
+    keys: Vec<&'a str>,
+    key_index: FastMap<&'a str, u32>,
     /// Tile key of each store key number, for [`MvtLayer::add_indexed`] (`u32::MAX`: none yet).
     key_slots: Vec<u32>,
-    values: Vec<OwnedValue>,
-    str_index: FastMap<String, u32>,
+    values: Vec<TileValue<'a>>,
+    str_index: FastMap<&'a str, u32>,
     int_index: FastMap<i64, u32>,
     dbl_index: FastMap<u64, u32>,
     bool_index: [Option<u32>; 2],
     tags: Vec<u32>,
     geoms: Vec<u32>,
     features: Vec<FeatureRec>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum OwnedValue {
-    Str(String),
-    Int(i64),
-    Dbl(f64),
-    Bool(bool),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -280,37 +276,37 @@ fn packed_len(values: &[u32]) -> usize {
     values.iter().map(|&v| varint_len(u64::from(v))).sum()
 }
 
-impl OwnedValue {
+impl TileValue<'_> {
     fn body_len(&self) -> usize {
         match self {
-            OwnedValue::Str(s) => field_len(s.len()),
-            OwnedValue::Int(i) if *i >= 0 => 1 + varint_len(*i as u64),
-            OwnedValue::Int(i) => 1 + varint_len(((i << 1) ^ (i >> 63)) as u64),
-            OwnedValue::Dbl(_) => 9,
-            OwnedValue::Bool(_) => 2,
+            TileValue::String(s) => field_len(s.len()),
+            TileValue::Int(i) if *i >= 0 => 1 + varint_len(*i as u64),
+            TileValue::Int(i) => 1 + varint_len(((i << 1) ^ (i >> 63)) as u64),
+            TileValue::Double(_) => 9,
+            TileValue::Bool(_) => 2,
         }
     }
 
     fn write(&self, out: &mut Vec<u8>) {
         match self {
-            OwnedValue::Str(s) => {
+            TileValue::String(s) => {
                 out.push(0x0A);
                 put_varint(out, s.len() as u64);
                 out.extend_from_slice(s.as_bytes());
             }
-            OwnedValue::Int(i) if *i >= 0 => {
+            TileValue::Int(i) if *i >= 0 => {
                 out.push(0x28); // uint_value
                 put_varint(out, *i as u64);
             }
-            OwnedValue::Int(i) => {
+            TileValue::Int(i) => {
                 out.push(0x30); // sint_value
                 put_varint(out, ((i << 1) ^ (i >> 63)) as u64);
             }
-            OwnedValue::Dbl(d) => {
+            TileValue::Double(d) => {
                 out.push(0x19); // double_value
                 out.extend_from_slice(&d.to_le_bytes());
             }
-            OwnedValue::Bool(b) => {
+            TileValue::Bool(b) => {
                 out.push(0x38);
                 out.push(u8::from(*b));
             }
@@ -318,7 +314,7 @@ impl OwnedValue {
     }
 }
 
-impl MvtLayer {
+impl<'a> MvtLayer<'a> {
     /// An empty layer.
     pub fn new(name: &str, extent: u32) -> Self {
         MvtLayer {
@@ -357,17 +353,17 @@ impl MvtLayer {
         self.features.is_empty()
     }
 
-    fn key(&mut self, k: &str) -> u32 {
+    fn key(&mut self, k: &'a str) -> u32 {
         if let Some(&i) = self.key_index.get(k) {
             return i;
         }
         let i = self.keys.len() as u32;
-        self.keys.push(k.to_string());
-        self.key_index.insert(k.to_string(), i);
+        self.keys.push(k);
+        self.key_index.insert(k, i);
         i
     }
 
-    fn key_numbered(&mut self, number: u32, k: &str) -> u32 {
+    fn key_numbered(&mut self, number: u32, k: &'a str) -> u32 {
         let n = number as usize;
         if n >= self.key_slots.len() {
             self.key_slots.resize(n + 1, u32::MAX);
@@ -378,46 +374,24 @@ impl MvtLayer {
         self.key_slots[n]
     }
 
-    fn value(&mut self, v: TileValue) -> u32 {
+    fn value(&mut self, v: TileValue<'a>) -> u32 {
         let next = self.values.len() as u32;
-        let value = match v {
-            TileValue::String(s) => {
-                if let Some(&i) = self.str_index.get(s) {
-                    return i;
-                }
-                self.str_index.insert(s.to_string(), next);
-                OwnedValue::Str(s.to_string())
-            }
-            TileValue::Int(i) => {
-                if let Some(&j) = self.int_index.get(&i) {
-                    return j;
-                }
-                self.int_index.insert(i, next);
-                OwnedValue::Int(i)
-            }
-            TileValue::Double(d) => {
-                if let Some(&j) = self.dbl_index.get(&d.to_bits()) {
-                    return j;
-                }
-                self.dbl_index.insert(d.to_bits(), next);
-                OwnedValue::Dbl(d)
-            }
-            TileValue::Bool(b) => {
-                if let Some(j) = self.bool_index[usize::from(b)] {
-                    return j;
-                }
-                self.bool_index[usize::from(b)] = Some(next);
-                OwnedValue::Bool(b)
-            }
+        let slot = match v {
+            TileValue::String(s) => self.str_index.entry(s).or_insert(next),
+            TileValue::Int(i) => self.int_index.entry(i).or_insert(next),
+            TileValue::Double(d) => self.dbl_index.entry(d.to_bits()).or_insert(next),
+            TileValue::Bool(b) => self.bool_index[usize::from(b)].get_or_insert(next),
         };
-        self.values.push(value);
-        next
+        if *slot == next {
+            self.values.push(v);
+        }
+        *slot
     }
 
     /// Adds a feature whose property keys carry a stable number (the layer file's key
     /// dictionary index), so keys are matched by number instead of hashed by name. Do not mix
     /// numbering schemes within one layer.
-    pub fn add_indexed<'a>(
+    pub fn add_indexed(
         &mut self,
         id: Option<u64>,
         geometry: &TileGeometry,
@@ -436,7 +410,7 @@ impl MvtLayer {
 
     /// Adds a feature. `rank` breaks ties between equally important features when the budget
     /// drops some (lower ranks are dropped first).
-    pub fn add<'a>(
+    pub fn add(
         &mut self,
         id: Option<u64>,
         geometry: TileGeometry,
@@ -573,24 +547,24 @@ impl MvtLayer {
         let dropped = keep.iter().filter(|k| !**k).count();
         let maps = remap.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()));
         // Keys and values in their (new) order.
-        let keys: Vec<&String> = match maps {
-            None => self.keys.iter().collect(),
+        let keys: Vec<&str> = match maps {
+            None => self.keys.clone(),
             Some((km, _)) => {
-                let mut v: Vec<(u32, &String)> = self
+                let mut v: Vec<(u32, &str)> = self
                     .keys
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| km[*i] != u32::MAX)
-                    .map(|(i, k)| (km[i], k))
+                    .map(|(i, k)| (km[i], *k))
                     .collect();
                 v.sort_unstable_by_key(|x| x.0);
                 v.into_iter().map(|x| x.1).collect()
             }
         };
-        let values: Vec<&OwnedValue> = match maps {
+        let values: Vec<&TileValue> = match maps {
             None => self.values.iter().collect(),
             Some((_, vm)) => {
-                let mut v: Vec<(u32, &OwnedValue)> = self
+                let mut v: Vec<(u32, &TileValue)> = self
                     .values
                     .iter()
                     .enumerate()
