@@ -12,6 +12,9 @@
 //! buffer = 64                    # --buffer / URBIS_BUFFER (tile units of 4096)
 //! max_age = 300                  # --max-age / URBIS_MAX_AGE (Cache-Control seconds)
 //! demo = true                    # --no-demo / URBIS_NO_DEMO turns it off
+//! coap_bind = "127.0.0.1:5683"   # --coap-bind / URBIS_COAP_BIND (0.0.0.0:5683 for devices)
+//! retention_days = 90            # --retention-days / URBIS_RETENTION_DAYS (position history)
+//! ingest_queue = 1024            # --ingest-queue / URBIS_INGEST_QUEUE (then 4.29 / 429)
 //! ```
 
 use serde::Deserialize;
@@ -38,6 +41,12 @@ pub struct FileConfig {
     pub max_age: Option<u32>,
     /// Import the embedded demo layers into an empty store.
     pub demo: Option<bool>,
+    /// CoAP (UDP) listen address for device reports.
+    pub coap_bind: Option<String>,
+    /// Days of position history kept.
+    pub retention_days: Option<u64>,
+    /// Report groups waiting for the log, at most.
+    pub ingest_queue: Option<usize>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -63,6 +72,12 @@ pub struct Config {
     pub max_age: u32,
     /// Import the demo layers into an empty store.
     pub demo: bool,
+    /// CoAP listen address.
+    pub coap_bind: SocketAddr,
+    /// Position history retention, seconds.
+    pub retention_s: u64,
+    /// Ingest queue length.
+    pub ingest_queue: usize,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -147,7 +162,35 @@ impl Config {
                 why: "must be at most 2048 (half a tile)".into(),
             });
         }
+        let coap_text = o
+            .coap_bind
+            .or(f.coap_bind)
+            .unwrap_or_else(|| "127.0.0.1:5683".into());
+        let coap_bind: SocketAddr = coap_text.parse().map_err(|e| ConfigError::Invalid {
+            key: "coap_bind",
+            value: coap_text.clone(),
+            why: format!("{e}; give an address and port such as 0.0.0.0:5683"),
+        })?;
+        let retention_days = o.retention_days.or(f.retention_days).unwrap_or(90);
+        if !(1..=3650).contains(&retention_days) {
+            return Err(ConfigError::Invalid {
+                key: "retention_days",
+                value: retention_days.to_string(),
+                why: "must be between 1 and 3650".into(),
+            });
+        }
+        let ingest_queue = o.ingest_queue.or(f.ingest_queue).unwrap_or(1024);
+        if !(1..=1_000_000).contains(&ingest_queue) {
+            return Err(ConfigError::Invalid {
+                key: "ingest_queue",
+                value: ingest_queue.to_string(),
+                why: "must be between 1 and 1000000".into(),
+            });
+        }
         Ok(Config {
+            coap_bind,
+            retention_s: retention_days * 86_400,
+            ingest_queue,
             store: o
                 .store
                 .or(f.store)

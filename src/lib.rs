@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod import;
+pub mod live;
 pub mod server;
 pub mod store;
 pub mod tile;

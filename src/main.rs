@@ -79,8 +79,27 @@ enum Command {
     /// `urbis import` are served within a second, without a restart.
     ///
     /// Endpoints: /tiles/LAYER/{z}/{x}/{y}.mvt (LAYER may be A,B for a composite tile),
-    /// /tiles/LAYER.json (TileJSON 3.0.0), /catalog, /health.
+    /// /tiles/LAYER.json (TileJSON 3.0.0), /catalog, /health, /ready; live devices:
+    /// POST /ingest, /devices, /devices/ID, /devices/ID/track, /stream (Server-Sent
+    /// Events), /geofences; and CoAP on UDP (--coap-bind): POST /r/ID?k=SECRET.
     Serve(ServeArgs),
+    /// Register live devices (trackers, meters, sensors) and ingest keys; list or remove them.
+    ///
+    /// A device reports over CoAP to `coap://HOST:5683/r/ID?k=SECRET` or by HTTP to
+    /// `POST /ingest` with its secret as `Authorization: Bearer SECRET`; gateways and carrier
+    /// platforms (CTWing, OneNET, IoTDA) post batches for many devices with an ingest key.
+    /// Secrets are printed once and stored only hashed. A running server picks up changes
+    /// within a second.
+    ///
+    /// Examples:
+    ///   urbis devices add bus-17 --layer vehicles --kind tracker --interval 30s
+    ///   urbis devices add mh-0042 --layer manholes --kind sensor --interval 6h
+    ///   urbis devices key carrier-ctwing
+    ///   urbis devices list --json
+    Devices {
+        #[command(subcommand)]
+        action: DevicesAction,
+    },
     /// List the layers of a store, or remove one (`urbis layers rm NAME`).
     Layers {
         #[command(subcommand)]
@@ -124,6 +143,60 @@ struct ServeArgs {
     /// Do not import the demo layers into an empty store.
     #[arg(long, env = "URBIS_NO_DEMO")]
     no_demo: bool,
+    /// UDP address for CoAP device reports [default: 127.0.0.1:5683]; 0.0.0.0:5683 to take
+    /// reports from the network; port 0 picks a free port.
+    #[arg(long, env = "URBIS_COAP_BIND")]
+    coap_bind: Option<String>,
+    /// Days of device position history kept [default: 90].
+    #[arg(long, env = "URBIS_RETENTION_DAYS")]
+    retention_days: Option<u64>,
+    /// Report groups waiting to be logged before devices are told to retry (4.29 / 429)
+    /// [default: 1024].
+    #[arg(long, env = "URBIS_INGEST_QUEUE")]
+    ingest_queue: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum DevicesAction {
+    /// Register a device and print its secret (shown once).
+    Add {
+        /// Device id (1-64 of A-Z a-z 0-9 . _ : -), e.g. an IMEI or asset tag.
+        id: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Live layer the device appears in, e.g. vehicles or manholes.
+        #[arg(long)]
+        layer: String,
+        /// Kind of device.
+        #[arg(long, value_enum, default_value = "tracker")]
+        kind: urbis::live::registry::DeviceKind,
+        /// Expected time between reports (30s, 15m, 6h, 1d): a device silent longer is
+        /// sleeping, then overdue (after its interval), then lost (after three).
+        #[arg(long, default_value = "15m")]
+        interval: String,
+    },
+    /// List the registered devices.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print the list as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a device (its history stays until retention removes it).
+    Rm {
+        /// Device id.
+        id: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Create an ingest API key for a gateway or carrier platform and print it (shown once).
+    Key {
+        /// A name for the key, e.g. the platform.
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,6 +298,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 buffer: a.buffer,
                 max_age: a.max_age,
                 demo: a.no_demo.then_some(false),
+                coap_bind: a.coap_bind,
+                retention_days: a.retention_days,
+                ingest_queue: a.ingest_queue,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             tracing_subscriber::fmt()
@@ -244,6 +320,86 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             json,
         } => list_layers(&store.store, json),
+        Command::Devices { action } => devices(action),
+    }
+}
+
+fn devices(action: DevicesAction) -> anyhow::Result<()> {
+    use urbis::live::registry::{RegistryFile, parse_interval};
+    match action {
+        DevicesAction::Add {
+            id,
+            store,
+            layer,
+            kind,
+            interval,
+        } => {
+            let interval_s = parse_interval(&interval).map_err(anyhow::Error::msg)?;
+            let st = Store::open(&store.store, true)?;
+            if st.catalog()?.layers.contains_key(&layer) {
+                anyhow::bail!(
+                    "{layer} is an imported (static) layer; give live devices a layer of their own"
+                );
+            }
+            let secret =
+                RegistryFile::new(&store.store).add_device(&id, &layer, kind, interval_s)?;
+            println!(
+                "registered {id} in live layer {layer} ({}, every {interval})",
+                kind.as_str()
+            );
+            println!("secret (shown once, keep it on the device): {secret}");
+            println!("  CoAP: coap://HOST:5683/r/{id}?k={secret}");
+            println!("  HTTP: POST /ingest with Authorization: Bearer {secret}");
+            Ok(())
+        }
+        DevicesAction::List { store, json } => {
+            let reg = RegistryFile::new(&store.store).load()?;
+            if json {
+                let v: Vec<_> = reg
+                    .devices
+                    .iter()
+                    .map(|(id, e)| {
+                        serde_json::json!({"id": id, "layer": e.layer, "kind": e.kind,
+                                           "interval_s": e.interval_s, "created": e.created})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            if reg.devices.is_empty() {
+                println!("no devices (add one with `urbis devices add ID --layer NAME`)");
+                return Ok(());
+            }
+            println!(
+                "{:<24} {:<16} {:<8} {:>10}",
+                "ID", "LAYER", "KIND", "INTERVAL"
+            );
+            for (id, e) in &reg.devices {
+                println!(
+                    "{:<24} {:<16} {:<8} {:>9}s",
+                    id,
+                    e.layer,
+                    e.kind.as_str(),
+                    e.interval_s
+                );
+            }
+            if !reg.ingest_keys.is_empty() {
+                let names: Vec<&String> = reg.ingest_keys.keys().collect();
+                println!("ingest keys: {names:?}");
+            }
+            Ok(())
+        }
+        DevicesAction::Rm { id, store } => {
+            let e = RegistryFile::new(&store.store).remove_device(&id)?;
+            println!("removed {id} from live layer {}", e.layer);
+            Ok(())
+        }
+        DevicesAction::Key { name, store } => {
+            let key = RegistryFile::new(&store.store).add_ingest_key(&name)?;
+            println!("ingest key {name} (shown once): {key}");
+            println!("  POST /ingest with Authorization: Bearer {key}");
+            Ok(())
+        }
     }
 }
 

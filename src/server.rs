@@ -110,17 +110,47 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    let hub = {
+        let cfg = crate::live::LiveConfig {
+            store_dir: config.store.clone(),
+            retention_s: config.retention_s,
+            buffer: config.buffer,
+            queue: config.ingest_queue,
+        };
+        tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??
+    };
+    let coap_socket = tokio::net::UdpSocket::bind(config.coap_bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for CoAP on udp {}: {e}", config.coap_bind))?;
+    let coap_addr = coap_socket.local_addr()?;
+    tokio::spawn(crate::live::coap::Listener::new(Arc::clone(&hub)).run(coap_socket));
+    let ticker = Arc::clone(&hub);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let h = Arc::clone(&ticker);
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = h.refresh_registry() {
+                    tracing::warn!(error = %e, "cannot re-read the device registry");
+                }
+                h.tick_states();
+            })
+            .await;
+        }
+    });
     let state = AppState {
         engine: Arc::clone(&engine),
         public_url: config.public_url.clone(),
         max_age: config.max_age,
+        live: Some(Arc::clone(&hub)),
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
     let addr = listener.local_addr()?;
     println!(
-        "urbis listening on http://{addr} ({} layers; catalog at http://{addr}/catalog)",
+        "urbis listening on http://{addr} ({} layers; catalog at http://{addr}/catalog); coap on udp://{coap_addr}",
         engine.layers().len()
     );
     use std::io::Write;

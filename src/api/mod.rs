@@ -1,6 +1,8 @@
-//! HTTP handlers and routing: tiles, TileJSON, catalog, health. Handlers are thin: parse,
-//! call the engine, respond. Errors are `application/problem+json` (RFC 9457).
+//! HTTP handlers and routing: tiles, TileJSON, catalog, health, and the live layer's
+//! ingest, devices, stream and geofences ([`live`]). Handlers are thin: parse, call the
+//! engine or the live hub, respond. Errors are `application/problem+json` (RFC 9457).
 
+pub mod live;
 pub mod problem;
 
 use crate::engine::{Engine, EngineError, ServedLayer};
@@ -11,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use problem::Problem;
 use serde_json::json;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Cache-Control max-age of tiles.
     pub max_age: u32,
+    /// The live layer, when on.
+    pub live: Option<Arc<crate::live::Hub>>,
 }
 
 /// The router of the tile API.
@@ -32,7 +36,12 @@ pub fn router(state: AppState) -> Router {
     use tower_http::cors::{Any, CorsLayer};
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::HEAD,
+            axum::http::Method::POST,
+            axum::http::Method::DELETE,
+        ])
         .allow_headers(Any)
         .expose_headers([header::ETAG, header::CONTENT_ENCODING]);
     Router::new()
@@ -41,6 +50,20 @@ pub fn router(state: AppState) -> Router {
         .route("/tiles/{tilejson}", get(tilejson))
         .route("/catalog", get(catalog))
         .route("/health", get(health))
+        .route("/ready", get(live::ready))
+        .route(
+            "/ingest",
+            post(live::ingest).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
+        )
+        .route("/devices", get(live::devices))
+        .route("/devices/{id}", get(live::device))
+        .route("/devices/{id}/track", get(live::track))
+        .route("/stream", get(live::stream))
+        .route("/geofences", get(live::list_fences).post(live::put_fence))
+        .route(
+            "/geofences/{id}",
+            get(live::get_fence).delete(live::delete_fence),
+        )
         .fallback(not_found)
         .layer(cors)
         .with_state(state)
@@ -120,6 +143,12 @@ async fn tile(
         return Problem::bad_request("empty layer name in the layer list").into_response();
     }
     let gzip = accepts_gzip(&headers);
+    if let Some(hub) = &st.live {
+        let live_names = hub.layer_names();
+        if names.iter().any(|n| live_names.contains(n)) {
+            return live_tile(&st, hub, &names, &live_names, tile, gzip, &headers).await;
+        }
+    }
     let engine = Arc::clone(&st.engine);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     // Cache hits are answered here; generation runs on the blocking pool.
@@ -147,6 +176,64 @@ async fn tile(
         Err(e) => return engine_problem(e).into_response(),
     };
     let cache_control = format!("public, max-age={}", st.max_age);
+    tile_response(&body, &cache_control, &headers)
+}
+
+/// A tile containing live layers: live layers from the hub's cache, static ones from the
+/// engine, concatenated (encoded layers concatenate into one valid tile).
+async fn live_tile(
+    st: &AppState,
+    hub: &Arc<crate::live::Hub>,
+    names: &[String],
+    live_names: &[String],
+    tile: TileId,
+    gzip: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let body = if let [only] = names {
+        hub.tile(only, tile, gzip)
+    } else {
+        let (mut raw, mut features, mut dropped) = (Vec::new(), 0, 0);
+        for n in names {
+            let part = if live_names.contains(n) {
+                hub.tile(n, tile, false)
+            } else {
+                let engine = Arc::clone(&st.engine);
+                let name = n.clone();
+                match tokio::task::spawn_blocking(move || {
+                    engine.tile(&[name.as_str()], tile, false)
+                })
+                .await
+                {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => return engine_problem(e).into_response(),
+                    Err(e) => {
+                        return Problem::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "Tile generation failed",
+                            e.to_string(),
+                        )
+                        .into_response();
+                    }
+                }
+            };
+            if part.features > 0 {
+                raw.extend_from_slice(&part.bytes);
+            }
+            features += part.features;
+            dropped += part.dropped;
+        }
+        Arc::new(crate::engine::TileBody::new(raw, gzip, features, dropped))
+    };
+    // Live data changes at any moment: clients revalidate (cheap with the ETag).
+    tile_response(&body, "no-cache", headers)
+}
+
+fn tile_response(
+    body: &crate::engine::TileBody,
+    cache_control: &str,
+    headers: &HeaderMap,
+) -> Response {
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -174,7 +261,7 @@ async fn tile(
     if let Ok(v) = HeaderValue::from_str(&body.etag) {
         h.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&cache_control) {
+    if let Ok(v) = HeaderValue::from_str(cache_control) {
         h.insert(header::CACHE_CONTROL, v);
     }
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -235,7 +322,17 @@ async fn tilejson(
         .into_response();
     };
     let mut layers = Vec::new();
+    let live_names = st
+        .live
+        .as_ref()
+        .map(|h| h.layer_names())
+        .unwrap_or_default();
+    let mut live: Vec<&str> = Vec::new();
     for name in spec.split(',') {
+        if live_names.iter().any(|l| l == name) {
+            live.push(name);
+            continue;
+        }
         match st.engine.layer(name) {
             Some(l) => layers.push(l),
             None => {
@@ -250,13 +347,34 @@ async fn tilejson(
             }
         }
     }
-    let minzoom = layers.iter().map(|l| l.reader.minzoom()).min().unwrap_or(0);
-    let maxzoom = layers
+    let mut minzoom = layers.iter().map(|l| l.reader.minzoom()).min().unwrap_or(0);
+    let mut maxzoom = layers
         .iter()
         .map(|l| l.reader.maxzoom())
         .max()
         .unwrap_or(14);
     let mut bounds = [180.0f64, 85.0511, -180.0, -85.0511];
+    let mut vector_layers: Vec<serde_json::Value> =
+        layers.iter().map(|l| vector_layer(l)).collect();
+    if let Some(hub) = st.live.as_ref().filter(|_| !live.is_empty()) {
+        minzoom = 0;
+        maxzoom = maxzoom.max(crate::live::tiles::LIVE_MAXZOOM);
+        for name in &live {
+            vector_layers.push(live_vector_layer(name));
+            match live_bounds(hub, name) {
+                Some(b) => {
+                    bounds = [
+                        bounds[0].min(b[0]),
+                        bounds[1].min(b[1]),
+                        bounds[2].max(b[2]),
+                        bounds[3].max(b[3]),
+                    ]
+                }
+                None if layers.is_empty() => bounds = [-180.0, -85.0511, 180.0, 85.0511],
+                None => {}
+            }
+        }
+    }
     for l in &layers {
         let b = l.reader.meta().bounds;
         bounds = [
@@ -279,7 +397,7 @@ async fn tilejson(
         "name": spec,
         "scheme": "xyz",
         "tiles": [format!("{base}/tiles/{spec}/{{z}}/{{x}}/{{y}}.mvt")],
-        "vector_layers": layers.iter().map(|l| vector_layer(l)).collect::<Vec<_>>(),
+        "vector_layers": vector_layers,
         "minzoom": minzoom,
         "maxzoom": maxzoom,
         "bounds": bounds,
@@ -296,6 +414,39 @@ fn json_response(v: &serde_json::Value) -> Response {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// The TileJSON vector layer of a live layer: device points, clustered below z15.
+fn live_vector_layer(name: &str) -> serde_json::Value {
+    json!({
+        "id": name,
+        "fields": {"id": "String", "kind": "String", "state": "String", "t": "Number",
+                   "cluster": "Boolean", "point_count": "Number"},
+        "minzoom": 0,
+        "maxzoom": crate::live::tiles::LIVE_MAXZOOM,
+    })
+}
+
+/// The extent `[w, s, e, n]` of a live layer's devices, if any has a position.
+fn live_bounds(hub: &crate::live::Hub, name: &str) -> Option<[f64; 4]> {
+    hub.with_state(|s| {
+        let mut b: Option<[f64; 4]> = None;
+        for p in s
+            .devices
+            .values()
+            .filter(|d| d.layer == name)
+            .filter_map(|d| d.pos)
+        {
+            let e = b.get_or_insert([p[0], p[1], p[0], p[1]]);
+            *e = [
+                e[0].min(p[0]),
+                e[1].min(p[1]),
+                e[2].max(p[0]),
+                e[3].max(p[1]),
+            ];
+        }
+        b
+    })
 }
 
 async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
@@ -323,6 +474,26 @@ async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
             })
         })
         .collect();
+    let mut layers = layers;
+    if let Some(hub) = &st.live {
+        let _ = hub.refresh_registry();
+        for name in hub.layer_names() {
+            let devices =
+                hub.with_state(|s| s.devices.values().filter(|d| d.layer == name).count());
+            layers.push(json!({
+                "name": name,
+                "live": true,
+                "features": devices,
+                "bounds": live_bounds(hub, &name),
+                "minzoom": 0,
+                "maxzoom": crate::live::tiles::LIVE_MAXZOOM,
+                "geometry_types": {"Point": devices},
+                "fields": live_vector_layer(&name)["fields"],
+                "tilejson": format!("{base}/tiles/{name}.json"),
+                "tiles": format!("{base}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt"),
+            }));
+        }
+    }
     json_response(&json!({ "layers": layers }))
 }
 

@@ -82,6 +82,28 @@ pub struct TileBody {
     pub etag: String,
 }
 
+impl TileBody {
+    /// A tile body from raw (uncompressed) tile bytes, gzip-compressed when `gzip` and not
+    /// empty, with its ETag.
+    pub fn new(raw: Vec<u8>, gzip: bool, features: usize, dropped: usize) -> TileBody {
+        let gzip = gzip && !raw.is_empty();
+        let bytes = if gzip { gzip_bytes(&raw) } else { raw };
+        let etag = format!(
+            "\"{:08x}{:x}{}\"",
+            crc32fast::hash(&bytes),
+            bytes.len(),
+            if gzip { "-gz" } else { "" }
+        );
+        TileBody {
+            bytes: Bytes::from(bytes),
+            gzip: gzip && features > 0,
+            features,
+            dropped,
+            etag,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TileKey {
     layers: Vec<(String, u64)>,
@@ -246,24 +268,7 @@ impl Engine {
             features += e.features;
             dropped += e.dropped;
         }
-        let bytes = if gzip && !raw.is_empty() {
-            gzip_bytes(&raw)
-        } else {
-            raw
-        };
-        let etag = format!(
-            "\"{:08x}{:x}{}\"",
-            crc32fast::hash(&bytes),
-            bytes.len(),
-            if gzip { "-gz" } else { "" }
-        );
-        let body = Arc::new(TileBody {
-            bytes: Bytes::from(bytes),
-            gzip: gzip && features > 0,
-            features,
-            dropped,
-            etag,
-        });
+        let body = Arc::new(TileBody::new(raw, gzip, features, dropped));
         if self.config.cache_bytes > 0 {
             self.cache.insert(k, Arc::clone(&body));
         }

@@ -1,0 +1,376 @@
+//! The CoAP listener (RFC 7252 over UDP): `POST /r/{device_id}?k={secret}` with a SenML JSON,
+//! SenML CBOR or compact JSON payload.
+//!
+//! coap-lite is only the message codec; the loop, duplicate detection, piggybacked responses
+//! and overload handling are here. Each turn takes every datagram waiting on the socket,
+//! answers the ones that need no storage at once (errors, duplicates), hands the reports to
+//! the hub as one group and answers them when the group is durable.
+//!
+//! Responses: 2.04 Changed; 4.00 with a diagnostic payload; 4.01 wrong or missing secret; 4.04
+//! unknown path or device; 4.05 not a POST; 4.13 payload over [`MAX_PAYLOAD`] (with Size1);
+//! 4.15 content-format not SenML JSON (110), SenML CBOR (112) or JSON (50); 4.29 with Max-Age
+//! when the hub's queue is full; 5.03 when the log cannot be written. A confirmable message
+//! that cannot be parsed at all (truncated options, token length over 8) is rejected with a
+//! Reset, as RFC 7252 §4.2 requires; a non-confirmable one is dropped.
+//!
+//! Duplicates: the response to each (peer, message id) is kept for the exchange lifetime
+//! (247 s) and replayed for a retransmission; a retransmission that arrives while the first
+//! copy is still being stored is ignored (the client will retransmit again).
+//!
+//! DTLS-PSK is a later step: it will sit between the socket and [`Listener::datagram`], with
+//! the PSK identity naming the device, so the handling below does not change.
+
+use super::payload::{self, Format};
+use super::{Hub, SubmitError};
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+
+/// Largest payload accepted (NB-IoT reports are tens of bytes).
+pub const MAX_PAYLOAD: usize = 1024;
+/// EXCHANGE_LIFETIME of RFC 7252 §4.8.2.
+pub const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
+/// Most remembered exchanges (the oldest go first beyond it).
+const MAX_EXCHANGES: usize = 500_000;
+/// Datagrams taken per turn, at most.
+const BATCH: usize = 256;
+/// Max-Age of a 4.29 answer, seconds.
+const RETRY_AFTER: u32 = 2;
+
+/// Remembered responses by (peer, message id); `None` while the first copy is being stored.
+#[derive(Default)]
+struct Exchanges {
+    map: HashMap<(SocketAddr, u16), Option<Vec<u8>>>,
+    order: VecDeque<(Instant, (SocketAddr, u16))>,
+}
+
+impl Exchanges {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, key)) = self.order.front().copied() {
+            if now.duration_since(at) < EXCHANGE_LIFETIME && self.map.len() <= MAX_EXCHANGES {
+                break;
+            }
+            self.order.pop_front();
+            self.map.remove(&key);
+        }
+    }
+}
+
+/// What to do with one datagram.
+pub enum Action {
+    /// Nothing (not for us, or a duplicate being stored).
+    Ignore,
+    /// Send these bytes back now.
+    Reply(Vec<u8>),
+    /// Store these records, then answer.
+    Store {
+        /// The records.
+        records: Vec<super::wal::Record>,
+        /// The request (for the answer).
+        request: Box<Packet>,
+    },
+}
+
+/// The CoAP side of a hub.
+pub struct Listener {
+    hub: Arc<Hub>,
+    exchanges: Mutex<Exchanges>,
+    next_mid: std::sync::atomic::AtomicU16,
+}
+
+fn code_of(r: ResponseType) -> MessageClass {
+    MessageClass::Response(r)
+}
+
+/// A response to `req` with `code` and an optional diagnostic payload: piggybacked on an ACK
+/// for a confirmable request, a non-confirmable message otherwise.
+fn response(req: &Packet, code: ResponseType, diagnostic: &str, mid: u16) -> Packet {
+    let mut p = Packet::new();
+    match req.header.get_type() {
+        MessageType::Confirmable => {
+            p.header.set_type(MessageType::Acknowledgement);
+            p.header.message_id = req.header.message_id;
+        }
+        _ => {
+            p.header.set_type(MessageType::NonConfirmable);
+            p.header.message_id = mid;
+        }
+    }
+    p.header.code = code_of(code);
+    p.set_token(req.get_token().to_vec());
+    if !diagnostic.is_empty() {
+        p.payload = diagnostic.as_bytes().to_vec();
+    }
+    p
+}
+
+fn bytes_of(p: &Packet) -> Vec<u8> {
+    p.to_bytes().unwrap_or_default()
+}
+
+/// A Reset for the message id in the first bytes of a datagram, if it is a confirmable CoAP
+/// version 1 message.
+fn reset_for(datagram: &[u8]) -> Option<Vec<u8>> {
+    if datagram.len() < 4 || datagram[0] >> 6 != 1 || (datagram[0] >> 4) & 3 != 0 {
+        return None;
+    }
+    // Version 1, type RST (3), no token, code 0.00, the same message id.
+    Some(vec![0x70, 0x00, datagram[2], datagram[3]])
+}
+
+impl Listener {
+    /// A listener feeding `hub`.
+    pub fn new(hub: Arc<Hub>) -> Arc<Listener> {
+        Arc::new(Listener {
+            hub,
+            exchanges: Mutex::new(Exchanges::default()),
+            next_mid: std::sync::atomic::AtomicU16::new(rand_u16()),
+        })
+    }
+
+    fn mid(&self) -> u16 {
+        self.next_mid
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn exchanges(&self) -> std::sync::MutexGuard<'_, Exchanges> {
+        self.exchanges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decides what to do with one datagram from `peer` (never panics on any input).
+    pub fn datagram(&self, peer: SocketAddr, data: &[u8], now_s: f64) -> Action {
+        let Ok(req) = Packet::from_bytes(data) else {
+            return reset_for(data).map_or(Action::Ignore, Action::Reply);
+        };
+        match req.header.get_type() {
+            MessageType::Confirmable | MessageType::NonConfirmable => {}
+            _ => return Action::Ignore, // ACK / RST from a client: nothing to answer
+        }
+        if req.header.code == MessageClass::Empty {
+            // CoAP ping: answer a confirmable empty message with a Reset.
+            return reset_for(data).map_or(Action::Ignore, Action::Reply);
+        }
+        let key = (peer, req.header.message_id);
+        {
+            let ex = self.exchanges();
+            match ex.map.get(&key) {
+                Some(Some(resp)) => return Action::Reply(resp.clone()),
+                Some(None) => return Action::Ignore,
+                None => {}
+            }
+        }
+        match self.handle(&req, now_s) {
+            Ok(records) => {
+                let mut ex = self.exchanges();
+                ex.map.insert(key, None);
+                ex.order.push_back((Instant::now(), key));
+                Action::Store {
+                    records,
+                    request: Box::new(req),
+                }
+            }
+            Err((code, why)) => {
+                let mut resp = response(&req, code, &why, self.mid());
+                if code == ResponseType::RequestEntityTooLarge {
+                    resp.add_option(
+                        CoapOption::Size1,
+                        (MAX_PAYLOAD as u32).to_be_bytes().to_vec(),
+                    );
+                }
+                let bytes = bytes_of(&resp);
+                self.remember(key, bytes.clone());
+                Action::Reply(bytes)
+            }
+        }
+    }
+
+    fn remember(&self, key: (SocketAddr, u16), bytes: Vec<u8>) {
+        let mut ex = self.exchanges();
+        if ex.map.insert(key, Some(bytes)).is_none() {
+            ex.order.push_back((Instant::now(), key));
+        }
+        ex.expire(Instant::now());
+    }
+
+    fn forget(&self, key: (SocketAddr, u16)) {
+        self.exchanges().map.remove(&key);
+    }
+
+    /// Checks a request and turns it into records.
+    fn handle(
+        &self,
+        req: &Packet,
+        now_s: f64,
+    ) -> Result<Vec<super::wal::Record>, (ResponseType, String)> {
+        if req.header.code != MessageClass::Request(RequestType::Post) {
+            return Err((
+                ResponseType::MethodNotAllowed,
+                "only POST /r/{device}?k={secret}".into(),
+            ));
+        }
+        if req.payload.len() > MAX_PAYLOAD {
+            return Err((
+                ResponseType::RequestEntityTooLarge,
+                format!(
+                    "payload of {} bytes; at most {MAX_PAYLOAD}",
+                    req.payload.len()
+                ),
+            ));
+        }
+        let path: Vec<String> = req
+            .get_option(CoapOption::UriPath)
+            .map(|l| {
+                l.iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let device = match path.as_slice() {
+            [r, id] if r == "r" => id.clone(),
+            _ => {
+                return Err((
+                    ResponseType::NotFound,
+                    format!("no resource /{}; report to /r/{{device}}", path.join("/")),
+                ));
+            }
+        };
+        if self.hub.device_layer(&device).is_none() {
+            return Err((ResponseType::NotFound, format!("unknown device {device}")));
+        }
+        let secret = req
+            .get_option(CoapOption::UriQuery)
+            .into_iter()
+            .flatten()
+            .filter_map(|q| std::str::from_utf8(q).ok())
+            .find_map(|q| q.strip_prefix("k="))
+            .unwrap_or("");
+        if secret.is_empty() || self.hub.authenticate(secret, Some(&device)).is_none() {
+            return Err((
+                ResponseType::Unauthorized,
+                "missing or wrong device secret (?k=)".into(),
+            ));
+        }
+        let format = match req.get_first_option(CoapOption::ContentFormat) {
+            None => Format::sniff(&req.payload),
+            Some(v) if v.len() <= 2 => {
+                let cf = v.iter().fold(0u16, |a, b| (a << 8) | u16::from(*b));
+                Format::from_coap(cf).ok_or((
+                    ResponseType::UnsupportedContentFormat,
+                    format!(
+                        "content-format {cf}; use 110 (SenML JSON), 112 (SenML CBOR) or 50 (JSON)"
+                    ),
+                ))?
+            }
+            Some(_) => {
+                return Err((
+                    ResponseType::UnsupportedContentFormat,
+                    "content-format option too long".into(),
+                ));
+            }
+        };
+        let reports = payload::parse(format, &req.payload, now_s)
+            .map_err(|e| (ResponseType::BadRequest, e.0))?;
+        Ok(reports
+            .into_iter()
+            .map(|r| Hub::report_record(&device, r, now_s))
+            .collect())
+    }
+
+    /// Runs the receive loop on `socket` until the task is dropped.
+    pub async fn run(self: Arc<Self>, socket: UdpSocket) {
+        let socket = Arc::new(socket);
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let mut group: Vec<(SocketAddr, Box<Packet>, usize)> = Vec::new();
+            let mut records = Vec::new();
+            let first = socket.recv_from(&mut buf).await;
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(received) = next.take() {
+                taken += 1;
+                let now = super::now_s();
+                match received {
+                    Ok((n, peer)) => match self.datagram(peer, &buf[..n], now) {
+                        Action::Ignore => {}
+                        Action::Reply(bytes) => {
+                            let _ = socket.try_send_to(&bytes, peer);
+                        }
+                        Action::Store {
+                            records: r,
+                            request,
+                        } => {
+                            group.push((peer, request, r.len()));
+                            records.extend(r);
+                        }
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "CoAP receive error");
+                    }
+                }
+                if taken < BATCH {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok(x) => next = Some(Ok(x)),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => next = Some(Err(e)),
+                    }
+                }
+            }
+            if group.is_empty() {
+                continue;
+            }
+            match self.hub.submit(records) {
+                Ok(done) => {
+                    let me = Arc::clone(&self);
+                    let socket = Arc::clone(&socket);
+                    tokio::spawn(async move {
+                        let outcome = done.await.unwrap_or_else(|_| {
+                            Err(SubmitError::Failed("the log thread has stopped".into()))
+                        });
+                        for (peer, req, _) in group {
+                            let key = (peer, req.header.message_id);
+                            let (code, why) = match &outcome {
+                                Ok(_) => (ResponseType::Changed, String::new()),
+                                Err(e) => (ResponseType::ServiceUnavailable, e.to_string()),
+                            };
+                            let bytes = bytes_of(&response(&req, code, &why, me.mid()));
+                            if outcome.is_ok() {
+                                me.remember(key, bytes.clone());
+                            } else {
+                                me.forget(key); // a retransmission may succeed later
+                            }
+                            let _ = socket.send_to(&bytes, peer).await;
+                        }
+                    });
+                }
+                Err(e) => {
+                    for (peer, req, _) in group {
+                        let key = (peer, req.header.message_id);
+                        self.forget(key);
+                        let (code, why) = match &e {
+                            SubmitError::Overloaded => {
+                                (ResponseType::TooManyRequests, e.to_string())
+                            }
+                            SubmitError::Failed(_) => {
+                                (ResponseType::ServiceUnavailable, e.to_string())
+                            }
+                        };
+                        let mut resp = response(&req, code, &why, self.mid());
+                        if code == ResponseType::TooManyRequests {
+                            resp.add_option(CoapOption::MaxAge, vec![RETRY_AFTER as u8]);
+                        }
+                        let _ = socket.try_send_to(&bytes_of(&resp), peer);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let mut b = [0u8; 2];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    u16::from_le_bytes(b)
+}

@@ -1,0 +1,805 @@
+//! Live devices: the room where NB-IoT trackers, meters and sensors become live points.
+//!
+//! Flow (DESIGN.md flow 3): a CoAP datagram ([`coap`]) or an HTTP batch (`api::live`) is
+//! parsed ([`payload`]) and authenticated against the [`registry`], then handed to the
+//! [`Hub`]'s committer thread, which applies a whole group of reports to the [`state`]
+//! (device-time order, geofence events from [`fence`]), appends them to the write-ahead log
+//! ([`wal`]), calls `fdatasync` once for the group, and only then acknowledges them and
+//! publishes them to `/stream` subscribers and the live tile cache ([`tiles`]).
+//!
+//! Durability: an acknowledged report is in the fsynced log. On start the state is rebuilt
+//! from the last snapshot (`STORE/live/snapshot.json`, written every few seconds) plus the log
+//! after it. If an fsync fails the hub stops acknowledging (every later report is refused,
+//! `/ready` fails) rather than acknowledge what may not be on disk.
+
+pub mod coap;
+pub mod fence;
+pub mod payload;
+pub mod registry;
+pub mod state;
+pub mod tiles;
+pub mod wal;
+
+use crate::engine::TileBody;
+use crate::tile::TileId;
+use crate::tile::mercator::lonlat_to_grid;
+use registry::{Registry, RegistryFile, same_hash};
+use serde_json::json;
+use state::{Change, DevState, LiveState, Snapshot};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use wal::{Record, ReportRec, Wal};
+
+/// Events kept for `Last-Event-ID` resume.
+const RECENT_EVENTS: usize = 20_000;
+/// Broadcast buffer per stream client: a client this far behind is cut off.
+pub const STREAM_BUFFER: usize = 4_096;
+/// Records per group commit, at most.
+const MAX_GROUP: usize = 65_536;
+/// Live tiles cached, at most (then the cache starts over).
+const MAX_CACHED_TILES: usize = 20_000;
+/// Seconds between snapshots (when something changed).
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
+
+/// Settings of the live layer.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Store directory (the live data goes in `live/` inside it).
+    pub store_dir: PathBuf,
+    /// How long position history is kept, seconds.
+    pub retention_s: u64,
+    /// Tile buffer in tile units.
+    pub buffer: u32,
+    /// Submissions waiting for the committer, at most (beyond: 4.29 / 429).
+    pub queue: usize,
+}
+
+/// An event for `/stream`.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// Event id (the log sequence number).
+    pub id: u64,
+    /// Event type: `position`, `geofence`, `state`, `geofences`.
+    pub event: &'static str,
+    /// Live layer, when the event is about a device.
+    pub layer: Option<String>,
+    /// Position, when it has one.
+    pub pos: Option<[f64; 2]>,
+    /// JSON data.
+    pub data: String,
+}
+
+/// Why a submission was not acknowledged.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue is full: try again shortly.
+    #[error("overloaded: try again in a few seconds")]
+    Overloaded,
+    /// The log cannot be written: nothing is acknowledged until an operator fixes it.
+    #[error("storage failure, reports are not being accepted: {0}")]
+    Failed(String),
+}
+
+/// A group of records for the committer, with where to send the sequence numbers.
+struct Job {
+    items: Vec<Record>,
+    reply: Option<tokio::sync::oneshot::Sender<Result<Vec<u64>, SubmitError>>>,
+}
+
+/// Registry with a lookup from secret hash to device.
+#[derive(Default)]
+pub struct RegIndex {
+    /// The registry.
+    pub reg: Registry,
+    by_hash: HashMap<String, String>,
+}
+
+impl RegIndex {
+    fn new(reg: Registry) -> RegIndex {
+        let by_hash = reg
+            .devices
+            .iter()
+            .map(|(id, e)| (e.secret_sha256.clone(), id.clone()))
+            .collect();
+        RegIndex { reg, by_hash }
+    }
+}
+
+/// Who presented a credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    /// A device, by its own secret.
+    Device(String),
+    /// A gateway or platform, by an ingest key (any device).
+    Ingest(String),
+}
+
+#[derive(Default)]
+struct LiveCache {
+    map: HashMap<(String, TileId, bool), Arc<TileBody>>,
+    zooms: HashMap<String, u32>,
+}
+
+/// Reports per minute over the last minutes.
+#[derive(Default)]
+struct Rate {
+    minutes: VecDeque<(u64, u64)>,
+}
+
+/// The live hub: registry, state, committer, stream and live tile cache.
+pub struct Hub {
+    cfg: LiveConfig,
+    registry_file: RegistryFile,
+    registry: RwLock<Arc<RegIndex>>,
+    reg_stamp: Mutex<Option<SystemTime>>,
+    state: RwLock<LiveState>,
+    tx: SyncSender<Job>,
+    failed: Arc<Mutex<Option<String>>>,
+    failed_flag: Arc<AtomicBool>,
+    events: tokio::sync::broadcast::Sender<Arc<StreamEvent>>,
+    recent: Mutex<VecDeque<Arc<StreamEvent>>>,
+    cache: Mutex<LiveCache>,
+    rate: Mutex<Rate>,
+    queued: AtomicU64,
+}
+
+/// Seconds since the epoch, now.
+pub fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A problem opening the live layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// File trouble.
+    #[error("live layer: {0}")]
+    Io(String),
+    /// The registry cannot be read.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+}
+
+fn live_dir(store_dir: &Path) -> PathBuf {
+    store_dir.join("live")
+}
+
+impl Hub {
+    /// Opens the live layer of a store: reads the registry, restores the snapshot, replays the
+    /// log after it, and starts the committer thread.
+    pub fn open(cfg: LiveConfig) -> Result<Arc<Hub>, LiveError> {
+        let dir = live_dir(&cfg.store_dir);
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir)
+            .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
+        let registry_file = RegistryFile::new(&cfg.store_dir);
+        let reg = registry_file.load()?;
+        let mut st = LiveState::default();
+        st.sync_registry(&reg);
+        let snap_path = dir.join("snapshot.json");
+        if let Ok(bytes) = std::fs::read(&snap_path) {
+            let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| {
+                LiveError::Io(format!(
+                    "{}: unreadable snapshot ({e}); move it away to rebuild from the log",
+                    snap_path.display()
+                ))
+            })?;
+            st.restore(snap, &reg);
+            st.sync_registry(&reg);
+        }
+        // Replay the log after the snapshot.
+        let segs = wal::segments(&wal_dir)
+            .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
+        let mut last: Option<(PathBuf, u64)> = None;
+        let mut max_seq = st.seq;
+        for (i, (_, path)) in segs.iter().enumerate() {
+            let next_first = segs.get(i + 1).map(|s| s.0);
+            if next_first.is_some_and(|n| n <= st.seq + 1) {
+                continue; // wholly covered by the snapshot
+            }
+            let mut changes = Vec::new();
+            let snap_seq = st.seq;
+            let valid = wal::read_segment(path, |seq, mut rec| {
+                max_seq = max_seq.max(seq);
+                if seq <= snap_seq {
+                    return;
+                }
+                let mut derived = Vec::new();
+                st.apply(seq, &mut rec, true, &mut || 0, &mut changes, &mut derived);
+            })
+            .map_err(|e| LiveError::Io(format!("{}: {e}", path.display())))?;
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if valid < len && next_first.is_some() {
+                return Err(LiveError::Io(format!(
+                    "{}: damaged at byte {valid} of {len}, before the last segment; \
+                     restore it from backup or move it away",
+                    path.display()
+                )));
+            }
+            last = Some((path.clone(), valid));
+        }
+        let next_seq = max_seq + 1;
+        let wal = Wal::open(&wal_dir, last, next_seq)
+            .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
+        let (events, _) = tokio::sync::broadcast::channel(STREAM_BUFFER);
+        let stamp = std::fs::metadata(registry_file.path())
+            .and_then(|m| m.modified())
+            .ok();
+        let hub = Arc::new(Hub {
+            cfg,
+            registry_file,
+            registry: RwLock::new(Arc::new(RegIndex::new(reg))),
+            reg_stamp: Mutex::new(stamp),
+            state: RwLock::new(st),
+            tx,
+            failed: Arc::new(Mutex::new(None)),
+            failed_flag: Arc::new(AtomicBool::new(false)),
+            events,
+            recent: Mutex::new(VecDeque::new()),
+            cache: Mutex::new(LiveCache::default()),
+            rate: Mutex::new(Rate::default()),
+            queued: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&hub);
+        std::thread::Builder::new()
+            .name("urbis-wal".into())
+            .spawn(move || committer(weak, rx, wal, next_seq))
+            .map_err(|e| LiveError::Io(format!("cannot start the log thread: {e}")))?;
+        hub.write_snapshot();
+        Ok(hub)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LiveConfig {
+        &self.cfg
+    }
+
+    /// Re-reads the registry if its file changed; true if it did.
+    pub fn refresh_registry(&self) -> Result<bool, LiveError> {
+        let stamp = std::fs::metadata(self.registry_file.path())
+            .and_then(|m| m.modified())
+            .ok();
+        {
+            let mut last = lock(&self.reg_stamp);
+            if *last == stamp {
+                return Ok(false);
+            }
+            *last = stamp;
+        }
+        let reg = self.registry_file.load()?;
+        let touched = write_lock(&self.state).sync_registry(&reg);
+        for (_, pos, layer) in touched {
+            if let Some(p) = pos {
+                self.invalidate(&layer, p);
+            }
+        }
+        *write_lock(&self.registry) = Arc::new(RegIndex::new(reg));
+        Ok(true)
+    }
+
+    /// The registry as last read.
+    pub fn registry(&self) -> Arc<RegIndex> {
+        Arc::clone(&read_lock(&self.registry))
+    }
+
+    /// Checks a secret (device secret or ingest key). For a device secret, `device` (if
+    /// given) must be the device it belongs to.
+    pub fn authenticate(&self, secret: &str, device: Option<&str>) -> Option<Principal> {
+        let reg = self.registry();
+        let hash = registry::hash_secret(secret);
+        if secret.starts_with("ik_") {
+            return reg
+                .reg
+                .ingest_keys
+                .iter()
+                .find(|(_, h)| same_hash(h, &hash))
+                .map(|(name, _)| Principal::Ingest(name.clone()));
+        }
+        let id = reg.by_hash.get(&hash)?;
+        if device.is_some_and(|d| d != id) {
+            return None;
+        }
+        Some(Principal::Device(id.clone()))
+    }
+
+    /// The layer of a registered device.
+    pub fn device_layer(&self, id: &str) -> Option<String> {
+        self.registry().reg.devices.get(id).map(|e| e.layer.clone())
+    }
+
+    /// True while reports are being acknowledged (no storage failure).
+    pub fn is_ready(&self) -> Result<(), String> {
+        match &*lock(&self.failed) {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Submissions waiting for the committer.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Hands records to the committer; the receiver gets their sequence numbers once they are
+    /// durable. Never blocks: a full queue is [`SubmitError::Overloaded`].
+    pub fn submit(
+        &self,
+        items: Vec<Record>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<u64>, SubmitError>>, SubmitError> {
+        if self.failed_flag.load(Ordering::Acquire) {
+            return Err(SubmitError::Failed(
+                self.is_ready().err().unwrap_or_default(),
+            ));
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(Job {
+            items,
+            reply: Some(reply),
+        }) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(rx)
+            }
+            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(SubmitError::Failed("the log thread has stopped".into()))
+            }
+        }
+    }
+
+    /// A report record for a device, received now.
+    pub fn report_record(device: &str, r: payload::Report, recv_s: f64) -> Record {
+        Record::Report(ReportRec {
+            recv_ms: (recv_s * 1000.0) as i64,
+            t: r.t,
+            pos: r.position,
+            late: false,
+            device: device.to_string(),
+            telemetry: r.telemetry,
+        })
+    }
+
+    /// Subscribes to the stream; also returns the kept events after `last_id` (for resume)
+    /// and whether events were missed (older than what is kept).
+    pub fn subscribe(
+        &self,
+        last_id: Option<u64>,
+    ) -> (
+        tokio::sync::broadcast::Receiver<Arc<StreamEvent>>,
+        Vec<Arc<StreamEvent>>,
+        bool,
+    ) {
+        let recent = lock(&self.recent);
+        let rx = self.events.subscribe();
+        let Some(last) = last_id else {
+            return (rx, Vec::new(), false);
+        };
+        let missed = match recent.front() {
+            Some(e) => e.id > last + 1,
+            None => last < read_lock(&self.state).seq,
+        };
+        let replay = recent.iter().filter(|e| e.id > last).cloned().collect();
+        (rx, replay, missed)
+    }
+
+    /// Runs `f` on the state, read-only.
+    pub fn with_state<T>(&self, f: impl FnOnce(&LiveState) -> T) -> T {
+        f(&read_lock(&self.state))
+    }
+
+    /// Names of the live layers (every layer with a registered device).
+    pub fn layer_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .registry()
+            .reg
+            .devices
+            .values()
+            .map(|e| e.layer.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Reports per minute over the last full minute, and in all.
+    pub fn report_rate(&self) -> (u64, u64) {
+        let total = read_lock(&self.state).reports_total;
+        let now_min = (now_s() / 60.0) as u64;
+        let r = lock(&self.rate);
+        let last = r
+            .minutes
+            .iter()
+            .find(|(m, _)| *m + 1 == now_min)
+            .map_or(0, |(_, n)| *n);
+        (last, total)
+    }
+
+    fn count_reports(&self, n: u64) {
+        let now_min = (now_s() / 60.0) as u64;
+        let mut r = lock(&self.rate);
+        match r.minutes.back_mut() {
+            Some((m, c)) if *m == now_min => *c += n,
+            _ => r.minutes.push_back((now_min, n)),
+        }
+        while r.minutes.len() > 10 {
+            r.minutes.pop_front();
+        }
+    }
+
+    /// A live tile (one layer), from the cache or rendered.
+    pub fn tile(&self, layer: &str, tile: TileId, gzip: bool) -> Arc<TileBody> {
+        let key = (layer.to_string(), tile, gzip);
+        if let Some(b) = lock(&self.cache).map.get(&key) {
+            return Arc::clone(b);
+        }
+        let encoded = {
+            let st = read_lock(&self.state);
+            tiles::render(&st, layer, tile, self.cfg.buffer)
+        };
+        let body = Arc::new(TileBody::new(
+            encoded.bytes,
+            gzip,
+            encoded.features,
+            encoded.dropped,
+        ));
+        let mut c = lock(&self.cache);
+        if c.map.len() >= MAX_CACHED_TILES {
+            c.map.clear();
+            c.zooms.clear();
+        }
+        *c.zooms.entry(layer.to_string()).or_default() |= 1 << tile.z.min(31);
+        c.map.insert(key, Arc::clone(&body));
+        body
+    }
+
+    /// Drops the cached tiles of `layer` that show position `pos` (with the buffer), at every
+    /// zoom that has cached tiles: only those tiles change when a device there does.
+    fn invalidate(&self, layer: &str, pos: [f64; 2]) {
+        let g = lonlat_to_grid(pos[0], pos[1]);
+        let mut c = lock(&self.cache);
+        let Some(&zooms) = c.zooms.get(layer) else {
+            return;
+        };
+        for z in 0..32u8 {
+            if zooms & (1 << z) == 0 {
+                continue;
+            }
+            for t in tiles::tiles_showing(g, z, self.cfg.buffer) {
+                for gz in [false, true] {
+                    c.map.remove(&(layer.to_string(), t, gz));
+                }
+            }
+        }
+    }
+
+    /// Writes the snapshot (temp file, fsync, rename).
+    fn write_snapshot(&self) {
+        let snap = read_lock(&self.state).snapshot();
+        let dir = live_dir(&self.cfg.store_dir);
+        let tmp = dir.join("snapshot.json.tmp");
+        let result = (|| -> std::io::Result<()> {
+            let bytes = serde_json::to_vec(&snap)?;
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join("snapshot.json"))?;
+            std::fs::File::open(&dir)?.sync_all()
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot write the live snapshot; the log still has everything");
+        }
+    }
+
+    /// Deletes log segments older than the retention period that a snapshot covers.
+    fn apply_retention(&self) {
+        let wal_dir = live_dir(&self.cfg.store_dir).join("wal");
+        let snap_seq = read_lock(&self.state).seq;
+        let Ok(segs) = wal::segments(&wal_dir) else {
+            return;
+        };
+        let cutoff = SystemTime::now() - Duration::from_secs(self.cfg.retention_s);
+        for w in segs.windows(2) {
+            let (_, path) = &w[0];
+            let next_first = w[1].0;
+            let old = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m < cutoff);
+            if old && next_first <= snap_seq + 1 {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot remove an expired log segment");
+                } else {
+                    tracing::info!(path = %path.display(), "removed an expired log segment");
+                }
+            }
+        }
+    }
+
+    /// Position history of a device between device times `from` and `to` (seconds), oldest
+    /// first, at most `limit` fixes; late reports are included and flagged.
+    pub fn track(&self, device: &str, from: f64, to: f64, limit: usize) -> Vec<ReportRec> {
+        let wal_dir = live_dir(&self.cfg.store_dir).join("wal");
+        let Ok(segs) = wal::segments(&wal_dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (_, path) in segs {
+            // A segment last written before `from` (less the clock skew allowed) cannot hold a
+            // fix at or after `from`.
+            let skip = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .is_some_and(|m| m.as_secs_f64() + payload::MAX_CLOCK_AHEAD < from);
+            if skip {
+                continue;
+            }
+            let _ = wal::read_segment(&path, |_, rec| {
+                if let Record::Report(r) = rec
+                    && r.device == device
+                    && r.pos.is_some()
+                    && r.t >= from
+                    && r.t <= to
+                {
+                    out.push(r);
+                }
+            });
+        }
+        out.sort_by(|a, b| a.t.total_cmp(&b.t));
+        out.truncate(limit);
+        out
+    }
+
+    /// Checks device states against the clock and logs the changes (called every second).
+    pub fn tick_states(&self) {
+        let now = now_s();
+        let changes: Vec<Record> = {
+            let st = read_lock(&self.state);
+            st.devices
+                .values()
+                .filter_map(|d| {
+                    let seen = d.last_seen?;
+                    let s = DevState::from_age(now - seen, d.interval_s);
+                    (s != d.state).then(|| Record::State {
+                        t: now,
+                        state: s.code(),
+                        device: d.id.clone(),
+                    })
+                })
+                .collect()
+        };
+        if !changes.is_empty() {
+            // A full queue just means the change is logged on a later tick.
+            let _ = self.submit(changes);
+        }
+    }
+
+    /// JSON of one device.
+    pub fn device_json(d: &state::Device) -> serde_json::Value {
+        json!({
+            "id": d.id,
+            "layer": d.layer,
+            "kind": d.kind,
+            "interval_s": d.interval_s,
+            "state": d.state,
+            "position": d.pos,
+            "t": d.t,
+            "last_seen": d.last_seen,
+            "telemetry": d.telemetry,
+            "reports": d.reports,
+            "late_reports": d.late,
+        })
+    }
+
+    /// Turns applied changes into stream events and tile invalidations.
+    fn publish(&self, changes: Vec<Change>) {
+        let mut out = Vec::with_capacity(changes.len());
+        {
+            let st = read_lock(&self.state);
+            for c in changes {
+                match c {
+                    Change::Moved { device, from, seq } => {
+                        let Some(d) = st.devices.get(&device) else {
+                            continue;
+                        };
+                        if let Some(f) = from {
+                            self.invalidate(&d.layer, f);
+                        }
+                        // The new position's tiles change even if it did not move: the
+                        // state and telemetry are drawn too.
+                        if let Some(p) = d.pos {
+                            self.invalidate(&d.layer, p);
+                        }
+                        out.push(StreamEvent {
+                            id: seq,
+                            event: "position",
+                            layer: Some(d.layer.clone()),
+                            pos: d.pos,
+                            data: Self::device_json(d).to_string(),
+                        });
+                    }
+                    Change::State { device, seq } => {
+                        let Some(d) = st.devices.get(&device) else {
+                            continue;
+                        };
+                        if let Some(p) = d.pos {
+                            self.invalidate(&d.layer, p);
+                        }
+                        out.push(StreamEvent {
+                            id: seq,
+                            event: "state",
+                            layer: Some(d.layer.clone()),
+                            pos: d.pos,
+                            data: json!({"id": d.id, "layer": d.layer, "state": d.state, "position": d.pos}).to_string(),
+                        });
+                    }
+                    Change::Fence {
+                        fence,
+                        name,
+                        kind,
+                        device,
+                        layer,
+                        pos,
+                        t,
+                        seq,
+                    } => out.push(StreamEvent {
+                        id: seq,
+                        event: "geofence",
+                        layer: Some(layer.clone()),
+                        pos: Some(pos),
+                        data: json!({"fence": fence, "name": name, "kind": kind, "device": device, "layer": layer, "position": pos, "t": t}).to_string(),
+                    }),
+                    Change::Fences { seq } => out.push(StreamEvent {
+                        id: seq,
+                        event: "geofences",
+                        layer: None,
+                        pos: None,
+                        data: json!({"fences": st.fences.len()}).to_string(),
+                    }),
+                    Change::Late { .. } => {}
+                }
+            }
+        }
+        let mut recent = lock(&self.recent);
+        for e in out {
+            let e = Arc::new(e);
+            recent.push_back(Arc::clone(&e));
+            if recent.len() > RECENT_EVENTS {
+                recent.pop_front();
+            }
+            // No subscriber is not an error.
+            let _ = self.events.send(e);
+        }
+    }
+
+    /// Takes the hub out of service after a log failure.
+    fn fail(&self, why: String) {
+        tracing::error!(error = %why, "write-ahead log failure: no more reports are acknowledged");
+        *lock(&self.failed) = Some(why);
+        self.failed_flag.store(true, Ordering::Release);
+    }
+}
+
+/// The committer: takes every waiting job, applies it, logs it with one fsync, then
+/// acknowledges and publishes.
+fn committer(hub: std::sync::Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut next_seq: u64) {
+    let mut last_snapshot = Instant::now();
+    let mut last_retention: Option<Instant> = None;
+    let mut dirty = false;
+    let mut frames = Vec::new();
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(j) => Some(j),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let Some(hub) = hub.upgrade() else { break };
+        if let Some(first) = first {
+            let mut jobs = vec![first];
+            let mut n = jobs[0].items.len();
+            while n < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        n += j.items.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            hub.queued.fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+            if let Err(why) = hub.is_ready() {
+                for j in jobs {
+                    if let Some(r) = j.reply {
+                        let _ = r.send(Err(SubmitError::Failed(why.clone())));
+                    }
+                }
+                continue;
+            }
+            frames.clear();
+            let first_seq = next_seq;
+            let counter = std::cell::Cell::new(next_seq);
+            let mut changes = Vec::new();
+            let mut seqs: Vec<Vec<u64>> = Vec::with_capacity(jobs.len());
+            let mut reports = 0u64;
+            {
+                let mut st = write_lock(&hub.state);
+                let mut derived = Vec::new();
+                for job in &mut jobs {
+                    let mut s = Vec::with_capacity(job.items.len());
+                    for rec in &mut job.items {
+                        let seq = counter.get();
+                        counter.set(seq + 1);
+                        if matches!(rec, Record::Report(_)) {
+                            reports += 1;
+                        }
+                        derived.clear();
+                        st.apply(
+                            seq,
+                            rec,
+                            false,
+                            &mut || {
+                                let x = counter.get();
+                                counter.set(x + 1);
+                                x
+                            },
+                            &mut changes,
+                            &mut derived,
+                        );
+                        rec.encode(seq, &mut frames);
+                        for (ds, d) in &derived {
+                            d.encode(*ds, &mut frames);
+                        }
+                        s.push(seq);
+                    }
+                    seqs.push(s);
+                }
+            }
+            next_seq = counter.get();
+            match wal.append_durable(&frames, first_seq) {
+                Ok(()) => {
+                    dirty = true;
+                    hub.count_reports(reports);
+                    hub.publish(changes);
+                    for (j, s) in jobs.into_iter().zip(seqs) {
+                        if let Some(r) = j.reply {
+                            let _ = r.send(Ok(s));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let why = format!("cannot write the log: {e}");
+                    hub.fail(why.clone());
+                    for j in jobs {
+                        if let Some(r) = j.reply {
+                            let _ = r.send(Err(SubmitError::Failed(why.clone())));
+                        }
+                    }
+                }
+            }
+        }
+        if dirty && last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            hub.write_snapshot();
+            last_snapshot = Instant::now();
+            dirty = false;
+        }
+        if last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            hub.apply_retention();
+            last_retention = Some(Instant::now());
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The device registry: which devices may report, to which live layer they belong, what kind
+//! they are, how often they are expected to report, and the SHA-256 of their secrets; plus the
+//! ingest API keys of gateways and carrier platforms.
+//!
+//! Kept as `STORE/live/devices.json`, rewritten whole (temp file, fsync, rename) under
+//! `STORE/live/registry.lock`; a running server re-reads it when it changes. Secrets are 32
+//! random bytes shown once and stored only as their SHA-256: a check costs about a microsecond,
+//! where a password hash (argon2) would cost 75 ms per report.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Kinds of devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// A moving tracker (vehicle, bike, person).
+    Tracker,
+    /// A meter (water, heat, electricity).
+    Meter,
+    /// A fixed sensor (manhole cover, streetlight, air quality).
+    Sensor,
+    /// A tracked asset.
+    Asset,
+}
+
+impl DeviceKind {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Tracker => "tracker",
+            DeviceKind::Meter => "meter",
+            DeviceKind::Sensor => "sensor",
+            DeviceKind::Asset => "asset",
+        }
+    }
+}
+
+/// One registered device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    /// Live layer it belongs to.
+    pub layer: String,
+    /// Kind.
+    pub kind: DeviceKind,
+    /// Expected seconds between reports.
+    pub interval_s: u64,
+    /// SHA-256 of the secret, hex.
+    pub secret_sha256: String,
+    /// Registration time, seconds since the epoch.
+    pub created: u64,
+}
+
+/// The registry file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    /// Devices by id.
+    #[serde(default)]
+    pub devices: BTreeMap<String, DeviceEntry>,
+    /// Ingest API keys: name -> SHA-256 hex.
+    #[serde(default)]
+    pub ingest_keys: BTreeMap<String, String>,
+}
+
+/// A registry problem.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// File trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a registry.
+    #[error("{path}: not a device registry: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde's message.
+        message: String,
+    },
+    /// A request that cannot be done, with the reason.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// True for usable device ids: 1–64 of `A-Z a-z 0-9 . _ : -`.
+pub fn valid_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Parses an interval like `30s`, `15m`, `6h`, `1d` (a bare number is seconds).
+pub fn parse_interval(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("interval {s:?}: expected a number and a unit, like 15m"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "interval {s:?}: unknown unit {other:?}; use s, m, h or d"
+            ));
+        }
+    };
+    let secs = n.saturating_mul(mult);
+    if secs == 0 || secs > 30 * 86_400 {
+        return Err(format!("interval {s:?}: must be between 1s and 30d"));
+    }
+    Ok(secs)
+}
+
+/// SHA-256 of a secret, hex.
+pub fn hash_secret(secret: &str) -> String {
+    let d = Sha256::digest(secret.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without an early exit on the first differing byte.
+pub fn same_hash(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn random_secret(prefix: &str) -> Result<String, RegistryError> {
+    let mut buf = [0u8; 32];
+    rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty()).map_err(|e| {
+        RegistryError::Io {
+            path: PathBuf::from("getrandom"),
+            source: e.into(),
+        }
+    })?;
+    Ok(format!(
+        "{prefix}{}",
+        buf.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The registry's place in a store.
+#[derive(Debug, Clone)]
+pub struct RegistryFile {
+    dir: PathBuf,
+}
+
+impl RegistryFile {
+    /// The registry of the store at `store_dir`.
+    pub fn new(store_dir: &Path) -> RegistryFile {
+        RegistryFile {
+            dir: store_dir.join("live"),
+        }
+    }
+
+    /// `STORE/live/devices.json`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("devices.json")
+    }
+
+    /// Reads the registry (empty if there is none yet).
+    pub fn load(&self) -> Result<Registry, RegistryError> {
+        let path = self.path();
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| RegistryError::Parse {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
+            Err(source) => Err(RegistryError::Io { path, source }),
+        }
+    }
+
+    fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> RegistryError {
+        let path = path.to_path_buf();
+        move |source| RegistryError::Io {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    /// Changes the registry under its lock and writes it back atomically.
+    pub fn update<T>(
+        &self,
+        f: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        let lock_path = self.dir.join("registry.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(self.io(&lock_path))?;
+        lock.lock().map_err(self.io(&lock_path))?;
+        let mut reg = self.load()?;
+        let out = f(&mut reg)?;
+        let tmp = self.dir.join("devices.json.tmp");
+        let mut file = File::create(&tmp).map_err(self.io(&tmp))?;
+        let text =
+            serde_json::to_vec_pretty(&reg).map_err(|e| RegistryError::Refused(e.to_string()))?;
+        file.write_all(&text).map_err(self.io(&tmp))?;
+        file.sync_all().map_err(self.io(&tmp))?;
+        std::fs::rename(&tmp, self.path()).map_err(self.io(&tmp))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.io(&self.dir))?;
+        Ok(out)
+    }
+
+    /// Registers a device; returns its secret (shown once, stored hashed).
+    pub fn add_device(
+        &self,
+        id: &str,
+        layer: &str,
+        kind: DeviceKind,
+        interval_s: u64,
+    ) -> Result<String, RegistryError> {
+        if !valid_device_id(id) {
+            return Err(RegistryError::Refused(format!(
+                "device id {id:?}: use 1-64 of A-Z a-z 0-9 . _ : -"
+            )));
+        }
+        if !crate::store::catalog::valid_layer_name(layer) {
+            return Err(RegistryError::Refused(format!(
+                "layer name {layer:?}: use 1-64 of A-Z a-z 0-9 _ -"
+            )));
+        }
+        let secret = random_secret("ds_")?;
+        let hash = hash_secret(&secret);
+        self.update(|reg| {
+            if reg.devices.contains_key(id) {
+                return Err(RegistryError::Refused(format!(
+                    "device {id} is already registered; `urbis devices rm {id}` first to give it a new secret"
+                )));
+            }
+            reg.devices.insert(
+                id.to_string(),
+                DeviceEntry {
+                    layer: layer.to_string(),
+                    kind,
+                    interval_s,
+                    secret_sha256: hash,
+                    created: now(),
+                },
+            );
+            Ok(())
+        })?;
+        Ok(secret)
+    }
+
+    /// Removes a device.
+    pub fn remove_device(&self, id: &str) -> Result<DeviceEntry, RegistryError> {
+        self.update(|reg| {
+            reg.devices
+                .remove(id)
+                .ok_or_else(|| RegistryError::Refused(format!("no device {id}")))
+        })
+    }
+
+    /// Creates an ingest API key; returns it (shown once, stored hashed).
+    pub fn add_ingest_key(&self, name: &str) -> Result<String, RegistryError> {
+        if !valid_device_id(name) {
+            return Err(RegistryError::Refused(format!(
+                "key name {name:?}: use 1-64 of A-Z a-z 0-9 . _ : -"
+            )));
+        }
+        let key = random_secret("ik_")?;
+        let hash = hash_secret(&key);
+        self.update(|reg| {
+            reg.ingest_keys.insert(name.to_string(), hash);
+            Ok(())
+        })?;
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_list_remove_and_secrets_are_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = RegistryFile::new(dir.path());
+        let s = r
+            .add_device("tr-1", "vehicles", DeviceKind::Tracker, 900)
+            .unwrap();
+        assert!(s.starts_with("ds_") && s.len() == 67);
+        let text = std::fs::read_to_string(r.path()).unwrap();
+        assert!(!text.contains(&s), "the secret itself is never stored");
+        let reg = r.load().unwrap();
+        assert!(same_hash(
+            &reg.devices["tr-1"].secret_sha256,
+            &hash_secret(&s)
+        ));
+        assert!(
+            r.add_device("tr-1", "vehicles", DeviceKind::Tracker, 900)
+                .is_err()
+        );
+        assert!(
+            r.add_device("bad id", "vehicles", DeviceKind::Tracker, 900)
+                .is_err()
+        );
+        r.remove_device("tr-1").unwrap();
+        assert!(r.load().unwrap().devices.is_empty());
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("15m"), Ok(900));
+        assert_eq!(parse_interval("90"), Ok(90));
+        assert_eq!(parse_interval("1d"), Ok(86_400));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("5y").unwrap_err().contains("unknown unit"));
+    }
+}

@@ -1,0 +1,490 @@
+//! The live state: every device's last fix, state and telemetry, an R-tree of current positions
+//! per live layer, the geofences and who is inside them. Changed only by the committer thread
+//! (through [`LiveState::apply`]), read by handlers and the tile renderer.
+
+use super::fence::{Fence, FenceEventKind, FenceSet};
+use super::registry::{DeviceKind, Registry};
+use super::wal::{Record, ReportRec};
+use crate::tile::mercator::lonlat_to_grid;
+use rstar::RTree;
+use rstar::primitives::GeomWithData;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// A device state, from the time since its last report and its expected interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DevState {
+    /// Registered, never reported.
+    New,
+    /// Reported within the last two minutes (or one interval, if shorter): awake.
+    Live,
+    /// Quiet, but within its interval plus grace: asleep as NB-IoT devices are (PSM).
+    Sleeping,
+    /// Has missed a report (up to three intervals).
+    Overdue,
+    /// Silent for more than three intervals.
+    Lost,
+}
+
+impl DevState {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DevState::New => "new",
+            DevState::Live => "live",
+            DevState::Sleeping => "sleeping",
+            DevState::Overdue => "overdue",
+            DevState::Lost => "lost",
+        }
+    }
+
+    /// The code logged in the WAL.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// From a WAL code.
+    pub fn from_code(c: u8) -> DevState {
+        match c {
+            1 => DevState::Live,
+            2 => DevState::Sleeping,
+            3 => DevState::Overdue,
+            4 => DevState::Lost,
+            _ => DevState::New,
+        }
+    }
+
+    /// The state of a device silent for `age` seconds that should report every `interval`.
+    ///
+    /// Grace is a quarter interval, at least a minute: NB-IoT devices wake on their own
+    /// schedule and networks delay uplinks.
+    pub fn from_age(age: f64, interval: u64) -> DevState {
+        let interval = interval.max(1) as f64;
+        let grace = (interval / 4.0).max(60.0);
+        if age <= interval.min(120.0) + 30.0 {
+            DevState::Live
+        } else if age <= interval + grace {
+            DevState::Sleeping
+        } else if age <= 3.0 * interval + grace {
+            DevState::Overdue
+        } else {
+            DevState::Lost
+        }
+    }
+}
+
+/// One device as the live layer knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Device {
+    /// Id.
+    pub id: String,
+    /// Live layer.
+    pub layer: String,
+    /// Kind.
+    pub kind: DeviceKind,
+    /// Expected seconds between reports.
+    pub interval_s: u64,
+    /// Last position `[lon, lat]`.
+    pub pos: Option<[f64; 2]>,
+    /// Device time of the last applied report (seconds since the epoch).
+    pub t: Option<f64>,
+    /// Server time of the last report, late ones included.
+    pub last_seen: Option<f64>,
+    /// Last value of each telemetry name.
+    pub telemetry: BTreeMap<String, f64>,
+    /// Reports applied.
+    pub reports: u64,
+    /// Late reports (older than the last fix; kept in history only).
+    pub late: u64,
+    /// State.
+    pub state: DevState,
+}
+
+/// A point of a live layer's R-tree: grid position and device id.
+pub type LivePoint = GeomWithData<[i64; 2], Arc<str>>;
+
+/// What a change did, for the stream and the tile cache.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A device's report was applied (its position may have moved from `from`).
+    Moved {
+        /// Device.
+        device: String,
+        /// Previous position.
+        from: Option<[f64; 2]>,
+        /// Log sequence number.
+        seq: u64,
+    },
+    /// A late report went to history.
+    Late {
+        /// Device.
+        device: String,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// A geofence event.
+    Fence {
+        /// Fence id.
+        fence: String,
+        /// Fence name.
+        name: String,
+        /// What happened.
+        kind: FenceEventKind,
+        /// Device.
+        device: String,
+        /// Its layer.
+        layer: String,
+        /// Where.
+        pos: [f64; 2],
+        /// Device time.
+        t: f64,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// A device's state changed.
+    State {
+        /// Device.
+        device: String,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// Geofences changed.
+    Fences {
+        /// Sequence number.
+        seq: u64,
+    },
+}
+
+/// The live state.
+#[derive(Default)]
+pub struct LiveState {
+    /// Devices by id.
+    pub devices: HashMap<String, Device>,
+    /// Current positions per live layer.
+    pub trees: BTreeMap<String, RTree<LivePoint>>,
+    /// Geofences by id.
+    pub fences: BTreeMap<String, Fence>,
+    /// The same, indexed.
+    pub fence_set: FenceSet,
+    /// (fence, device) pairs with the device inside: open alarms.
+    pub inside: BTreeSet<(String, String)>,
+    /// Last sequence number applied.
+    pub seq: u64,
+    /// Report counts, for rates.
+    pub reports_total: u64,
+}
+
+/// The snapshot file's content.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Last sequence number included.
+    pub seq: u64,
+    /// Devices.
+    pub devices: Vec<Device>,
+    /// Fences (their JSON).
+    pub fences: Vec<serde_json::Value>,
+    /// Open alarms.
+    pub inside: Vec<(String, String)>,
+    /// Reports applied in all.
+    pub reports_total: u64,
+}
+
+fn grid(pos: [f64; 2]) -> [i64; 2] {
+    let g = lonlat_to_grid(pos[0], pos[1]);
+    [i64::from(g[0]), i64::from(g[1])]
+}
+
+/// Parses a stored fence JSON (as logged by `FencePut`).
+pub fn fence_from_json(v: &serde_json::Value) -> Option<Fence> {
+    let mut f: Fence = serde_json::from_value(v.clone()).ok()?;
+    let (_, area) = Fence::parse_geometry(&f.geometry).ok()?;
+    f.area = area;
+    Some(f)
+}
+
+impl LiveState {
+    /// Brings the device list in line with the registry: new devices appear as `new`,
+    /// removed ones leave the layer, changed layer/kind/interval are taken over. Returns the
+    /// devices that left or moved layer (their tiles need refreshing).
+    pub fn sync_registry(&mut self, reg: &Registry) -> Vec<(String, Option<[f64; 2]>, String)> {
+        let mut touched = Vec::new();
+        let gone: Vec<String> = self
+            .devices
+            .keys()
+            .filter(|id| !reg.devices.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(d) = self.devices.remove(&id) {
+                self.remove_point(&d);
+                self.inside.retain(|(_, dev)| dev != &id);
+                touched.push((id, d.pos, d.layer));
+            }
+        }
+        for (id, e) in &reg.devices {
+            match self.devices.get_mut(id) {
+                Some(d) => {
+                    d.kind = e.kind;
+                    d.interval_s = e.interval_s;
+                    if d.layer != e.layer {
+                        let old = d.clone();
+                        self.remove_point(&old);
+                        let d = self.devices.get_mut(id).expect("present");
+                        d.layer = e.layer.clone();
+                        let d = d.clone();
+                        self.insert_point(&d);
+                        touched.push((id.clone(), old.pos, old.layer));
+                    }
+                }
+                None => {
+                    self.devices.insert(
+                        id.clone(),
+                        Device {
+                            id: id.clone(),
+                            layer: e.layer.clone(),
+                            kind: e.kind,
+                            interval_s: e.interval_s,
+                            pos: None,
+                            t: None,
+                            last_seen: None,
+                            telemetry: BTreeMap::new(),
+                            reports: 0,
+                            late: 0,
+                            state: DevState::New,
+                        },
+                    );
+                    self.trees.entry(e.layer.clone()).or_default();
+                }
+            }
+        }
+        touched
+    }
+
+    fn remove_point(&mut self, d: &Device) {
+        if let (Some(p), Some(tree)) = (d.pos, self.trees.get_mut(&d.layer)) {
+            tree.remove(&LivePoint::new(grid(p), Arc::from(d.id.as_str())));
+        }
+    }
+
+    fn insert_point(&mut self, d: &Device) {
+        if let Some(p) = d.pos {
+            self.trees
+                .entry(d.layer.clone())
+                .or_default()
+                .insert(LivePoint::new(grid(p), Arc::from(d.id.as_str())));
+        }
+    }
+
+    /// Applies one logged record with sequence number `seq`. Live reports may raise geofence
+    /// events: they are returned as records to log (with their own numbers, given by
+    /// `next_seq`), unless `replay` (then the log already holds them).
+    pub fn apply(
+        &mut self,
+        seq: u64,
+        rec: &mut Record,
+        replay: bool,
+        next_seq: &mut dyn FnMut() -> u64,
+        changes: &mut Vec<Change>,
+        derived: &mut Vec<(u64, Record)>,
+    ) {
+        self.seq = self.seq.max(seq);
+        match rec {
+            Record::Report(r) => self.apply_report(seq, r, replay, next_seq, changes, derived),
+            Record::FenceEvent {
+                kind,
+                fence,
+                device,
+                ..
+            } => {
+                // Replayed events only rebuild the open-alarm set.
+                match kind {
+                    0 => {
+                        self.inside.insert((fence.clone(), device.clone()));
+                    }
+                    1 => {
+                        self.inside.remove(&(fence.clone(), device.clone()));
+                    }
+                    _ => {}
+                }
+            }
+            Record::FencePut(json) => {
+                if let Some(f) = serde_json::from_str(json)
+                    .ok()
+                    .and_then(|v| fence_from_json(&v))
+                {
+                    self.fences.insert(f.id.clone(), f);
+                    self.reindex_fences();
+                    changes.push(Change::Fences { seq });
+                }
+            }
+            Record::FenceDel(id) => {
+                self.fences.remove(id.as_str());
+                self.inside.retain(|(f, _)| f != id);
+                self.reindex_fences();
+                changes.push(Change::Fences { seq });
+            }
+            Record::State { state, device, .. } => {
+                if let Some(d) = self.devices.get_mut(device.as_str()) {
+                    d.state = DevState::from_code(*state);
+                    changes.push(Change::State {
+                        device: device.clone(),
+                        seq,
+                    });
+                }
+            }
+        }
+    }
+
+    fn reindex_fences(&mut self) {
+        self.fence_set = FenceSet::new(self.fences.values().cloned().collect());
+    }
+
+    fn apply_report(
+        &mut self,
+        seq: u64,
+        r: &mut ReportRec,
+        replay: bool,
+        next_seq: &mut dyn FnMut() -> u64,
+        changes: &mut Vec<Change>,
+        derived: &mut Vec<(u64, Record)>,
+    ) {
+        let Some(d) = self.devices.get_mut(r.device.as_str()) else {
+            return; // removed from the registry since
+        };
+        self.reports_total += 1;
+        let recv = r.recv_ms as f64 / 1000.0;
+        d.last_seen = Some(d.last_seen.map_or(recv, |l| l.max(recv)));
+        // Device-time order: a fix older than the last one is history only.
+        if d.t.is_some_and(|t| r.t < t) {
+            r.late = true;
+            d.late += 1;
+            changes.push(Change::Late {
+                device: r.device.clone(),
+                seq,
+            });
+            return;
+        }
+        r.late = false;
+        d.reports += 1;
+        d.t = Some(r.t);
+        for (k, v) in &r.telemetry {
+            d.telemetry.insert(k.clone(), *v);
+        }
+        let from = d.pos;
+        let layer = d.layer.clone();
+        d.state = DevState::Live;
+        if let Some(p) = r.pos {
+            if from != Some(p) {
+                let tree = self.trees.entry(layer.clone()).or_default();
+                if let Some(old) = from {
+                    tree.remove(&LivePoint::new(grid(old), Arc::from(r.device.as_str())));
+                }
+                tree.insert(LivePoint::new(grid(p), Arc::from(r.device.as_str())));
+                if let Some(d) = self.devices.get_mut(r.device.as_str()) {
+                    d.pos = Some(p);
+                }
+            }
+            if !replay {
+                for (i, kind) in self.fence_set.events(&layer, from, p) {
+                    let f = &self.fence_set.fences()[i];
+                    let key = (f.id.clone(), r.device.clone());
+                    match kind {
+                        FenceEventKind::Enter => {
+                            self.inside.insert(key);
+                        }
+                        FenceEventKind::Exit => {
+                            self.inside.remove(&key);
+                        }
+                        FenceEventKind::Cross => {}
+                    }
+                    let s = next_seq();
+                    derived.push((
+                        s,
+                        Record::FenceEvent {
+                            t: r.t,
+                            kind: kind as u8,
+                            fence: f.id.clone(),
+                            device: r.device.clone(),
+                            pos: p,
+                        },
+                    ));
+                    changes.push(Change::Fence {
+                        fence: f.id.clone(),
+                        name: f.name.clone(),
+                        kind,
+                        device: r.device.clone(),
+                        layer: layer.clone(),
+                        pos: p,
+                        t: r.t,
+                        seq: s,
+                    });
+                }
+            }
+        }
+        changes.push(Change::Moved {
+            device: r.device.clone(),
+            from,
+            seq,
+        });
+    }
+
+    /// The snapshot of this state.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut devices: Vec<Device> = self.devices.values().cloned().collect();
+        devices.sort_by(|a, b| a.id.cmp(&b.id));
+        Snapshot {
+            seq: self.seq,
+            devices,
+            fences: self
+                .fences
+                .values()
+                .filter_map(|f| serde_json::to_value(f).ok())
+                .collect(),
+            inside: self.inside.iter().cloned().collect(),
+            reports_total: self.reports_total,
+        }
+    }
+
+    /// Restores a snapshot (devices not in `reg` are left out).
+    pub fn restore(&mut self, snap: Snapshot, reg: &Registry) {
+        self.seq = snap.seq;
+        self.reports_total = snap.reports_total;
+        for mut d in snap.devices {
+            let Some(e) = reg.devices.get(&d.id) else {
+                continue;
+            };
+            d.layer = e.layer.clone();
+            d.kind = e.kind;
+            d.interval_s = e.interval_s;
+            self.insert_point(&d);
+            self.devices.insert(d.id.clone(), d);
+        }
+        for v in snap.fences {
+            if let Some(f) = fence_from_json(&v) {
+                self.fences.insert(f.id.clone(), f);
+            }
+        }
+        self.reindex_fences();
+        self.inside = snap.inside.into_iter().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_follow_the_interval() {
+        let i = 900; // 15 min
+        assert_eq!(DevState::from_age(10.0, i), DevState::Live);
+        assert_eq!(DevState::from_age(600.0, i), DevState::Sleeping);
+        assert_eq!(DevState::from_age(1100.0, i), DevState::Sleeping);
+        assert_eq!(DevState::from_age(2000.0, i), DevState::Overdue);
+        assert_eq!(DevState::from_age(4000.0, i), DevState::Lost);
+        // A chatty tracker (10 s) is live while it reports, overdue soon after.
+        assert_eq!(DevState::from_age(35.0, 10), DevState::Live);
+        assert_eq!(DevState::from_age(75.0, 10), DevState::Overdue);
+    }
+}
