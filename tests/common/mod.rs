@@ -70,6 +70,8 @@ pub struct Server {
     pub base: String,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// The CoAP (UDP) address, `127.0.0.1:PORT`.
+    pub coap: String,
 }
 
 impl Server {
@@ -77,6 +79,11 @@ impl Server {
     /// its "listening" line.
     pub fn start(store: &Path, extra: &[&str]) -> Server {
         use std::io::{BufRead, BufReader};
+        let coap: &[&str] = if extra.contains(&"--coap-bind") {
+            &[]
+        } else {
+            &["--coap-bind", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_urbis"))
             .args([
                 "serve",
@@ -86,6 +93,7 @@ impl Server {
                 "--store",
                 store.to_str().unwrap(),
             ])
+            .args(coap)
             .args(extra)
             .env("URBIS_LOG", "warn")
             .stdout(std::process::Stdio::piped())
@@ -101,10 +109,17 @@ impl Server {
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("no listening line from urbis serve: {line:?}"))
             .to_string();
+        let coap = line
+            .split("udp://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("")
+            .to_string();
         Server {
             child,
             base: format!("http://{addr}"),
             addr,
+            coap,
         }
     }
 
@@ -151,16 +166,31 @@ impl HttpResponse {
 /// A minimal HTTP/1.1 GET over a real socket (`Connection: close`), so tests need no client
 /// library.
 pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    http_request(addr, "GET", path, headers, b"")
+}
+
+/// A minimal HTTP/1.1 request with a body over a real socket (`Connection: close`).
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req += &format!("{k}: {v}\r\n");
     }
+    if method != "GET" {
+        req += &format!("Content-Length: {}\r\n", body.len());
+    }
     req += "\r\n";
     s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let split = raw
@@ -205,4 +235,150 @@ pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> HttpRespons
         headers,
         body,
     }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    /// `id:`.
+    pub id: Option<String>,
+    /// `event:`.
+    pub event: String,
+    /// `data:` (lines joined).
+    pub data: String,
+}
+
+impl SseEvent {
+    /// The data as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A Server-Sent Events subscription over a real socket, read by a background thread.
+pub struct Sse {
+    rx: std::sync::mpsc::Receiver<SseEvent>,
+    /// The response status.
+    pub status: u16,
+    _stream: std::net::TcpStream,
+}
+
+impl Sse {
+    /// `GET path` with `Accept: text/event-stream` and extra headers.
+    pub fn connect(addr: &str, path: &str, headers: &[(&str, &str)]) -> Sse {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req += &format!("{k}: {v}\r\n");
+        }
+        req += "\r\n";
+        s.write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).unwrap();
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut chunked = false;
+        loop {
+            let mut l = String::new();
+            if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                break;
+            }
+            if l.to_ascii_lowercase()
+                .starts_with("transfer-encoding: chunked")
+            {
+                chunked = true;
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ev = SseEvent::default();
+            loop {
+                let mut l = String::new();
+                match reader.read_line(&mut l) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let l = l.trim_end_matches(['\r', '\n']);
+                // Chunk-size lines of chunked encoding are hex numbers alone on a line.
+                if chunked && !l.is_empty() && l.chars().all(|c| c.is_ascii_hexdigit()) {
+                    continue;
+                }
+                if l.is_empty() {
+                    if (!ev.event.is_empty() || !ev.data.is_empty())
+                        && tx.send(std::mem::take(&mut ev)).is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                if let Some(v) = l.strip_prefix("id:") {
+                    ev.id = Some(v.trim().to_string());
+                } else if let Some(v) = l.strip_prefix("event:") {
+                    ev.event = v.trim().to_string();
+                } else if let Some(v) = l.strip_prefix("data:") {
+                    if !ev.data.is_empty() {
+                        ev.data.push('\n');
+                    }
+                    ev.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+        });
+        Sse {
+            rx,
+            status,
+            _stream: s,
+        }
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn next(&self, timeout: std::time::Duration) -> Option<SseEvent> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Events until one satisfies `f` (returned) or `timeout` passes (None).
+    pub fn until(
+        &self,
+        timeout: std::time::Duration,
+        mut f: impl FnMut(&SseEvent) -> bool,
+    ) -> Option<SseEvent> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(std::time::Instant::now())?;
+            let e = self.next(left)?;
+            if f(&e) {
+                return Some(e);
+            }
+        }
+    }
+}
+
+/// Registers a device with `urbis devices add` and returns its secret.
+pub fn add_device(store: &Path, id: &str, layer: &str, interval: &str) -> String {
+    let out = urbis(&[
+        "devices",
+        "add",
+        id,
+        "--store",
+        store.to_str().unwrap(),
+        "--layer",
+        layer,
+        "--interval",
+        interval,
+    ]);
+    assert!(
+        out.status.success(),
+        "devices add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .find(|w| w.starts_with("ds_"))
+        .expect("a secret in the output")
+        .to_string()
 }
