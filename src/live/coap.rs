@@ -167,6 +167,7 @@ impl Listener {
                 let mut ex = self.exchanges();
                 ex.map.insert(key, None);
                 ex.order.push_back((Instant::now(), key));
+                ex.expire(Instant::now());
                 Action::Store {
                     records,
                     request: Box::new(req),

@@ -14,6 +14,7 @@
 
 pub mod coap;
 pub mod fence;
+pub mod fuzzing;
 pub mod payload;
 pub mod registry;
 pub mod state;

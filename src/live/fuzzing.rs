@@ -1,0 +1,71 @@
+//! Entry points for the cargo-fuzz targets of the live layer's parsers (`fuzz/`) and the
+//! regression tests that replay what they found: CoAP datagram handling, SenML JSON, SenML
+//! CBOR and compact JSON. None may panic, whatever the bytes.
+
+use super::coap::{Action, Listener};
+use super::registry::{DeviceEntry, DeviceKind, Registry, RegistryFile, hash_secret};
+use super::{Hub, LiveConfig, payload};
+use std::sync::{Arc, OnceLock};
+
+/// The secret of the fuzzing hub's one device, `d`.
+pub const SECRET: &str = "ds_fuzz";
+const NOW: f64 = 1_790_000_000.0;
+
+fn listener() -> &'static Arc<Listener> {
+    static L: OnceLock<Arc<Listener>> = OnceLock::new();
+    L.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("urbis-fuzz-hub-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let reg = RegistryFile::new(&dir);
+        reg.update(|r: &mut Registry| {
+            r.devices.insert(
+                "d".into(),
+                DeviceEntry {
+                    layer: "l".into(),
+                    kind: DeviceKind::Tracker,
+                    interval_s: 60,
+                    secret_sha256: hash_secret(SECRET),
+                    created: 0,
+                },
+            );
+            Ok(())
+        })
+        .expect("fuzz registry");
+        let hub = Hub::open(LiveConfig {
+            store_dir: dir,
+            retention_s: 86_400,
+            buffer: 64,
+            queue: 16,
+        })
+        .expect("fuzz hub");
+        Listener::new(hub)
+    })
+}
+
+/// One datagram through the CoAP handling (parse, route, authenticate, decode the payload);
+/// returns the number of reports it would store.
+pub fn coap(data: &[u8]) -> usize {
+    // A new peer each call, so duplicate detection does not hide inputs from each other.
+    static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+    let port = PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match listener().datagram(peer, data, NOW) {
+        Action::Store { records, .. } => records.len(),
+        _ => 0,
+    }
+}
+
+/// SenML JSON; returns reports decoded.
+pub fn senml_json(data: &[u8]) -> usize {
+    payload::parse_senml_json(data, NOW).map_or(0, |r| r.len())
+}
+
+/// SenML CBOR; returns reports decoded.
+pub fn senml_cbor(data: &[u8]) -> usize {
+    payload::parse_senml_cbor(data, NOW).map_or(0, |r| r.len())
+}
+
+/// Compact JSON; returns reports decoded.
+pub fn compact(data: &[u8]) -> usize {
+    payload::parse_compact(data, NOW).map_or(0, |r| r.len())
+}
