@@ -57,10 +57,15 @@ fn senml_cbor_regressions_do_not_panic() {
 #[test]
 fn live_fuzz_entry_points_accept_real_reports() {
     use urbis::live::fuzzing as f;
-    assert_eq!(f::senml_json(br#"[{"bn":"d/","n":"lat","v":1},{"n":"lon","v":2}]"#), 1);
+    assert_eq!(
+        f::senml_json(br#"[{"bn":"d/","n":"lat","v":1},{"n":"lon","v":2}]"#),
+        1
+    );
     assert_eq!(f::compact(br#"{"lat":1,"lon":2}"#), 1);
     // A CON POST /r/d?k=ds_fuzz with content-format 50.
-    let mut m = vec![0x40, 0x02, 0x00, 0x01, 0xB1, b'r', 0x01, b'd', 0x11, 50, 0x39];
+    let mut m = vec![
+        0x40, 0x02, 0x00, 0x01, 0xB1, b'r', 0x01, b'd', 0x11, 50, 0x39,
+    ];
     m.extend_from_slice(b"k=ds_fuzz");
     m.push(0xFF);
     m.extend_from_slice(br#"{"lat":1,"lon":2}"#);

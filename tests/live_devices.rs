@@ -703,3 +703,68 @@ fn acknowledged_reports_survive_kill_9() {
         );
     }
 }
+
+#[test]
+fn a_stream_client_that_stops_reading_is_cut_off_and_ingest_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let secret = add_device(&store, "t-1", "fleet", "1m");
+    let server = Server::start(&store, &[]);
+    // A subscriber that reads nothing for a while.
+    let mut slow = std::net::TcpStream::connect(&server.addr).unwrap();
+    std::io::Write::write_all(
+        &mut slow,
+        format!(
+            "GET /stream HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            server.addr
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = now() - 5000.0;
+    let started = Instant::now();
+    for batch in 0..4 {
+        let body: Vec<String> = (0..10_000)
+            .map(|i| {
+                let n = batch * 10_000 + i;
+                format!(
+                    r#"{{"lat":60.1,"lon":24.9,"t":{},"pad":{n}}}"#,
+                    t0 + n as f64 * 0.01
+                )
+            })
+            .collect();
+        let r = http_request(
+            &server.addr,
+            "POST",
+            "/ingest",
+            &[
+                ("Authorization", &format!("Bearer {secret}")),
+                ("Content-Type", "application/json"),
+            ],
+            format!("[{}]", body.join(",")).as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "ingest was held up by a stalled subscriber"
+    );
+    let d = server.get("/devices/t-1", &[]).json();
+    assert_eq!(d["reports"], 40_000);
+    // Now read: the backlog ends with a cutoff event, and the server closes the stream.
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut slow, &mut all);
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.contains("event: cutoff"),
+        "a stalled client must get a final cutoff event ({} bytes read)",
+        all.len()
+    );
+    assert!(
+        text.matches("event: position").count() < 40_000,
+        "the stalled client was not cut off"
+    );
+}

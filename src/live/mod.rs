@@ -123,6 +123,8 @@ pub enum Principal {
 struct LiveCache {
     map: HashMap<(String, TileId, bool), Arc<TileBody>>,
     zooms: HashMap<String, u32>,
+    /// Bumped by every invalidation: a tile rendered before one is not cached after it.
+    generation: u64,
 }
 
 /// Reports per minute over the last minutes.
@@ -446,9 +448,13 @@ impl Hub {
     /// A live tile (one layer), from the cache or rendered.
     pub fn tile(&self, layer: &str, tile: TileId, gzip: bool) -> Arc<TileBody> {
         let key = (layer.to_string(), tile, gzip);
-        if let Some(b) = lock(&self.cache).map.get(&key) {
-            return Arc::clone(b);
-        }
+        let generation = {
+            let c = lock(&self.cache);
+            if let Some(b) = c.map.get(&key) {
+                return Arc::clone(b);
+            }
+            c.generation
+        };
         let encoded = {
             let st = read_lock(&self.state);
             tiles::render(&st, layer, tile, self.cfg.buffer)
@@ -460,6 +466,9 @@ impl Hub {
             encoded.dropped,
         ));
         let mut c = lock(&self.cache);
+        if c.generation != generation {
+            return body; // the state changed while rendering: serve, but do not keep
+        }
         if c.map.len() >= MAX_CACHED_TILES {
             c.map.clear();
             c.zooms.clear();
@@ -474,6 +483,7 @@ impl Hub {
     fn invalidate(&self, layer: &str, pos: [f64; 2]) {
         let g = lonlat_to_grid(pos[0], pos[1]);
         let mut c = lock(&self.cache);
+        c.generation += 1;
         let Some(&zooms) = c.zooms.get(layer) else {
             return;
         };
@@ -614,7 +624,13 @@ impl Hub {
             let st = read_lock(&self.state);
             for c in changes {
                 match c {
-                    Change::Moved { device, from, seq } => {
+                    Change::Moved {
+                        device,
+                        from,
+                        to,
+                        t,
+                        seq,
+                    } => {
                         let Some(d) = st.devices.get(&device) else {
                             continue;
                         };
@@ -623,15 +639,18 @@ impl Hub {
                         }
                         // The new position's tiles change even if it did not move: the
                         // state and telemetry are drawn too.
-                        if let Some(p) = d.pos {
+                        if let Some(p) = to {
                             self.invalidate(&d.layer, p);
                         }
+                        let mut data = Self::device_json(d);
+                        data["position"] = json!(to);
+                        data["t"] = json!(t);
                         out.push(StreamEvent {
                             id: seq,
                             event: "position",
                             layer: Some(d.layer.clone()),
-                            pos: d.pos,
-                            data: Self::device_json(d).to_string(),
+                            pos: to,
+                            data: data.to_string(),
                         });
                     }
                     Change::State { device, seq } => {

@@ -114,6 +114,10 @@ pub enum Change {
         device: String,
         /// Previous position.
         from: Option<[f64; 2]>,
+        /// The report's position (a batch may move one device several times).
+        to: Option<[f64; 2]>,
+        /// The report's device time.
+        t: f64,
         /// Log sequence number.
         seq: u64,
     },
@@ -426,6 +430,8 @@ impl LiveState {
         changes.push(Change::Moved {
             device: r.device.clone(),
             from,
+            to: r.pos.or(from),
+            t: r.t,
             seq,
         });
     }
