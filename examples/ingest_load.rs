@@ -25,21 +25,54 @@ fn arg<T: std::str::FromStr>(a: &[String], i: usize) -> T {
         .unwrap_or_else(|| panic!("argument {i} missing or invalid; see the module doc"))
 }
 
+/// Appends one CoAP option (delta from the previous number) to `out`.
+fn option(out: &mut Vec<u8>, delta: u16, value: &[u8]) {
+    let ext = |v: usize| {
+        if v < 13 {
+            (v as u8, None)
+        } else {
+            (13u8, Some((v - 13) as u8))
+        }
+    };
+    let (d, dx) = ext(usize::from(delta));
+    let (l, lx) = ext(value.len());
+    out.push((d << 4) | l);
+    out.extend(dx);
+    out.extend(lx);
+    out.extend_from_slice(value);
+}
+
+/// A confirmable POST /r/dev-N?k=ds_bench_N with a JSON payload, encoded directly (the load
+/// generator shares the two cores with the server, so it must be cheap); `check_encoding`
+/// below compares it with coap-lite's decoder.
 fn report(mid: u16, dev: usize, body: &[u8]) -> Vec<u8> {
-    let mut p = Packet::new();
-    p.header.set_type(MessageType::Confirmable);
-    p.header.code = MessageClass::Request(RequestType::Post);
-    p.header.message_id = mid;
-    p.set_token(mid.to_be_bytes().to_vec());
-    p.add_option(CoapOption::UriPath, b"r".to_vec());
-    p.add_option(CoapOption::UriPath, format!("dev-{dev}").into_bytes());
-    p.add_option(
-        CoapOption::UriQuery,
-        format!("k=ds_bench_{dev}").into_bytes(),
+    let mut out = Vec::with_capacity(64 + body.len());
+    out.extend_from_slice(&[0x42, 0x02]);
+    out.extend_from_slice(&mid.to_be_bytes());
+    out.extend_from_slice(&mid.to_be_bytes());
+    option(&mut out, 11, b"r");
+    option(&mut out, 0, format!("dev-{dev}").as_bytes());
+    option(&mut out, 1, &[50]);
+    option(&mut out, 3, format!("k=ds_bench_{dev}").as_bytes());
+    out.push(0xFF);
+    out.extend_from_slice(body);
+    out
+}
+
+fn check_encoding() {
+    let p = Packet::from_bytes(&report(7, 4999, b"{}")).expect("valid CoAP");
+    assert_eq!(p.header.code, MessageClass::Request(RequestType::Post));
+    assert_eq!(p.header.get_type(), MessageType::Confirmable);
+    assert_eq!(
+        p.get_first_option(CoapOption::UriQuery).map(Vec::as_slice),
+        Some(&b"k=ds_bench_4999"[..])
     );
-    p.add_option(CoapOption::ContentFormat, vec![50]);
-    p.payload = body.to_vec();
-    p.to_bytes().expect("small packet")
+    assert_eq!(
+        p.get_first_option(CoapOption::ContentFormat)
+            .map(Vec::as_slice),
+        Some(&[50u8][..])
+    );
+    assert_eq!(p.payload, b"{}");
 }
 
 fn position(dev: usize, n: u64) -> (f64, f64) {
@@ -265,9 +298,15 @@ fn latency(http_addr: &str, coap_addr: &str, devices: usize, rate: f64, seconds:
         });
     }
     std::thread::sleep(Duration::from_millis(300));
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.connect(coap_addr).unwrap();
-    sock.set_nonblocking(true).unwrap();
+    // Message ids may not repeat within 247 s per endpoint (RFC 7252): 64 endpoints.
+    let socks: Vec<UdpSocket> = (0..64)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.connect(coap_addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
     let start = Instant::now();
     let total = (rate * seconds) as u64;
     let mut buf = [0u8; 1500];
@@ -280,11 +319,15 @@ fn latency(http_addr: &str, coap_addr: &str, devices: usize, rate: f64, seconds:
             let (lon, lat) = position(dev, sent);
             let us = epoch.elapsed().as_secs_f64() * 1e6;
             let body = format!(r#"{{"lat":{lat:.6},"lon":{lon:.6},"sent_us":{us:.0}}}"#);
-            mid = mid.wrapping_add(1);
-            let _ = sock.send(&report(mid, dev, body.as_bytes()));
+            if sent.is_multiple_of(64) {
+                mid = mid.wrapping_add(1);
+            }
+            let _ = socks[(sent % 64) as usize].send(&report(mid, dev, body.as_bytes()));
             sent += 1;
         }
-        while sock.recv(&mut buf).is_ok() {}
+        for sock in &socks {
+            while sock.recv(&mut buf).is_ok() {}
+        }
         std::thread::sleep(Duration::from_micros(200));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -307,6 +350,7 @@ fn latency(http_addr: &str, coap_addr: &str, devices: usize, rate: f64, seconds:
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
+    check_encoding();
     match a.get(1).map(String::as_str) {
         Some("setup") => setup(&a[2], arg(&a, 3)),
         Some("coap") => coap(&a[2], arg(&a, 3), arg(&a, 4), arg(&a, 5), arg(&a, 6)),

@@ -44,7 +44,7 @@ stop_server() { kill "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/de
 
 echo "== (a) urbis CoAP, confirmable, fsync per group"
 start_server
-$load coap "$coap" "$DEVICES" "$SECONDS_RUN" 32 64 | tee "$work/coap.txt"
+$load coap "$coap" "$DEVICES" "$SECONDS_RUN" 32 32 | tee "$work/coap.txt"
 stop_server
 
 echo "== (b) urbis HTTP batches (1000 records), fsync per group"
@@ -69,7 +69,7 @@ redis_run() {
   local n=$(( pipeline > 1 ? 2000000 : 300000 ))
   local rps
   rps=$(redis-benchmark -s "$work/redis.sock" -q -c 50 -P "$pipeline" -n "$n" -r "$DEVICES" \
-    GEOADD fleet 24.9384 60.1699 dev:__rand_int__ | tr '\r' '\n' | awk '/requests per second/ {print $2}' | tail -1)
+    GEOADD fleet 24.9384 60.1699 dev:__rand_int__ | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1)
   echo "redis appendfsync=$mode pipeline=$pipeline geoadd_per_s=$rps"
   kill "$rp" 2>/dev/null || true; wait "$rp" 2>/dev/null || true
   rm -f "$work/redis.sock"

@@ -85,10 +85,14 @@ pub enum SubmitError {
     Failed(String),
 }
 
+/// Called by the committer with the sequence numbers of a job's records once they are
+/// durable (or why they are not).
+pub type Reply = Box<dyn FnOnce(Result<Vec<u64>, SubmitError>) + Send>;
+
 /// A group of records for the committer, with where to send the sequence numbers.
 struct Job {
     items: Vec<Record>,
-    reply: Option<tokio::sync::oneshot::Sender<Result<Vec<u64>, SubmitError>>>,
+    reply: Option<Reply>,
 }
 
 /// Registry with a lookup from secret hash to device.
@@ -326,6 +330,17 @@ impl Hub {
         self.registry().reg.devices.get(id).map(|e| e.layer.clone())
     }
 
+    /// Checks a device's own secret: `Err(false)` for an unknown device, `Err(true)` for a
+    /// wrong secret (one registry look-up, no allocation: the CoAP hot path).
+    pub fn check_device(&self, id: &str, secret: &str) -> Result<(), bool> {
+        let reg = read_lock(&self.registry);
+        let e = reg.reg.devices.get(id).ok_or(false)?;
+        if secret.is_empty() || !same_hash(&e.secret_sha256, &registry::hash_secret(secret)) {
+            return Err(true);
+        }
+        Ok(())
+    }
+
     /// True while reports are being acknowledged (no storage failure).
     pub fn is_ready(&self) -> Result<(), String> {
         match &*lock(&self.failed) {
@@ -345,19 +360,32 @@ impl Hub {
         &self,
         items: Vec<Record>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<u64>, SubmitError>>, SubmitError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.submit_with(
+            items,
+            Box::new(move |r| {
+                let _ = reply.send(r);
+            }),
+        )?;
+        Ok(rx)
+    }
+
+    /// Like [`Hub::submit`], but the committer thread calls `reply` itself once the records
+    /// are durable: for answers that need no async task (CoAP over a plain socket), which
+    /// saves a task wake-up per group.
+    pub fn submit_with(&self, items: Vec<Record>, reply: Reply) -> Result<(), SubmitError> {
         if self.failed_flag.load(Ordering::Acquire) {
             return Err(SubmitError::Failed(
                 self.is_ready().err().unwrap_or_default(),
             ));
         }
-        let (reply, rx) = tokio::sync::oneshot::channel();
         match self.tx.try_send(Job {
             items,
             reply: Some(reply),
         }) {
             Ok(()) => {
                 self.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(rx)
+                Ok(())
             }
             Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => {
@@ -745,7 +773,7 @@ fn committer(hub: std::sync::Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut nex
             if let Err(why) = hub.is_ready() {
                 for j in jobs {
                     if let Some(r) = j.reply {
-                        let _ = r.send(Err(SubmitError::Failed(why.clone())));
+                        r(Err(SubmitError::Failed(why.clone())));
                     }
                 }
                 continue;
@@ -797,7 +825,7 @@ fn committer(hub: std::sync::Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut nex
                     hub.publish(changes);
                     for (j, s) in jobs.into_iter().zip(seqs) {
                         if let Some(r) = j.reply {
-                            let _ = r.send(Ok(s));
+                            r(Ok(s));
                         }
                     }
                 }
@@ -806,7 +834,7 @@ fn committer(hub: std::sync::Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut nex
                     hub.fail(why.clone());
                     for j in jobs {
                         if let Some(r) = j.reply {
-                            let _ = r.send(Err(SubmitError::Failed(why.clone())));
+                            r(Err(SubmitError::Failed(why.clone())));
                         }
                     }
                 }

@@ -10,7 +10,6 @@ use rstar::RTree;
 use rstar::primitives::GeomWithData;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 /// A device state, from the time since its last report and its expected interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
@@ -102,8 +101,10 @@ pub struct Device {
     pub state: DevState,
 }
 
-/// A point of a live layer's R-tree: grid position and device id.
-pub type LivePoint = GeomWithData<[i64; 2], Arc<str>>;
+/// A point of a live layer's R-tree: grid position and the device's slot (see
+/// [`LiveState::ids`]); a number, not the id, so that moving a point allocates nothing and
+/// compares 4 bytes.
+pub type LivePoint = GeomWithData<[i64; 2], u32>;
 
 /// What a change did, for the stream and the tile cache.
 #[derive(Debug, Clone)]
@@ -168,6 +169,10 @@ pub struct LiveState {
     pub devices: HashMap<String, Device>,
     /// Current positions per live layer.
     pub trees: BTreeMap<String, RTree<LivePoint>>,
+    /// Device id of each slot.
+    pub ids: Vec<String>,
+    /// Slot of each device id (slots are never reused while running).
+    pub slots: HashMap<String, u32>,
     /// Geofences by id.
     pub fences: BTreeMap<String, Fence>,
     /// The same, indexed.
@@ -266,18 +271,31 @@ impl LiveState {
         touched
     }
 
+    /// The slot of a device id, given one if new.
+    pub fn slot(&mut self, id: &str) -> u32 {
+        if let Some(&s) = self.slots.get(id) {
+            return s;
+        }
+        let s = self.ids.len() as u32;
+        self.ids.push(id.to_string());
+        self.slots.insert(id.to_string(), s);
+        s
+    }
+
     fn remove_point(&mut self, d: &Device) {
+        let slot = self.slot(&d.id);
         if let (Some(p), Some(tree)) = (d.pos, self.trees.get_mut(&d.layer)) {
-            tree.remove(&LivePoint::new(grid(p), Arc::from(d.id.as_str())));
+            tree.remove(&LivePoint::new(grid(p), slot));
         }
     }
 
     fn insert_point(&mut self, d: &Device) {
+        let slot = self.slot(&d.id);
         if let Some(p) = d.pos {
             self.trees
                 .entry(d.layer.clone())
                 .or_default()
-                .insert(LivePoint::new(grid(p), Arc::from(d.id.as_str())));
+                .insert(LivePoint::new(grid(p), slot));
         }
     }
 
@@ -381,11 +399,12 @@ impl LiveState {
         d.state = DevState::Live;
         if let Some(p) = r.pos {
             if from != Some(p) {
+                let slot = self.slot(&r.device);
                 let tree = self.trees.entry(layer.clone()).or_default();
                 if let Some(old) = from {
-                    tree.remove(&LivePoint::new(grid(old), Arc::from(r.device.as_str())));
+                    tree.remove(&LivePoint::new(grid(old), slot));
                 }
-                tree.insert(LivePoint::new(grid(p), Arc::from(r.device.as_str())));
+                tree.insert(LivePoint::new(grid(p), slot));
                 if let Some(d) = self.devices.get_mut(r.device.as_str()) {
                     d.pos = Some(p);
                 }

@@ -90,7 +90,7 @@ pub fn render<'s>(st: &'s LiveState, layer: &str, tile: TileId, buffer: u32) -> 
     };
     if !clustered {
         for p in tree.locate_in_envelope(&env) {
-            add_device(&mut out, &p.data, local(p.geom()));
+            add_device(&mut out, &st.ids[p.data as usize], local(p.geom()));
         }
         return out.encode(None);
     }
@@ -107,13 +107,13 @@ pub fn render<'s>(st: &'s LiveState, layer: &str, tile: TileId, buffer: u32) -> 
         let c = cells.entry(key).or_insert_with(|| Cell {
             n: 0,
             sum: [0, 0],
-            first: (&p.data, at),
+            first: (&st.ids[p.data as usize], at),
             states: BTreeMap::new(),
         });
         c.n += 1;
         c.sum[0] += at[0];
         c.sum[1] += at[1];
-        if let Some(d) = st.devices.get(&*p.data) {
+        if let Some(d) = st.devices.get(&st.ids[p.data as usize]) {
             *c.states.entry(d.state).or_default() += 1;
         }
     }
