@@ -152,6 +152,9 @@ pub struct Hub {
     cache: Mutex<LiveCache>,
     rate: Mutex<Rate>,
     queued: AtomicU64,
+    snapshot_busy: AtomicBool,
+    /// Sequence number covered by the last snapshot on disk.
+    snapshot_seq: AtomicU64,
 }
 
 /// Seconds since the epoch, now.
@@ -262,6 +265,8 @@ impl Hub {
             cache: Mutex::new(LiveCache::default()),
             rate: Mutex::new(Rate::default()),
             queued: AtomicU64::new(0),
+            snapshot_busy: AtomicBool::new(false),
+            snapshot_seq: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&hub);
         std::thread::Builder::new()
@@ -530,6 +535,30 @@ impl Hub {
     /// Writes the snapshot (temp file, fsync, rename).
     fn write_snapshot(&self) {
         let snap = read_lock(&self.state).snapshot();
+        self.persist_snapshot(&snap);
+    }
+
+    /// Takes a snapshot and writes it on a thread of its own, so that the committer (and so
+    /// every acknowledgement) does not wait for the serialisation and the two fsyncs; skipped
+    /// while the previous one is still being written.
+    fn write_snapshot_in_background(self: &Arc<Self>) {
+        if self.snapshot_busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let snap = read_lock(&self.state).snapshot();
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("urbis-snapshot".into())
+            .spawn(move || {
+                me.persist_snapshot(&snap);
+                me.snapshot_busy.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.snapshot_busy.store(false, Ordering::Release);
+        }
+    }
+
+    fn persist_snapshot(&self, snap: &Snapshot) {
         let dir = live_dir(&self.cfg.store_dir);
         let tmp = dir.join("snapshot.json.tmp");
         let result = (|| -> std::io::Result<()> {
@@ -538,7 +567,9 @@ impl Hub {
             std::io::Write::write_all(&mut f, &bytes)?;
             f.sync_all()?;
             std::fs::rename(&tmp, dir.join("snapshot.json"))?;
-            std::fs::File::open(&dir)?.sync_all()
+            std::fs::File::open(&dir)?.sync_all()?;
+            self.snapshot_seq.fetch_max(snap.seq, Ordering::AcqRel);
+            Ok(())
         })();
         if let Err(e) = result {
             tracing::warn!(error = %e, "cannot write the live snapshot; the log still has everything");
@@ -548,7 +579,7 @@ impl Hub {
     /// Deletes log segments older than the retention period that a snapshot covers.
     fn apply_retention(&self) {
         let wal_dir = live_dir(&self.cfg.store_dir).join("wal");
-        let snap_seq = read_lock(&self.state).seq;
+        let snap_seq = self.snapshot_seq.load(Ordering::Acquire);
         let Ok(segs) = wal::segments(&wal_dir) else {
             return;
         };
@@ -841,7 +872,7 @@ fn committer(hub: std::sync::Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut nex
             }
         }
         if dirty && last_snapshot.elapsed() >= SNAPSHOT_EVERY {
-            hub.write_snapshot();
+            hub.write_snapshot_in_background();
             last_snapshot = Instant::now();
             dirty = false;
         }
