@@ -184,10 +184,9 @@ impl Listener {
     }
 
     fn exchanges(&self, key: &(SocketAddr, u16)) -> std::sync::MutexGuard<'_, Exchanges> {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = foldhash::fast::FixedState::default().build_hasher();
-        key.hash(&mut h);
-        self.exchanges[(h.finish() as usize) % SHARDS]
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::default().hash_one(key);
+        self.exchanges[(h as usize) % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
