@@ -15,7 +15,7 @@ use crate::store::lod::point_rank;
 use crate::store::{GeomKind, LayerReader, PropRef, Store, StoreError};
 use crate::tile::clip::{ClipBox, TilePoint, clip_line, clip_ring};
 use crate::tile::mvt::{
-    EncodedLayer, MvtLayer, TileGeometry, TileValue, encode_lines, encode_polygons,
+    EncodedLayer, MvtLayer, TileGeometry, TileValue, ValueSlots, encode_lines, encode_polygons,
 };
 use crate::tile::{EXTENT, TileId};
 use bytes::Bytes;
@@ -302,7 +302,25 @@ pub fn render_layer(
     buffer: u32,
     budget: Option<usize>,
 ) -> EncodedLayer {
+    thread_local! {
+        static SLOTS: std::cell::RefCell<ValueSlots> = std::cell::RefCell::default();
+    }
+    SLOTS.with(|slots| match slots.try_borrow_mut() {
+        Ok(mut slots) => render_layer_with(layer, tile, buffer, budget, &mut slots),
+        // Not reentrant in practice; a fresh scratch keeps it correct if it ever is.
+        Err(_) => render_layer_with(layer, tile, buffer, budget, &mut ValueSlots::default()),
+    })
+}
+
+fn render_layer_with(
+    layer: &ServedLayer,
+    tile: TileId,
+    buffer: u32,
+    budget: Option<usize>,
+    slots: &mut ValueSlots,
+) -> EncodedLayer {
     let reader = &layer.reader;
+    slots.prepare(reader.distinct_values());
     let mut out = MvtLayer::new(&layer.name, EXTENT as u32);
     let Some(level) = reader.level(tile.z) else {
         return out.encode(budget);
@@ -374,7 +392,8 @@ pub fn render_layer(
             continue;
         };
         let id = record.id;
-        let props = record.filter_map(|(k, v)| {
+        let numbers = reader.value_ids(f.feature);
+        let props = record.zip(numbers).filter_map(|((k, v), &no)| {
             let key = reader.key(k)?;
             let value = match v {
                 PropRef::String(s) => TileValue::String(s),
@@ -382,9 +401,10 @@ pub fn render_layer(
                 PropRef::Double(d) => TileValue::Double(d),
                 PropRef::Bool(b) => TileValue::Bool(b),
             };
-            Some((k, key, value))
+            Some((k, key, no, value))
         });
-        out.add_indexed(id, geometry, point_rank(f.feature), props);
+        out.add_numbered(id, geometry, point_rank(f.feature), props, slots);
     }
+    slots.reset();
     out.encode(budget)
 }

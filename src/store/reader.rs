@@ -28,6 +28,13 @@ pub struct LayerReader {
     props_index: Range<usize>,
     props: Range<usize>,
     source_index: Range<usize>,
+    /// The layer-wide number of every property value, in record order (see
+    /// [`LayerReader::value_ids`]).
+    value_ids: Vec<u32>,
+    /// Index in `value_ids` of each feature's first value (one more entry at the end).
+    first_value: Vec<u32>,
+    /// Number of distinct values.
+    distinct_values: u32,
     levels: Vec<LevelSections>,
 }
 
@@ -211,6 +218,10 @@ impl LayerReader {
                 ));
             }
         }
+        let (value_ids, first_value, distinct_values) = {
+            let (idx, blob) = (&b[props_index.clone()], &b[props.clone()]);
+            intern_values(idx, blob, feature_count as usize)
+        };
         for l in &levels {
             let ok = l.features.len() == l.len * 4
                 && l.geom_index.len() == (l.len + 1) * 8
@@ -235,6 +246,9 @@ impl LayerReader {
             props_index,
             props,
             source_index,
+            value_ids,
+            first_value,
+            distinct_values,
             levels,
             map,
         })
@@ -317,6 +331,23 @@ impl LayerReader {
     /// numbers follow the Hilbert curve, not the import.
     pub fn source_index(&self, feature: u32) -> Option<u32> {
         read_u32(&self.map[self.source_index.clone()], feature as usize * 4)
+    }
+
+    /// The layer-wide numbers of feature `feature`'s property values, in record order: equal
+    /// values (same type and content) have equal numbers, below
+    /// [`LayerReader::distinct_values`]. Tile generation deduplicates values by these numbers
+    /// with an array instead of hashing every string of every feature per tile.
+    pub fn value_ids(&self, feature: u32) -> &[u32] {
+        let f = feature as usize;
+        match (self.first_value.get(f), self.first_value.get(f + 1)) {
+            (Some(&a), Some(&b)) => self.value_ids.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    /// Number of distinct property values in the layer.
+    pub fn distinct_values(&self) -> u32 {
+        self.distinct_values
     }
 
     /// Feature `feature`'s id and properties, read in place.
@@ -427,4 +458,44 @@ impl<'a> Level<'a> {
         self.tree.search(query, |i| v.push(i));
         v
     }
+}
+
+/// Numbers every property value of the layer (equal values, equal numbers), once at open: a
+/// hash per value here saves a hash per value per tile. Records were validated just before.
+fn intern_values(idx: &[u8], blob: &[u8], features: usize) -> (Vec<u32>, Vec<u32>, u32) {
+    #[derive(PartialEq, Eq, Hash)]
+    enum Key<'a> {
+        S(&'a str),
+        I(i64),
+        D(u64),
+        B(bool),
+    }
+    let mut ids: std::collections::HashMap<Key<'_>, u32, foldhash::fast::FixedState> =
+        std::collections::HashMap::default();
+    let mut value_ids = Vec::new();
+    let mut first = Vec::with_capacity(features + 1);
+    for f in 0..features {
+        first.push(value_ids.len() as u32);
+        let (Some(s), Some(e)) = (read_u64(idx, f * 8), read_u64(idx, f * 8 + 8)) else {
+            continue;
+        };
+        let Some(it) = blob
+            .get(s as usize..e as usize)
+            .and_then(RecordIter::new_validated)
+        else {
+            continue;
+        };
+        for (_, v) in it {
+            let key = match v {
+                PropRef::String(s) => Key::S(s),
+                PropRef::Int(i) => Key::I(i),
+                PropRef::Double(d) => Key::D(d.to_bits()),
+                PropRef::Bool(b) => Key::B(b),
+            };
+            let next = ids.len() as u32;
+            value_ids.push(*ids.entry(key).or_insert(next));
+        }
+    }
+    first.push(value_ids.len() as u32);
+    (value_ids, first, ids.len() as u32)
 }

@@ -199,6 +199,36 @@ pub enum TileValue<'a> {
     Bool(bool),
 }
 
+/// Scratch for [`MvtLayer::add_numbered`]: the tile's value index for each layer-wide value
+/// number (`u32::MAX`: not in the tile yet), and which entries were set, so that resetting
+/// costs what the tile used, not the size of the layer. Kept per thread and reused.
+#[derive(Debug, Default)]
+pub struct ValueSlots {
+    slots: Vec<u32>,
+    touched: Vec<u32>,
+}
+
+impl ValueSlots {
+    /// Makes room for value numbers below `distinct`, and clears what a previous (possibly
+    /// interrupted) tile left.
+    pub fn prepare(&mut self, distinct: u32) {
+        self.reset();
+        if self.slots.len() < distinct as usize {
+            self.slots.resize(distinct as usize, u32::MAX);
+        }
+    }
+
+    /// Clears the entries set since the last reset.
+    pub fn reset(&mut self) {
+        for &t in &self.touched {
+            if let Some(s) = self.slots.get_mut(t as usize) {
+                *s = u32::MAX;
+            }
+        }
+        self.touched.clear();
+    }
+}
+
 /// One layer of a tile being built.
 ///
 /// Features, tags and geometry commands are kept in flat arenas and written to protobuf by
@@ -432,6 +462,38 @@ impl<'a> MvtLayer<'a> {
         for (n, k, v) in props {
             let ki = self.key_numbered(n, k);
             let vi = self.value(v);
+            self.tags.push(ki);
+            self.tags.push(vi);
+        }
+        self.push_feature(id, geometry, rank, start);
+    }
+
+    /// Adds a feature whose keys are numbered as for [`MvtLayer::add_indexed`] and whose
+    /// values carry layer-wide numbers (equal values, equal numbers; see
+    /// `LayerReader::value_ids`): values are matched through `slots` by number, with no
+    /// hashing. Do not mix with [`MvtLayer::add`] or [`MvtLayer::add_indexed`] in one layer.
+    pub fn add_numbered(
+        &mut self,
+        id: Option<u64>,
+        geometry: &TileGeometry,
+        rank: u64,
+        props: impl IntoIterator<Item = (u32, &'a str, u32, TileValue<'a>)>,
+        slots: &mut ValueSlots,
+    ) {
+        let start = self.tags.len() as u32;
+        for (n, k, no, v) in props {
+            let ki = self.key_numbered(n, k);
+            let vi = match slots.slots.get_mut(no as usize) {
+                Some(s) if *s != u32::MAX => *s,
+                Some(s) => {
+                    let i = self.values.len() as u32;
+                    self.values.push(v);
+                    *s = i;
+                    slots.touched.push(no);
+                    i
+                }
+                None => self.value(v),
+            };
             self.tags.push(ki);
             self.tags.push(vi);
         }
