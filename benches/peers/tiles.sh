@@ -6,7 +6,9 @@
 #  (c) geojson-vt + vt-pbf in Node (npm), getTile on a fresh index,
 # printing tiles/s and raw tile size p50/p95 for each, and the ratios; then
 #  (d) cached serving: wrk (Debian) against `urbis serve` and against nginx serving the same
-#      tile bytes from disk, printing requests/s and the ratio.
+#      tile bytes from disk, printing requests/s and the ratio; once without compression and
+#      once with `Accept-Encoding: gzip` as browsers send it (nginx `gzip_static` serving the
+#      same gzip bytes urbis serves).
 # Every load run is bounded (DURATION seconds) and hits only 127.0.0.1 / a unix socket.
 # Needs: gdal-bin postgresql-15-postgis-3 nginx-light wrk nodejs npm bc (apt) — installed
 # here if missing.
@@ -87,6 +89,7 @@ while read -r t; do
   [ "$code" = 200 ] || continue
   mkdir -p "$work/www/tiles/montevideo/$(dirname "$t")"
   cp "$work/tile.bin" "$work/www/tiles/montevideo/$t.mvt"
+  curl -s -H 'Accept-Encoding: gzip' -o "$work/www/tiles/montevideo/$t.mvt.gz" "http://127.0.0.1:18090/tiles/montevideo/$t.mvt"
   paths+=("/tiles/montevideo/$t.mvt")
 done < "$tiles"
 printf '%s\n' "${paths[@]}" > "$work/paths.txt"
@@ -109,7 +112,7 @@ http {
   sendfile on;
   tcp_nopush on;
   types { application/vnd.mapbox-vector-tile mvt; }
-  server { listen 127.0.0.1:18091; root $work/www; etag on; }
+  server { listen 127.0.0.1:18091; root $work/www; etag on; gzip_static on; }
 }
 NGINX
 nginx -c "$work/nginx.conf" -p "$work"
@@ -118,5 +121,10 @@ sleep 0.5
 wrk -t2 -c64 -d2s -s "$work/paths.lua" http://127.0.0.1:18090 >/dev/null   # warm the tile cache
 u_rps=$(wrk -t2 -c64 -d"${DURATION}s" -s "$work/paths.lua" http://127.0.0.1:18090 | tee "$work/wrk-urbis.txt" | awk '/Requests\/sec/ {print $2}')
 n_rps=$(wrk -t2 -c64 -d"${DURATION}s" -s "$work/paths.lua" http://127.0.0.1:18091 | tee "$work/wrk-nginx.txt" | awk '/Requests\/sec/ {print $2}')
+gz=(-H 'Accept-Encoding: gzip')
+wrk -t2 -c64 -d2s "${gz[@]}" -s "$work/paths.lua" http://127.0.0.1:18090 >/dev/null   # warm the gzip entries
+ug_rps=$(wrk -t2 -c64 -d"${DURATION}s" "${gz[@]}" -s "$work/paths.lua" http://127.0.0.1:18090 | tee "$work/wrk-urbis-gz.txt" | awk '/Requests\/sec/ {print $2}')
+ng_rps=$(wrk -t2 -c64 -d"${DURATION}s" "${gz[@]}" -s "$work/paths.lua" http://127.0.0.1:18091 | tee "$work/wrk-nginx-gz.txt" | awk '/Requests\/sec/ {print $2}')
 nginx -c "$work/nginx.conf" -p "$work" -s stop || true
-echo "${#paths[@]} distinct tiles; urbis ${u_rps} req/s, nginx ${n_rps} req/s; urbis/nginx = $(echo "$u_rps / $n_rps" | bc -l | cut -c1-5)"
+echo "${#paths[@]} distinct tiles; identity: urbis ${u_rps} req/s, nginx ${n_rps} req/s; urbis/nginx = $(echo "$u_rps / $n_rps" | bc -l | cut -c1-5)"
+echo "${#paths[@]} distinct tiles; gzip:     urbis ${ug_rps} req/s, nginx ${ng_rps} req/s; urbis/nginx = $(echo "$ug_rps / $ng_rps" | bc -l | cut -c1-5)"

@@ -143,11 +143,11 @@ async fn tile(
         return Problem::bad_request("empty layer name in the layer list").into_response();
     }
     let gzip = accepts_gzip(&headers);
-    if let Some(hub) = &st.live {
+    if let Some(hub) = &st.live
+        && names.iter().any(|n| hub.is_live_layer(n))
+    {
         let live_names = hub.layer_names();
-        if names.iter().any(|n| live_names.contains(n)) {
-            return live_tile(&st, hub, &names, &live_names, tile, gzip, &headers).await;
-        }
+        return live_tile(&st, hub, &names, &live_names, tile, gzip, &headers).await;
     }
     let engine = Arc::clone(&st.engine);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -101,6 +101,8 @@ pub struct RegIndex {
     /// The registry.
     pub reg: Registry,
     by_hash: HashMap<String, String>,
+    /// Live layer names, sorted (computed once per registry read: the tile path asks).
+    layers: Vec<String>,
 }
 
 impl RegIndex {
@@ -110,7 +112,14 @@ impl RegIndex {
             .iter()
             .map(|(id, e)| (e.secret_sha256.clone(), id.clone()))
             .collect();
-        RegIndex { reg, by_hash }
+        let mut layers: Vec<String> = reg.devices.values().map(|e| e.layer.clone()).collect();
+        layers.sort();
+        layers.dedup();
+        RegIndex {
+            reg,
+            by_hash,
+            layers,
+        }
     }
 }
 
@@ -441,16 +450,15 @@ impl Hub {
 
     /// Names of the live layers (every layer with a registered device).
     pub fn layer_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .registry()
-            .reg
-            .devices
-            .values()
-            .map(|e| e.layer.clone())
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+        self.registry().layers.clone()
+    }
+
+    /// True if `name` is a live layer (no allocation: asked on every tile request).
+    pub fn is_live_layer(&self, name: &str) -> bool {
+        read_lock(&self.registry)
+            .layers
+            .binary_search_by(|l| l.as_str().cmp(name))
+            .is_ok()
     }
 
     /// Reports per minute over the last full minute, and in all.
