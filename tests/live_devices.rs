@@ -768,3 +768,81 @@ fn a_stream_client_that_stops_reading_is_cut_off_and_ingest_goes_on() {
         "the stalled client was not cut off"
     );
 }
+
+#[test]
+fn a_full_queue_answers_4_29_with_max_age_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let secret = add_device(&store, "t-1", "fleet", "1m");
+    // A queue of one group: a burst from many endpoints overflows it.
+    let server = Server::start(&store, &["--ingest-queue", "1"]);
+    let socks: Vec<UdpSocket> = (0..64)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            s
+        })
+        .collect();
+    let mut too_many = 0;
+    let mut changed = 0;
+    let mut max_age_ok = true;
+    for round in 0..10u16 {
+        for (i, s) in socks.iter().enumerate() {
+            for j in 0..20u16 {
+                let mid = round * 2000 + i as u16 * 20 + j;
+                let body = format!(r#"{{"lat":60.1,"lon":24.9,"n":{mid}}}"#);
+                s.send_to(
+                    &post(mid, "t-1", &secret, Some(50), body.as_bytes())
+                        .to_bytes()
+                        .unwrap(),
+                    &server.coap,
+                )
+                .unwrap();
+            }
+        }
+        let mut buf = [0u8; 1500];
+        for s in &socks {
+            while let Ok((n, _)) = s.recv_from(&mut buf) {
+                let a = Packet::from_bytes(&buf[..n]).unwrap();
+                match a.header.code {
+                    MessageClass::Response(ResponseType::TooManyRequests) => {
+                        too_many += 1;
+                        max_age_ok &= a.get_first_option(CoapOption::MaxAge).is_some();
+                    }
+                    MessageClass::Response(ResponseType::Changed) => changed += 1,
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+        }
+        if too_many > 0 {
+            break;
+        }
+    }
+    assert!(
+        too_many > 0,
+        "1,280 reports a round into a queue of one never overflowed"
+    );
+    assert!(max_age_ok, "every 4.29 carries Max-Age");
+    assert!(changed > 0);
+    // Once the burst is over, reports are accepted again.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let a = exchange(
+        &sock,
+        &server.coap,
+        &post(
+            60_000,
+            "t-1",
+            &secret,
+            Some(50),
+            b"{\"lat\":60.2,\"lon\":24.8}",
+        )
+        .to_bytes()
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(a.header.code, MessageClass::Response(ResponseType::Changed));
+    let d = server.get("/devices/t-1", &[]).json();
+    assert_eq!(d["position"], serde_json::json!([24.8, 60.2]));
+    assert_eq!(server.get("/ready", &[]).status, 200);
+}
