@@ -4,6 +4,7 @@
 
 pub mod live;
 pub mod problem;
+pub mod styles;
 
 use crate::engine::{Engine, EngineError, ServedLayer};
 use crate::store::FieldType;
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/tiles/{layers}/{z}/{x}/{y}", get(tile))
         .route("/tiles/{tilejson}", get(tilejson))
         .route("/catalog", get(catalog))
+        .route("/styles", get(style_list))
+        .route("/styles/{file}", get(style))
         .route("/health", get(health))
         .route("/ready", get(live::ready))
         .route(
@@ -495,6 +498,39 @@ async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
         }
     }
     json_response(&json!({ "layers": layers }))
+}
+
+async fn style_list(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let base = base_url(&st, &headers);
+    let list: Vec<serde_json::Value> = styles::names()
+        .map(|n| json!({"name": n, "url": format!("{base}/styles/{n}.json")}))
+        .collect();
+    json_response(&json!({ "styles": list }))
+}
+
+async fn style(
+    State(st): State<AppState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let name = file.strip_suffix(".json").unwrap_or(&file);
+    let _ = st.engine.refresh();
+    let base = base_url(&st, &headers);
+    let layers = st.engine.layers();
+    let has =
+        |l: &str| layers.contains_key(l) || st.live.as_ref().is_some_and(|h| h.is_live_layer(l));
+    match styles::style(name, &base, has) {
+        Some(s) => json_response(&s),
+        None => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Unknown style",
+            format!(
+                "no style {name}; see /styles ({})",
+                styles::names().collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn health(State(st): State<AppState>) -> Response {
