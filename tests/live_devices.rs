@@ -846,3 +846,117 @@ fn a_full_queue_answers_4_29_with_max_age_and_recovers() {
     assert_eq!(d["position"], serde_json::json!([24.8, 60.2]));
     assert_eq!(server.get("/ready", &[]).status, 200);
 }
+
+#[test]
+fn a_log_write_failure_stops_acknowledging_and_fails_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let secret = add_device(&store, "t-1", "fleet", "1m");
+    // The server may write files of at most 128 KiB (ulimit -f, 512-byte blocks), with
+    // SIGXFSZ ignored: the log's write fails with EFBIG once it reaches that size.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "trap '' XFSZ; ulimit -f 256; exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_urbis"),
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--coap-bind",
+        "127.0.0.1:0",
+        "--no-demo",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let server = Server::spawn(cmd);
+    let auth = format!("Bearer {secret}");
+    let t0 = now() - 10_000.0;
+    let mut acked = 0u64;
+    let mut refused = None;
+    for batch in 0..200u64 {
+        let body: Vec<String> = (0..100)
+            .map(|i| {
+                let n = batch * 100 + i;
+                format!(r#"{{"lat":60.1,"lon":24.9,"t":{},"n":{n}}}"#, t0 + n as f64)
+            })
+            .collect();
+        let r = http_request(
+            &server.addr,
+            "POST",
+            "/ingest",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            format!("[{}]", body.join(",")).as_bytes(),
+        );
+        match r.status {
+            200 => acked = (batch + 1) * 100,
+            503 => {
+                refused = Some(batch);
+                break;
+            }
+            s => panic!(
+                "unexpected status {s}: {}",
+                String::from_utf8_lossy(&r.body)
+            ),
+        }
+    }
+    let refused = refused.expect("the log never hit the file size limit");
+    eprintln!("{acked} reports acknowledged, then batch {refused} refused");
+    assert!(acked > 0, "some batches must have been acknowledged first");
+    // Out of service: /ready fails, and nothing more is acknowledged, over HTTP or CoAP.
+    let ready = server.get("/ready", &[]);
+    assert_eq!(
+        ready.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    let r = http_request(
+        &server.addr,
+        "POST",
+        "/ingest",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"lat":60.2,"lon":24.8}"#,
+    );
+    assert_eq!(r.status, 503);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let a = exchange(
+        &sock,
+        &server.coap,
+        &post(1, "t-1", &secret, Some(50), b"{\"lat\":60.2,\"lon\":24.8}")
+            .to_bytes()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        a.header.code,
+        MessageClass::Response(ResponseType::ServiceUnavailable)
+    );
+    drop(server);
+    // Restarted without the limit: every acknowledged report is there.
+    let server = Server::start(&store, &[]);
+    let tr = server
+        .get(
+            &format!("/devices/t-1/track?from={}&limit=100000", t0 - 1.0),
+            &[],
+        )
+        .json();
+    let have: std::collections::HashSet<u64> = tr["fixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["telemetry"]["n"].as_f64().unwrap() as u64)
+        .collect();
+    let lost = (0..acked).filter(|n| !have.contains(n)).count();
+    assert_eq!(
+        lost, 0,
+        "{lost} of {acked} acknowledged reports lost (refused at batch {refused})"
+    );
+    assert_eq!(server.get("/ready", &[]).status, 200);
+}

@@ -78,23 +78,30 @@ impl Server {
     /// Starts `urbis serve --bind 127.0.0.1:0 --no-demo --store STORE EXTRA...` and waits for
     /// its "listening" line.
     pub fn start(store: &Path, extra: &[&str]) -> Server {
-        use std::io::{BufRead, BufReader};
         let coap: &[&str] = if extra.contains(&"--coap-bind") {
             &[]
         } else {
             &["--coap-bind", "127.0.0.1:0"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_urbis"))
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--no-demo",
-                "--store",
-                store.to_str().unwrap(),
-            ])
-            .args(coap)
-            .args(extra)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbis"));
+        cmd.args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--no-demo",
+            "--store",
+            store.to_str().unwrap(),
+        ])
+        .args(coap)
+        .args(extra);
+        Server::spawn(cmd)
+    }
+
+    /// Starts a prepared `urbis serve` command (it must print the "listening" line) and waits
+    /// for that line.
+    pub fn spawn(mut cmd: Command) -> Server {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd
             .env("URBIS_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
