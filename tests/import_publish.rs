@@ -18,8 +18,17 @@ fn killed_import_leaves_the_previous_version_intact() {
     );
     let before = common::snapshot(&store);
     let big = common::data("tests/data/montevideo/montevideo.geojson.gz");
+    // Kill at fractions of how long a whole import takes on this machine (a fixed schedule
+    // let fast runs finish before the late kills).
+    let full = {
+        let scratch = dir.path().join("scratch");
+        let t = Instant::now();
+        common::import_json(&big, &scratch, &["--layer", "city"]);
+        t.elapsed()
+    };
     let mut killed = 0;
-    for delay_ms in [30u64, 250, 700, 1200, 2000, 3000] {
+    for fraction in [0.02, 0.1, 0.25, 0.45, 0.65, 0.85] {
+        let delay_ms = ((full.as_secs_f64() * fraction * 1000.0) as u64).max(20);
         let mut child = Command::new(env!("CARGO_BIN_EXE_urbis"))
             .args([
                 "import",
