@@ -15,6 +15,7 @@
 //! coap_bind = "127.0.0.1:5683"   # --coap-bind / URBIS_COAP_BIND (0.0.0.0:5683 for devices)
 //! retention_days = 90            # --retention-days / URBIS_RETENTION_DAYS (position history)
 //! ingest_queue = 1024            # --ingest-queue / URBIS_INGEST_QUEUE (then 4.29 / 429)
+//! wal_segment_mb = 64            # --wal-segment-mb / URBIS_WAL_SEGMENT_MB (history file size)
 //! ```
 
 use serde::Deserialize;
@@ -47,6 +48,8 @@ pub struct FileConfig {
     pub retention_days: Option<u64>,
     /// Report groups waiting for the log, at most.
     pub ingest_queue: Option<usize>,
+    /// Log segment size in MiB.
+    pub wal_segment_mb: Option<u64>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -78,6 +81,8 @@ pub struct Config {
     pub retention_s: u64,
     /// Ingest queue length.
     pub ingest_queue: usize,
+    /// Log segment size, MiB.
+    pub wal_segment_mb: u64,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -187,7 +192,16 @@ impl Config {
                 why: "must be between 1 and 1000000".into(),
             });
         }
+        let wal_segment_mb = o.wal_segment_mb.or(f.wal_segment_mb).unwrap_or(64);
+        if !(1..=4096).contains(&wal_segment_mb) {
+            return Err(ConfigError::Invalid {
+                key: "wal_segment_mb",
+                value: wal_segment_mb.to_string(),
+                why: "must be between 1 and 4096".into(),
+            });
+        }
         Ok(Config {
+            wal_segment_mb,
             coap_bind,
             retention_s: retention_days * 86_400,
             ingest_queue,

@@ -154,6 +154,10 @@ struct ServeArgs {
     /// [default: 1024].
     #[arg(long, env = "URBIS_INGEST_QUEUE")]
     ingest_queue: Option<usize>,
+    /// Size of a device log segment in MiB [default: 64]; history is kept and deleted in
+    /// whole segments.
+    #[arg(long, env = "URBIS_WAL_SEGMENT_MB")]
+    wal_segment_mb: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -301,6 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 coap_bind: a.coap_bind,
                 retention_days: a.retention_days,
                 ingest_queue: a.ingest_queue,
+                wal_segment_mb: a.wal_segment_mb,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             tracing_subscriber::fmt()

@@ -116,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             retention_s: config.retention_s,
             buffer: config.buffer,
             queue: config.ingest_queue,
+            segment_bytes: config.wal_segment_mb << 20,
         };
         tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??
     };

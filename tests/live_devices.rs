@@ -960,3 +960,107 @@ fn a_log_write_failure_stops_acknowledging_and_fails_ready() {
     );
     assert_eq!(server.get("/ready", &[]).status, 200);
 }
+
+#[test]
+fn log_segments_roll_recover_and_expire_with_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let secret = add_device(&store, "t-1", "fleet", "1m");
+    let wal = store.join("live/wal");
+    let segments = || {
+        let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(&wal)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        v.sort();
+        v
+    };
+    let count = |server: &Server| {
+        server.get("/devices/t-1", &[]).json()["reports"]
+            .as_u64()
+            .unwrap()
+    };
+    let track_len = |server: &Server, from: f64| {
+        server
+            .get(&format!("/devices/t-1/track?from={from}&limit=100000"), &[])
+            .json()["fixes"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let t0 = now() - 100_000.0;
+    {
+        let server = Server::start(&store, &["--wal-segment-mb", "1"]);
+        for batch in 0..4u64 {
+            let body: Vec<String> = (0..10_000)
+                .map(|i| {
+                    let n = batch * 10_000 + i;
+                    format!(
+                        r#"{{"lat":60.1,"lon":24.9,"t":{},"n":{n},"battery":87.5,"temperature":21.25,"signal":-97}}"#,
+                        t0 + n as f64
+                    )
+                })
+                .collect();
+            let r = http_request(
+                &server.addr,
+                "POST",
+                "/ingest",
+                &[
+                    ("Authorization", &format!("Bearer {secret}")),
+                    ("Content-Type", "application/json"),
+                ],
+                format!("[{}]", body.join(",")).as_bytes(),
+            );
+            assert_eq!(r.status, 200);
+        }
+        assert_eq!(count(&server), 40_000);
+    } // killed (SIGKILL)
+    let segs = segments();
+    assert!(
+        segs.len() >= 3,
+        "1 MiB segments should have rolled: {segs:?}"
+    );
+    // Recovery reads across every segment.
+    {
+        let server = Server::start(&store, &["--wal-segment-mb", "1"]);
+        assert_eq!(count(&server), 40_000);
+        assert_eq!(track_len(&server, t0 - 1.0), 40_000);
+    }
+    // Age every segment but the newest past the retention period.
+    let old = std::time::SystemTime::now() - Duration::from_secs(100 * 86_400);
+    for p in &segs[..segs.len() - 1] {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    {
+        let server = Server::start(&store, &["--wal-segment-mb", "1", "--retention-days", "90"]);
+        let aged = &segs[..segs.len() - 1];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while aged.iter().any(|p| p.exists()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            aged.iter().all(|p| !p.exists()),
+            "expired segments were not removed: {:?}",
+            segments()
+        );
+        assert!(
+            segments().contains(&segs[segs.len() - 1]),
+            "the newest segment stays"
+        );
+        // History older than the retention is gone; the current state is not.
+        assert!(track_len(&server, t0 - 1.0) < 40_000);
+        assert_eq!(count(&server), 40_000);
+    }
+    // And a restart after the deletion (kill -9 again) still has the state.
+    let server = Server::start(&store, &["--wal-segment-mb", "1"]);
+    assert_eq!(count(&server), 40_000);
+    let d = server.get("/devices/t-1", &[]).json();
+    assert_eq!(d["telemetry"]["n"], 39_999.0);
+}

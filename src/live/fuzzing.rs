@@ -36,6 +36,7 @@ fn listener() -> &'static Arc<Listener> {
             retention_s: 86_400,
             buffer: 64,
             queue: 16,
+            segment_bytes: super::wal::SEGMENT_BYTES,
         })
         .expect("fuzz hub");
         Listener::new(hub)

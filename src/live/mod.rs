@@ -57,6 +57,8 @@ pub struct LiveConfig {
     pub buffer: u32,
     /// Submissions waiting for the committer, at most (beyond: 4.29 / 429).
     pub queue: usize,
+    /// Log segment size, bytes (the unit retention deletes).
+    pub segment_bytes: u64,
 }
 
 /// An event for `/stream`.
@@ -253,7 +255,7 @@ impl Hub {
             last = Some((path.clone(), valid));
         }
         let next_seq = max_seq + 1;
-        let wal = Wal::open(&wal_dir, last, next_seq)
+        let wal = Wal::open(&wal_dir, last, next_seq, cfg.segment_bytes)
             .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
         let (events, _) = tokio::sync::broadcast::channel(STREAM_BUFFER);

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! DIR/wal/SEQ.log     segments, named by the first sequence number they hold (20 digits),
-//!                     rolled at SEGMENT_BYTES; deleted by retention once older than the
+//!                     rolled at a size (default SEGMENT_BYTES); deleted by retention once older than the
 //!                     retention period and covered by a snapshot
 //! frame  = len u32 LE | crc32 u32 LE (of body) | body
 //! body   = kind u8 | seq u64 | fields of the kind (below), little endian
@@ -27,7 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// A segment is closed and a new one started past this size.
+/// A segment is closed and a new one started past this size (by default).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest frame body accepted on reading (a corrupt length beyond it ends the log).
 const MAX_FRAME: u32 = 1 << 20;
@@ -283,6 +283,7 @@ pub struct Wal {
     dir: PathBuf,
     file: File,
     seg_len: u64,
+    segment_bytes: u64,
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -292,10 +293,15 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Wal {
     /// Opens the log for appending after recovery: `valid_len` is the valid prefix of the last
     /// segment (anything after it, a torn write, is cut off), `next_seq` the next number.
-    pub fn open(dir: &Path, last: Option<(PathBuf, u64)>, next_seq: u64) -> io::Result<Wal> {
+    pub fn open(
+        dir: &Path,
+        last: Option<(PathBuf, u64)>,
+        next_seq: u64,
+        segment_bytes: u64,
+    ) -> io::Result<Wal> {
         std::fs::create_dir_all(dir)?;
         let (file, seg_len) = match last {
-            Some((path, valid)) if valid < SEGMENT_BYTES => {
+            Some((path, valid)) if valid < segment_bytes => {
                 let f = OpenOptions::new().write(true).open(&path)?;
                 f.set_len(valid)?;
                 f.sync_all()?;
@@ -310,6 +316,7 @@ impl Wal {
             dir: dir.to_path_buf(),
             file,
             seg_len,
+            segment_bytes,
         })
     }
 
@@ -328,7 +335,7 @@ impl Wal {
     /// Appends encoded frames (whose first sequence number is `first_seq`) and makes them
     /// durable (`fdatasync`) before returning.
     pub fn append_durable(&mut self, frames: &[u8], first_seq: u64) -> io::Result<()> {
-        if self.seg_len >= SEGMENT_BYTES {
+        if self.seg_len >= self.segment_bytes {
             self.file.sync_all()?;
             self.file = Self::create_segment(&self.dir, first_seq)?;
             self.seg_len = 0;
@@ -387,7 +394,7 @@ mod tests {
         for (i, r) in recs.iter().enumerate() {
             r.encode(i as u64 + 1, &mut frames);
         }
-        let mut wal = Wal::open(dir.path(), None, 1).unwrap();
+        let mut wal = Wal::open(dir.path(), None, 1, SEGMENT_BYTES).unwrap();
         wal.append_durable(&frames, 1).unwrap();
         drop(wal);
         let segs = segments(dir.path()).unwrap();
@@ -409,7 +416,13 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         // Reopening cuts the torn tail.
-        let wal = Wal::open(dir.path(), Some((segs[0].1.clone(), valid)), 7).unwrap();
+        let wal = Wal::open(
+            dir.path(),
+            Some((segs[0].1.clone(), valid)),
+            7,
+            SEGMENT_BYTES,
+        )
+        .unwrap();
         drop(wal);
         assert_eq!(std::fs::metadata(&segs[0].1).unwrap().len(), valid);
     }
