@@ -22,6 +22,9 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// The CoAP address when none is configured.
+pub const DEFAULT_COAP_BIND: &str = "127.0.0.1:5683";
+
 /// What the config file may hold; every key optional.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,7 +173,7 @@ impl Config {
         let coap_text = o
             .coap_bind
             .or(f.coap_bind)
-            .unwrap_or_else(|| "127.0.0.1:5683".into());
+            .unwrap_or_else(|| DEFAULT_COAP_BIND.into());
         let coap_bind: SocketAddr = coap_text.parse().map_err(|e| ConfigError::Invalid {
             key: "coap_bind",
             value: coap_text.clone(),

@@ -120,11 +120,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         };
         tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??
     };
-    let coap_socket = tokio::net::UdpSocket::bind(config.coap_bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for CoAP on udp {}: {e}", config.coap_bind))?;
-    let coap_addr = coap_socket.local_addr()?;
-    tokio::spawn(crate::live::coap::Listener::new(Arc::clone(&hub)).run(coap_socket));
+    let coap = match tokio::net::UdpSocket::bind(config.coap_bind).await {
+        Ok(socket) => {
+            let at = socket.local_addr()?;
+            tokio::spawn(crate::live::coap::Listener::new(Arc::clone(&hub)).run(socket));
+            format!("coap on udp://{at}")
+        }
+        // The default port taken (another CoAP server on this machine) should not stop the
+        // tile server that the README's one command starts; another address that fails does.
+        Err(e) if config.coap_bind == crate::config::DEFAULT_COAP_BIND.parse()? => {
+            eprintln!(
+                "urbis: CoAP is off: cannot listen on udp {} ({e}); set --coap-bind to another address",
+                config.coap_bind
+            );
+            "coap off".to_string()
+        }
+        Err(e) => anyhow::bail!("cannot listen for CoAP on udp {}: {e}", config.coap_bind),
+    };
     let ticker = Arc::clone(&hub);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -151,7 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
     let addr = listener.local_addr()?;
     println!(
-        "urbis listening on http://{addr} ({} layers; catalog at http://{addr}/catalog); coap on udp://{coap_addr}",
+        "urbis listening on http://{addr} ({} layers; catalog at http://{addr}/catalog); {coap}",
         engine.layers().len()
     );
     use std::io::Write;
