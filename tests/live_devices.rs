@@ -632,15 +632,15 @@ fn acknowledged_reports_survive_kill_9() {
     let mut mid: u16 = 1;
     let t0 = now() - 3000.0;
     for round in 0..6 {
-        let mut server = Server::start(&store, &[]);
-        let coap = server.coap.clone();
-        // Kill at a random moment while the client is sending.
+        let server = std::sync::Arc::new(std::sync::Mutex::new(Server::start(&store, &[])));
+        let coap = server.lock().unwrap().coap.clone();
+        // Kill (SIGKILL) at a random moment while the client is sending.
         let kill_after = Duration::from_millis(150 + next() % 600);
         let start = Instant::now();
-        let pid = server.child.id();
+        let target = std::sync::Arc::clone(&server);
         let killer = std::thread::spawn(move || {
             std::thread::sleep(kill_after);
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = target.lock().unwrap().child.kill();
         });
         while start.elapsed() < kill_after + Duration::from_millis(300) {
             let (id, secret) = &devices[(sent % devices.len() as u64) as usize];
@@ -658,7 +658,7 @@ fn acknowledged_reports_survive_kill_9() {
             sent += 1;
         }
         killer.join().unwrap();
-        let _ = server.child.wait();
+        let _ = server.lock().unwrap().child.wait();
         eprintln!(
             "round {round}: killed after {kill_after:?}; {} acknowledged so far of {sent}",
             acked.len()
