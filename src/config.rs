@@ -119,6 +119,23 @@ pub enum ConfigError {
     },
 }
 
+/// `value` if it lies in `lo..=hi`, else the error naming `key` and the range.
+fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+    key: &'static str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<T, ConfigError> {
+    if (lo..=hi).contains(&value) {
+        return Ok(value);
+    }
+    Err(ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        why: format!("must be between {lo} and {hi}"),
+    })
+}
+
 impl Config {
     /// Merges file < environment < flags (clap has already merged the last two) and checks.
     pub fn load(file: Option<&Path>, o: Overrides) -> Result<Config, ConfigError> {
@@ -154,14 +171,12 @@ impl Config {
                 why: "must start with http:// or https://".into(),
             });
         }
-        let budget_kb = o.tile_budget_kb.or(f.tile_budget_kb).unwrap_or(500);
-        if !(16..=16_384).contains(&budget_kb) {
-            return Err(ConfigError::Invalid {
-                key: "tile_budget_kb",
-                value: budget_kb.to_string(),
-                why: "must be between 16 and 16384".into(),
-            });
-        }
+        let budget_kb = in_range(
+            "tile_budget_kb",
+            o.tile_budget_kb.or(f.tile_budget_kb).unwrap_or(500),
+            16,
+            16_384,
+        )?;
         let buffer = o.buffer.or(f.buffer).unwrap_or(64);
         if buffer > 2048 {
             return Err(ConfigError::Invalid {
@@ -179,30 +194,24 @@ impl Config {
             value: coap_text.clone(),
             why: format!("{e}; give an address and port such as 0.0.0.0:5683"),
         })?;
-        let retention_days = o.retention_days.or(f.retention_days).unwrap_or(90);
-        if !(1..=3650).contains(&retention_days) {
-            return Err(ConfigError::Invalid {
-                key: "retention_days",
-                value: retention_days.to_string(),
-                why: "must be between 1 and 3650".into(),
-            });
-        }
-        let ingest_queue = o.ingest_queue.or(f.ingest_queue).unwrap_or(1024);
-        if !(1..=1_000_000).contains(&ingest_queue) {
-            return Err(ConfigError::Invalid {
-                key: "ingest_queue",
-                value: ingest_queue.to_string(),
-                why: "must be between 1 and 1000000".into(),
-            });
-        }
-        let wal_segment_mb = o.wal_segment_mb.or(f.wal_segment_mb).unwrap_or(64);
-        if !(1..=4096).contains(&wal_segment_mb) {
-            return Err(ConfigError::Invalid {
-                key: "wal_segment_mb",
-                value: wal_segment_mb.to_string(),
-                why: "must be between 1 and 4096".into(),
-            });
-        }
+        let retention_days = in_range(
+            "retention_days",
+            o.retention_days.or(f.retention_days).unwrap_or(90),
+            1,
+            3650,
+        )?;
+        let ingest_queue = in_range(
+            "ingest_queue",
+            o.ingest_queue.or(f.ingest_queue).unwrap_or(1024),
+            1,
+            1_000_000,
+        )?;
+        let wal_segment_mb = in_range(
+            "wal_segment_mb",
+            o.wal_segment_mb.or(f.wal_segment_mb).unwrap_or(64),
+            1,
+            4096,
+        )?;
         Ok(Config {
             wal_segment_mb,
             coap_bind,

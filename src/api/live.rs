@@ -19,14 +19,25 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-fn hub(st: &AppState) -> Result<Arc<Hub>, Problem> {
-    st.live.clone().ok_or_else(|| {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "Live devices are off",
-            "this server was started without the live layer",
-        )
-    })
+/// The live hub, as a handler argument: requests to a server without the live layer get a
+/// 404 problem before the handler runs.
+pub struct LiveHub(Arc<Hub>);
+
+impl axum::extract::FromRequestParts<AppState> for LiveHub {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        _: &mut axum::http::request::Parts,
+        st: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        st.live.clone().map(LiveHub).ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "Live devices are off",
+                "this server was started without the live layer",
+            )
+        })
+    }
 }
 
 fn submit_problem(e: SubmitError) -> Response {
@@ -66,15 +77,11 @@ fn credential(headers: &HeaderMap, q: &HashMap<String, String>) -> Option<String
 /// platform (ingest key) or one device (its secret). 200 once the accepted records are
 /// durable, with per-record errors.
 pub async fn ingest(
-    State(st): State<AppState>,
+    LiveHub(hub): LiveHub,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let hub = match hub(&st) {
-        Ok(h) => h,
-        Err(p) => return p.into_response(),
-    };
     let Some(secret) = credential(&headers, &q) else {
         return Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -203,16 +210,9 @@ pub async fn ingest(
 }
 
 /// `GET /devices[?layer=&state=]`: every device with its state and last fix, and counts.
-pub async fn devices(
-    State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let hub = match hub(&st) {
-        Ok(h) => h,
-        Err(p) => return p.into_response(),
-    };
+pub async fn devices(LiveHub(hub): LiveHub, Query(q): Query<HashMap<String, String>>) -> Response {
     let _ = hub.refresh_registry();
-    let (list, counts) = hub.with_state(|s| {
+    let (list, counts, alarms) = hub.with_state(|s| {
         let mut counts: HashMap<&'static str, u64> = HashMap::new();
         let mut v: Vec<&crate::live::state::Device> = s
             .devices
@@ -227,10 +227,10 @@ pub async fn devices(
         (
             v.into_iter().map(Hub::device_json).collect::<Vec<_>>(),
             counts,
+            s.inside.len(),
         )
     });
     let (per_minute, total) = hub.report_rate();
-    let alarms = hub.with_state(|s| s.inside.len());
     Json(json!({
         "devices": list,
         "count": list.len(),
@@ -243,11 +243,7 @@ pub async fn devices(
 }
 
 /// `GET /devices/{id}`: last fix, state, telemetry.
-pub async fn device(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    let hub = match hub(&st) {
-        Ok(h) => h,
-        Err(p) => return p.into_response(),
-    };
+pub async fn device(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
     let _ = hub.refresh_registry();
     match hub.with_state(|s| s.devices.get(&id).map(Hub::device_json)) {
         Some(v) => Json(v).into_response(),
@@ -279,14 +275,10 @@ fn seconds(q: &HashMap<String, String>, key: &str, default: f64) -> Result<f64, 
 /// `GET /devices/{id}/track?from=&to=&limit=`: position history (device times in seconds
 /// since the epoch; default the last 24 hours), oldest first, late fixes flagged.
 pub async fn track(
-    State(st): State<AppState>,
+    LiveHub(hub): LiveHub,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let hub = match hub(&st) {
-        Ok(h) => h,
-        Err(p) => return p.into_response(),
-    };
     if hub.device_layer(&id).is_none() {
         return Problem::new(
             StatusCode::NOT_FOUND,
@@ -367,14 +359,10 @@ fn sse_event(e: &StreamEvent) -> Event {
 /// that falls [`crate::live::STREAM_BUFFER`] events behind gets a final `cutoff` event and
 /// is disconnected; ingest never waits for it.
 pub async fn stream(
-    State(st): State<AppState>,
+    LiveHub(hub): LiveHub,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let hub = match hub(&st) {
-        Ok(h) => h,
-        Err(p) => return p.into_response(),
-    };
     let layers = q
         .get("layers")
         .map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>());
@@ -472,21 +460,13 @@ fn fence_json(f: &Fence) -> serde_json::Value {
 }
 
 /// `GET /geofences`: a GeoJSON FeatureCollection.
-pub async fn list_fences(State(st): State<AppState>) -> Response {
-    let hub = match hub(&st) {
-        Ok(h) => h,
-        Err(p) => return p.into_response(),
-    };
+pub async fn list_fences(LiveHub(hub): LiveHub) -> Response {
     let features = hub.with_state(|s| s.fences.values().map(fence_json).collect::<Vec<_>>());
     Json(json!({"type": "FeatureCollection", "features": features})).into_response()
 }
 
 /// `GET /geofences/{id}`.
-pub async fn get_fence(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    let hub = match hub(&st) {
-        Ok(h) => h,
-        Err(p) => return p.into_response(),
-    };
+pub async fn get_fence(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
     match hub.with_state(|s| s.fences.get(&id).map(fence_json)) {
         Some(f) => Json(f).into_response(),
         None => Problem::new(
@@ -500,11 +480,7 @@ pub async fn get_fence(State(st): State<AppState>, Path(id): Path<String>) -> Re
 
 /// `POST /geofences`: a GeoJSON Feature (Polygon or MultiPolygon; `id`, and `name` and
 /// `layers` properties optional) or a bare geometry. 201 with the stored fence once durable.
-pub async fn put_fence(State(st): State<AppState>, body: Bytes) -> Response {
-    let hub = match hub(&st) {
-        Ok(h) => h,
-        Err(p) => return p.into_response(),
-    };
+pub async fn put_fence(LiveHub(hub): LiveHub, body: Bytes) -> Response {
     let v: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return Problem::bad_request(format!("geofence JSON: {e}")).into_response(),
@@ -566,11 +542,7 @@ pub async fn put_fence(State(st): State<AppState>, body: Bytes) -> Response {
 }
 
 /// `DELETE /geofences/{id}`: 204 once durable.
-pub async fn delete_fence(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    let hub = match hub(&st) {
-        Ok(h) => h,
-        Err(p) => return p.into_response(),
-    };
+pub async fn delete_fence(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
     if !hub.with_state(|s| s.fences.contains_key(&id)) {
         return Problem::new(
             StatusCode::NOT_FOUND,

@@ -149,37 +149,48 @@ async fn tile(
     if let Some(hub) = &st.live
         && names.iter().any(|n| hub.is_live_layer(n))
     {
-        let live_names = hub.layer_names();
-        return live_tile(&st, hub, &names, &live_names, tile, gzip, &headers).await;
+        return match live_tile(&st, hub, names, tile, gzip).await {
+            // Live data changes at any moment: clients revalidate (cheap with the ETag).
+            Ok(body) => tile_response(&body, "no-cache", &headers),
+            Err(p) => p.into_response(),
+        };
     }
-    let engine = Arc::clone(&st.engine);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     // Cache hits are answered here; generation runs on the blocking pool.
-    let body = match engine.cached(&refs, tile, gzip) {
+    let body = match st.engine.cached(&refs, tile, gzip) {
         Ok(Some(hit)) => hit,
-        Ok(None) => {
-            let generated = tokio::task::spawn_blocking(move || {
-                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                engine.tile(&refs, tile, gzip)
-            })
-            .await;
-            match generated {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => return engine_problem(e).into_response(),
-                Err(e) => {
-                    return Problem::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Tile generation failed",
-                        e.to_string(),
-                    )
-                    .into_response();
-                }
-            }
-        }
+        Ok(None) => match generate(&st.engine, names, tile, gzip).await {
+            Ok(b) => b,
+            Err(p) => return p.into_response(),
+        },
         Err(e) => return engine_problem(e).into_response(),
     };
     let cache_control = format!("public, max-age={}", st.max_age);
     tile_response(&body, &cache_control, &headers)
+}
+
+/// Generates a (static, possibly composite) tile on the blocking pool.
+async fn generate(
+    engine: &Arc<Engine>,
+    names: Vec<String>,
+    tile: TileId,
+    gzip: bool,
+) -> Result<Arc<crate::engine::TileBody>, Problem> {
+    let engine = Arc::clone(engine);
+    let generated = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        engine.tile(&refs, tile, gzip)
+    })
+    .await;
+    match generated {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(engine_problem(e)),
+        Err(e) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Tile generation failed",
+            e.to_string(),
+        )),
+    }
 }
 
 /// A tile containing live layers: live layers from the hub's cache, static ones from the
@@ -187,49 +198,29 @@ async fn tile(
 async fn live_tile(
     st: &AppState,
     hub: &Arc<crate::live::Hub>,
-    names: &[String],
-    live_names: &[String],
+    names: Vec<String>,
     tile: TileId,
     gzip: bool,
-    headers: &HeaderMap,
-) -> Response {
-    let body = if let [only] = names {
-        hub.tile(only, tile, gzip)
-    } else {
-        let (mut raw, mut features, mut dropped) = (Vec::new(), 0, 0);
-        for n in names {
-            let part = if live_names.contains(n) {
-                hub.tile(n, tile, false)
-            } else {
-                let engine = Arc::clone(&st.engine);
-                let name = n.clone();
-                match tokio::task::spawn_blocking(move || {
-                    engine.tile(&[name.as_str()], tile, false)
-                })
-                .await
-                {
-                    Ok(Ok(b)) => b,
-                    Ok(Err(e)) => return engine_problem(e).into_response(),
-                    Err(e) => {
-                        return Problem::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "Tile generation failed",
-                            e.to_string(),
-                        )
-                        .into_response();
-                    }
-                }
-            };
-            if part.features > 0 {
-                raw.extend_from_slice(&part.bytes);
-            }
-            features += part.features;
-            dropped += part.dropped;
+) -> Result<Arc<crate::engine::TileBody>, Problem> {
+    if let [only] = names.as_slice() {
+        return Ok(hub.tile(only, tile, gzip));
+    }
+    let (mut raw, mut features, mut dropped) = (Vec::new(), 0, 0);
+    for n in names {
+        let part = if hub.is_live_layer(&n) {
+            hub.tile(&n, tile, false)
+        } else {
+            generate(&st.engine, vec![n], tile, false).await?
+        };
+        if part.features > 0 {
+            raw.extend_from_slice(&part.bytes);
         }
-        Arc::new(crate::engine::TileBody::new(raw, gzip, features, dropped))
-    };
-    // Live data changes at any moment: clients revalidate (cheap with the ETag).
-    tile_response(&body, "no-cache", headers)
+        features += part.features;
+        dropped += part.dropped;
+    }
+    Ok(Arc::new(crate::engine::TileBody::new(
+        raw, gzip, features, dropped,
+    )))
 }
 
 fn tile_response(

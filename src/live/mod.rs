@@ -134,10 +134,20 @@ pub enum Principal {
     Ingest(String),
 }
 
+/// The cached tiles of one live layer, and the zooms they are at (a bit per zoom).
+#[derive(Default)]
+struct LayerTiles {
+    tiles: HashMap<(TileId, bool), Arc<TileBody>>,
+    zooms: u32,
+}
+
+/// Live tiles by layer: a hit and an invalidation look the layer up by `&str` and allocate
+/// nothing (invalidation runs on the committer thread for every applied report).
 #[derive(Default)]
 struct LiveCache {
-    map: HashMap<(String, TileId, bool), Arc<TileBody>>,
-    zooms: HashMap<String, u32>,
+    layers: HashMap<String, LayerTiles>,
+    /// Tiles cached in all layers.
+    entries: usize,
     /// Bumped by every invalidation: a tile rendered before one is not cached after it.
     generation: u64,
 }
@@ -156,13 +166,13 @@ pub struct Hub {
     reg_stamp: Mutex<Option<SystemTime>>,
     state: RwLock<LiveState>,
     tx: SyncSender<Job>,
-    failed: Arc<Mutex<Option<String>>>,
-    failed_flag: Arc<AtomicBool>,
+    failed: Mutex<Option<String>>,
+    /// `failed.is_some()`, readable without the lock on every submission.
+    failed_flag: AtomicBool,
     events: tokio::sync::broadcast::Sender<Arc<StreamEvent>>,
     recent: Mutex<VecDeque<Arc<StreamEvent>>>,
     cache: Mutex<LiveCache>,
     rate: Mutex<Rate>,
-    queued: AtomicU64,
     snapshot_busy: AtomicBool,
     /// Sequence number covered by the last snapshot on disk.
     snapshot_seq: AtomicU64,
@@ -211,7 +221,6 @@ impl Hub {
         let registry_file = RegistryFile::new(&cfg.store_dir);
         let reg = registry_file.load()?;
         let mut st = LiveState::default();
-        st.sync_registry(&reg);
         let snap_path = dir.join("snapshot.json");
         if let Ok(bytes) = std::fs::read(&snap_path) {
             let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| {
@@ -221,8 +230,9 @@ impl Hub {
                 ))
             })?;
             st.restore(snap, &reg);
-            st.sync_registry(&reg);
         }
+        // Devices registered since the snapshot (or all, without one) start as `new`.
+        st.sync_registry(&reg);
         // Replay the log after the snapshot.
         let segs = wal::segments(&wal_dir)
             .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
@@ -269,13 +279,12 @@ impl Hub {
             reg_stamp: Mutex::new(stamp),
             state: RwLock::new(st),
             tx,
-            failed: Arc::new(Mutex::new(None)),
-            failed_flag: Arc::new(AtomicBool::new(false)),
+            failed: Mutex::new(None),
+            failed_flag: AtomicBool::new(false),
             events,
             recent: Mutex::new(VecDeque::new()),
             cache: Mutex::new(LiveCache::default()),
             rate: Mutex::new(Rate::default()),
-            queued: AtomicU64::new(0),
             snapshot_busy: AtomicBool::new(false),
             snapshot_seq: AtomicU64::new(0),
         });
@@ -365,11 +374,6 @@ impl Hub {
         }
     }
 
-    /// Submissions waiting for the committer.
-    pub fn queued(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
-    }
-
     /// Hands records to the committer; the receiver gets their sequence numbers once they are
     /// durable. Never blocks: a full queue is [`SubmitError::Overloaded`].
     pub fn submit(
@@ -399,10 +403,7 @@ impl Hub {
             items,
             reply: Some(reply),
         }) {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => {
                 Err(SubmitError::Failed("the log thread has stopped".into()))
@@ -490,10 +491,9 @@ impl Hub {
 
     /// A live tile (one layer), from the cache or rendered.
     pub fn tile(&self, layer: &str, tile: TileId, gzip: bool) -> Arc<TileBody> {
-        let key = (layer.to_string(), tile, gzip);
         let generation = {
             let c = lock(&self.cache);
-            if let Some(b) = c.map.get(&key) {
+            if let Some(b) = c.layers.get(layer).and_then(|l| l.tiles.get(&(tile, gzip))) {
                 return Arc::clone(b);
             }
             c.generation
@@ -512,12 +512,14 @@ impl Hub {
         if c.generation != generation {
             return body; // the state changed while rendering: serve, but do not keep
         }
-        if c.map.len() >= MAX_CACHED_TILES {
-            c.map.clear();
-            c.zooms.clear();
+        if c.entries >= MAX_CACHED_TILES {
+            c.layers.clear();
+            c.entries = 0;
         }
-        *c.zooms.entry(layer.to_string()).or_default() |= 1 << tile.z.min(31);
-        c.map.insert(key, Arc::clone(&body));
+        let l = c.layers.entry(layer.to_string()).or_default();
+        l.zooms |= 1 << tile.z.min(31);
+        let added = l.tiles.insert((tile, gzip), Arc::clone(&body)).is_none();
+        c.entries += usize::from(added);
         body
     }
 
@@ -527,19 +529,18 @@ impl Hub {
         let g = lonlat_to_grid(pos[0], pos[1]);
         let mut c = lock(&self.cache);
         c.generation += 1;
-        let Some(&zooms) = c.zooms.get(layer) else {
+        let Some(l) = c.layers.get_mut(layer) else {
             return;
         };
-        for z in 0..32u8 {
-            if zooms & (1 << z) == 0 {
-                continue;
-            }
+        let mut removed = 0;
+        for z in (0..32u8).filter(|z| l.zooms & (1 << z) != 0) {
             for t in tiles::tiles_showing(g, z, self.cfg.buffer) {
                 for gz in [false, true] {
-                    c.map.remove(&(layer.to_string(), t, gz));
+                    removed += usize::from(l.tiles.remove(&(t, gz)).is_some());
                 }
             }
         }
+        c.entries -= removed;
     }
 
     /// Writes the snapshot (temp file, fsync, rename).
@@ -760,7 +761,6 @@ impl Hub {
                         pos: None,
                         data: json!({"fences": st.fences.len()}).to_string(),
                     }),
-                    Change::Late { .. } => {}
                 }
             }
         }
@@ -810,7 +810,6 @@ fn committer(hub: std::sync::Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut nex
                     Err(_) => break,
                 }
             }
-            hub.queued.fetch_sub(jobs.len() as u64, Ordering::Relaxed);
             if let Err(why) = hub.is_ready() {
                 for j in jobs {
                     if let Some(r) = j.reply {

@@ -122,13 +122,6 @@ pub enum Change {
         /// Log sequence number.
         seq: u64,
     },
-    /// A late report went to history.
-    Late {
-        /// Device.
-        device: String,
-        /// Sequence number.
-        seq: u64,
-    },
     /// A geofence event.
     Fence {
         /// Fence id.
@@ -382,10 +375,6 @@ impl LiveState {
         if d.t.is_some_and(|t| r.t < t) {
             r.late = true;
             d.late += 1;
-            changes.push(Change::Late {
-                device: r.device.clone(),
-                seq,
-            });
             return;
         }
         r.late = false;

@@ -302,11 +302,10 @@ impl Wal {
         std::fs::create_dir_all(dir)?;
         let (file, seg_len) = match last {
             Some((path, valid)) if valid < segment_bytes => {
-                let f = OpenOptions::new().write(true).open(&path)?;
+                use std::io::Seek;
+                let mut f = OpenOptions::new().write(true).open(&path)?;
                 f.set_len(valid)?;
                 f.sync_all()?;
-                let mut f = f;
-                use std::io::Seek;
                 f.seek(io::SeekFrom::Start(valid))?;
                 (f, valid)
             }
