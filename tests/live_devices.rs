@@ -302,6 +302,11 @@ fn exchange(sock: &UdpSocket, addr: &str, bytes: &[u8]) -> Option<Packet> {
     }
 }
 
+/// Sends `p` and returns the answer (panics if none comes).
+fn ask(sock: &UdpSocket, addr: &str, p: &Packet) -> Packet {
+    exchange(sock, addr, &p.to_bytes().unwrap()).expect("an answer")
+}
+
 fn code(p: &Packet) -> MessageClass {
     p.header.code
 }
@@ -339,7 +344,7 @@ fn malformed_coap_and_bad_reports_get_the_right_code_and_never_crash() {
     assert_eq!(code(&a), resp(ResponseType::RequestEntityTooLarge));
     assert!(a.get_first_option(CoapOption::Size1).is_some());
     // Bad SenML: 4.00 with a diagnostic naming the problem.
-    let a = exchange(
+    let a = ask(
         &sock,
         c,
         &post(
@@ -348,65 +353,39 @@ fn malformed_coap_and_bad_reports_get_the_right_code_and_never_crash() {
             &secret,
             Some(110),
             b"[{\"n\":\"lat\",\"v\":\"north\"}]",
-        )
-        .to_bytes()
-        .unwrap(),
-    )
-    .unwrap();
+        ),
+    );
     assert_eq!(code(&a), resp(ResponseType::BadRequest));
     assert!(
         String::from_utf8_lossy(&a.payload).contains("'v' must be a number"),
         "{:?}",
         String::from_utf8_lossy(&a.payload)
     );
-    let a = exchange(
-        &sock,
-        c,
-        &post(3, "tr-1", &secret, Some(112), b"\xa1\x00")
-            .to_bytes()
-            .unwrap(),
-    )
-    .unwrap();
+    let a = ask(&sock, c, &post(3, "tr-1", &secret, Some(112), b"\xa1\x00"));
     assert_eq!(code(&a), resp(ResponseType::BadRequest));
     // Out-of-range coordinates.
-    let a = exchange(
+    let a = ask(
         &sock,
         c,
-        &post(4, "tr-1", &secret, Some(50), b"{\"lat\":95,\"lon\":10}")
-            .to_bytes()
-            .unwrap(),
-    )
-    .unwrap();
+        &post(4, "tr-1", &secret, Some(50), b"{\"lat\":95,\"lon\":10}"),
+    );
     assert_eq!(code(&a), resp(ResponseType::BadRequest));
     assert!(String::from_utf8_lossy(&a.payload).contains("out of range"));
     // Unknown device; wrong secret; no secret.
-    let a = exchange(
+    let a = ask(
         &sock,
         c,
-        &post(5, "nobody", &secret, Some(50), b"{\"lat\":1,\"lon\":1}")
-            .to_bytes()
-            .unwrap(),
-    )
-    .unwrap();
+        &post(5, "nobody", &secret, Some(50), b"{\"lat\":1,\"lon\":1}"),
+    );
     assert_eq!(code(&a), resp(ResponseType::NotFound));
-    let a = exchange(
+    let a = ask(
         &sock,
         c,
-        &post(6, "tr-1", "ds_wrong", Some(50), b"{\"lat\":1,\"lon\":1}")
-            .to_bytes()
-            .unwrap(),
-    )
-    .unwrap();
+        &post(6, "tr-1", "ds_wrong", Some(50), b"{\"lat\":1,\"lon\":1}"),
+    );
     assert_eq!(code(&a), resp(ResponseType::Unauthorized));
     // Unsupported content-format.
-    let a = exchange(
-        &sock,
-        c,
-        &post(7, "tr-1", &secret, Some(0), b"lat=1")
-            .to_bytes()
-            .unwrap(),
-    )
-    .unwrap();
+    let a = ask(&sock, c, &post(7, "tr-1", &secret, Some(0), b"lat=1"));
     assert_eq!(code(&a), resp(ResponseType::UnsupportedContentFormat));
     // GET is not allowed.
     let mut g = post(8, "tr-1", &secret, None, b"");
@@ -827,7 +806,7 @@ fn a_full_queue_answers_4_29_with_max_age_and_recovers() {
     // Once the burst is over, reports are accepted again.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let a = exchange(
+    let a = ask(
         &sock,
         &server.coap,
         &post(
@@ -836,11 +815,8 @@ fn a_full_queue_answers_4_29_with_max_age_and_recovers() {
             &secret,
             Some(50),
             b"{\"lat\":60.2,\"lon\":24.8}",
-        )
-        .to_bytes()
-        .unwrap(),
-    )
-    .unwrap();
+        ),
+    );
     assert_eq!(a.header.code, MessageClass::Response(ResponseType::Changed));
     let d = server.get("/devices/t-1", &[]).json();
     assert_eq!(d["position"], serde_json::json!([24.8, 60.2]));
@@ -926,14 +902,11 @@ fn a_log_write_failure_stops_acknowledging_and_fails_ready() {
     assert_eq!(r.status, 503);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let a = exchange(
+    let a = ask(
         &sock,
         &server.coap,
-        &post(1, "t-1", &secret, Some(50), b"{\"lat\":60.2,\"lon\":24.8}")
-            .to_bytes()
-            .unwrap(),
-    )
-    .unwrap();
+        &post(1, "t-1", &secret, Some(50), b"{\"lat\":60.2,\"lon\":24.8}"),
+    );
     assert_eq!(
         a.header.code,
         MessageClass::Response(ResponseType::ServiceUnavailable)
