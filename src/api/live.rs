@@ -461,13 +461,19 @@ fn fence_json(f: &Fence) -> serde_json::Value {
 
 /// `GET /geofences`: a GeoJSON FeatureCollection.
 pub async fn list_fences(LiveHub(hub): LiveHub) -> Response {
-    let features = hub.with_state(|s| s.fences.values().map(fence_json).collect::<Vec<_>>());
+    let features = hub.with_state(|s| {
+        s.fence_set
+            .fences()
+            .iter()
+            .map(fence_json)
+            .collect::<Vec<_>>()
+    });
     Json(json!({"type": "FeatureCollection", "features": features})).into_response()
 }
 
 /// `GET /geofences/{id}`.
 pub async fn get_fence(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
-    match hub.with_state(|s| s.fences.get(&id).map(fence_json)) {
+    match hub.with_state(|s| s.fence_set.get(&id).map(fence_json)) {
         Some(f) => Json(f).into_response(),
         None => Problem::new(
             StatusCode::NOT_FOUND,
@@ -543,7 +549,7 @@ pub async fn put_fence(LiveHub(hub): LiveHub, body: Bytes) -> Response {
 
 /// `DELETE /geofences/{id}`: 204 once durable.
 pub async fn delete_fence(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
-    if !hub.with_state(|s| s.fences.contains_key(&id)) {
+    if !hub.with_state(|s| s.fence_set.get(&id).is_some()) {
         return Problem::new(
             StatusCode::NOT_FOUND,
             "Unknown geofence",

@@ -179,6 +179,11 @@ impl FenceSet {
         &self.fences
     }
 
+    /// The fence with id `id`.
+    pub fn get(&self, id: &str) -> Option<&Fence> {
+        self.fences.iter().find(|f| f.id == id)
+    }
+
     /// The events of one device of `layer` moving from `prev` to `cur`, by fence order.
     pub fn events(
         &self,

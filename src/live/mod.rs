@@ -759,7 +759,7 @@ impl Hub {
                         event: "geofences",
                         layer: None,
                         pos: None,
-                        data: json!({"fences": st.fences.len()}).to_string(),
+                        data: json!({"fences": st.fence_set.fences().len()}).to_string(),
                     }),
                 }
             }

@@ -166,9 +166,7 @@ pub struct LiveState {
     pub ids: Vec<String>,
     /// Slot of each device id (slots are never reused while running).
     pub slots: HashMap<String, u32>,
-    /// Geofences by id.
-    pub fences: BTreeMap<String, Fence>,
-    /// The same, indexed.
+    /// The geofences (sorted by id), indexed.
     pub fence_set: FenceSet,
     /// (fence, device) pairs with the device inside: open alarms.
     pub inside: BTreeSet<(String, String)>,
@@ -329,15 +327,16 @@ impl LiveState {
                     .ok()
                     .and_then(|v| fence_from_json(&v))
                 {
-                    self.fences.insert(f.id.clone(), f);
-                    self.reindex_fences();
+                    let mut all = self.fences_without(&f.id);
+                    all.push(f);
+                    self.set_fences(all);
                     changes.push(Change::Fences { seq });
                 }
             }
             Record::FenceDel(id) => {
-                self.fences.remove(id.as_str());
+                let rest = self.fences_without(id);
+                self.set_fences(rest);
                 self.inside.retain(|(f, _)| f != id);
-                self.reindex_fences();
                 changes.push(Change::Fences { seq });
             }
             Record::State { state, device, .. } => {
@@ -352,8 +351,18 @@ impl LiveState {
         }
     }
 
-    fn reindex_fences(&mut self) {
-        self.fence_set = FenceSet::new(self.fences.values().cloned().collect());
+    fn fences_without(&self, id: &str) -> Vec<Fence> {
+        self.fence_set
+            .fences()
+            .iter()
+            .filter(|f| f.id != id)
+            .cloned()
+            .collect()
+    }
+
+    fn set_fences(&mut self, mut fences: Vec<Fence>) {
+        fences.sort_by(|a, b| a.id.cmp(&b.id));
+        self.fence_set = FenceSet::new(fences);
     }
 
     fn apply_report(
@@ -452,8 +461,9 @@ impl LiveState {
             seq: self.seq,
             devices,
             fences: self
-                .fences
-                .values()
+                .fence_set
+                .fences()
+                .iter()
                 .filter_map(|f| serde_json::to_value(f).ok())
                 .collect(),
             inside: self.inside.iter().cloned().collect(),
@@ -475,12 +485,7 @@ impl LiveState {
             self.insert_point(&d);
             self.devices.insert(d.id.clone(), d);
         }
-        for v in snap.fences {
-            if let Some(f) = fence_from_json(&v) {
-                self.fences.insert(f.id.clone(), f);
-            }
-        }
-        self.reindex_fences();
+        self.set_fences(snap.fences.iter().filter_map(fence_from_json).collect());
         self.inside = snap.inside.into_iter().collect();
     }
 }
