@@ -209,7 +209,8 @@ pub async fn ingest(
     }
 }
 
-/// `GET /devices[?layer=&state=]`: every device with its state and last fix, and counts.
+/// `GET /devices[?layer=&state=&summary=true]`: every device with its state and last fix
+/// (`null` with `summary=true`), and counts.
 pub async fn devices(LiveHub(hub): LiveHub, Query(q): Query<HashMap<String, String>>) -> Response {
     let _ = hub.refresh_registry();
     let (list, counts, alarms) = hub.with_state(|s| {
@@ -231,9 +232,15 @@ pub async fn devices(LiveHub(hub): LiveHub, Query(q): Query<HashMap<String, Stri
         )
     });
     let (per_minute, total) = hub.report_rate();
+    let count = list.len();
+    // `summary=true`: the counts only, for dashboards that poll (the list can be long).
+    let list = match q.get("summary").map(String::as_str) {
+        Some("true" | "1") => None,
+        _ => Some(list),
+    };
     Json(json!({
         "devices": list,
-        "count": list.len(),
+        "count": count,
         "states": counts,
         "reports_last_minute": per_minute,
         "reports_total": total,

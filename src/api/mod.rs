@@ -5,6 +5,7 @@
 pub mod live;
 pub mod problem;
 pub mod styles;
+pub mod viewer;
 
 use crate::engine::{Engine, EngineError, ServedLayer};
 use crate::store::FieldType;
@@ -49,6 +50,10 @@ pub fn router(state: AppState) -> Router {
         // axum 0.8 panics on `{y}.mvt`: take the whole segment and strip the extension.
         .route("/tiles/{layers}/{z}/{x}/{y}", get(tile))
         .route("/tiles/{tilejson}", get(tilejson))
+        .route("/", get(viewer::index))
+        .route("/ops", get(viewer::ops))
+        .route("/viewer/{file}", get(viewer::file))
+        .route("/favicon.ico", get(viewer::favicon))
         .route("/catalog", get(catalog))
         .route("/styles", get(style_list))
         .route("/styles/{file}", get(style))
@@ -481,6 +486,7 @@ async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
                 "bounds": live_bounds(hub, &name),
                 "minzoom": 0,
                 "maxzoom": crate::live::tiles::LIVE_MAXZOOM,
+                "clustered_below": crate::live::tiles::CLUSTER_BELOW,
                 "geometry_types": {"Point": devices},
                 "fields": live_vector_layer(&name)["fields"],
                 "tilejson": format!("{base}/tiles/{name}.json"),

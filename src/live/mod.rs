@@ -152,10 +152,41 @@ struct LiveCache {
     generation: u64,
 }
 
-/// Reports per minute over the last minutes.
-#[derive(Default)]
+/// Reports counted per second in a ring of [`RATE_SLOTS`] seconds, for a sliding one-minute
+/// count (what a dashboard means by "reports per minute": the last 60 s, not the last
+/// calendar minute, which reads 0 for the first minute after a quiet one).
 struct Rate {
-    minutes: VecDeque<(u64, u64)>,
+    /// (second, reports in it), indexed by second modulo the ring size.
+    seconds: [(u64, u64); RATE_SLOTS],
+}
+
+const RATE_SLOTS: usize = 64;
+
+impl Default for Rate {
+    fn default() -> Self {
+        Rate {
+            seconds: [(0, 0); RATE_SLOTS],
+        }
+    }
+}
+
+impl Rate {
+    fn add(&mut self, sec: u64, n: u64) {
+        let slot = &mut self.seconds[sec as usize % RATE_SLOTS];
+        if slot.0 != sec {
+            *slot = (sec, 0);
+        }
+        slot.1 += n;
+    }
+
+    /// Reports in the 60 seconds up to and including `sec`.
+    fn last_minute(&self, sec: u64) -> u64 {
+        self.seconds
+            .iter()
+            .filter(|(s, _)| *s <= sec && sec - *s < 60)
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 /// The live hub: registry, state, committer, stream and live tile cache.
@@ -464,29 +495,14 @@ impl Hub {
             .is_ok()
     }
 
-    /// Reports per minute over the last full minute, and in all.
+    /// Reports acknowledged in the last 60 seconds, and in all.
     pub fn report_rate(&self) -> (u64, u64) {
         let total = read_lock(&self.state).reports_total;
-        let now_min = (now_s() / 60.0) as u64;
-        let r = lock(&self.rate);
-        let last = r
-            .minutes
-            .iter()
-            .find(|(m, _)| *m + 1 == now_min)
-            .map_or(0, |(_, n)| *n);
-        (last, total)
+        (lock(&self.rate).last_minute(now_s() as u64), total)
     }
 
     fn count_reports(&self, n: u64) {
-        let now_min = (now_s() / 60.0) as u64;
-        let mut r = lock(&self.rate);
-        match r.minutes.back_mut() {
-            Some((m, c)) if *m == now_min => *c += n,
-            _ => r.minutes.push_back((now_min, n)),
-        }
-        while r.minutes.len() > 10 {
-            r.minutes.pop_front();
-        }
+        lock(&self.rate).add(now_s() as u64, n);
     }
 
     /// A live tile (one layer), from the cache or rendered.
@@ -889,5 +905,26 @@ fn committer(hub: std::sync::Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut nex
             hub.apply_retention();
             last_retention = Some(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rate;
+
+    #[test]
+    fn the_report_rate_is_a_sliding_minute() {
+        let mut r = Rate::default();
+        r.add(1000, 5);
+        r.add(1000, 2);
+        r.add(1030, 10);
+        assert_eq!(r.last_minute(1030), 17);
+        assert_eq!(r.last_minute(1059), 17);
+        assert_eq!(r.last_minute(1060), 10, "second 1000 left the window");
+        assert_eq!(r.last_minute(1089), 10);
+        assert_eq!(r.last_minute(1090), 0);
+        // A slot reused 64 s later starts from zero.
+        r.add(1064, 1);
+        assert_eq!(r.last_minute(1064), 11);
     }
 }

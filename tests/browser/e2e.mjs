@@ -1,0 +1,330 @@
+// End-to-end test of the web viewer (/) and the big screen (/ops) in Debian's Chromium,
+// driven by Playwright. tests/browser.rs starts the server (with only the README's run
+// command), registers devices, and runs this with:
+//   URBIS_URL       the server, e.g. http://127.0.0.1:8080
+//   URBIS_KEY       an ingest key (`urbis devices key`)
+//   URBIS_DEVICES   device ids of one live layer, comma-separated
+//   URBIS_LAYER     that live layer
+//   OUT_DIR         where the screenshots go
+// Exits non-zero with the failed assertion. Every step prints what it measured.
+
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const base = process.env.URBIS_URL ?? 'http://127.0.0.1:8080';
+const key = process.env.URBIS_KEY;
+const devices = (process.env.URBIS_DEVICES ?? '').split(',').filter(Boolean);
+const liveLayer = process.env.URBIS_LAYER;
+const out = process.env.OUT_DIR ?? 'target/browser';
+assert.ok(key && devices.length >= 2 && liveLayer, 'URBIS_KEY, URBIS_DEVICES (2+) and URBIS_LAYER are needed');
+mkdirSync(out, { recursive: true });
+
+const log = (...a) => console.log('[e2e]', ...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function api(method, path, body) {
+  const r = await fetch(base + path, {
+    method,
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** Reports positions over HTTP; resolves once the server says they are durable. */
+async function report(...fixes) {
+  const t = Date.now() / 1000;
+  const res = await api('POST', '/ingest', fixes.map(([device, lon, lat], i) => ({ device, lon, lat, t: t + i * 1e-3 })));
+  assert.equal(res.accepted, fixes.length, JSON.stringify(res));
+}
+
+// Where the devices go: around Helsinki's Kauppatori, inside the demo data.
+const P0 = [24.9520, 60.1675];
+const P1 = [24.9535, 60.1680];
+const FENCE = [[24.9550, 60.1665], [24.9580, 60.1665], [24.9580, 60.1685], [24.9550, 60.1685], [24.9550, 60.1665]];
+const INSIDE = [24.9565, 60.1675];
+
+// The headless flags the issue asks for; a fresh profile per run.
+const profile = mkdtempSync(join(tmpdir(), 'urbis-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--disable-quic', '--no-first-run'],
+  viewport: { width: 1280, height: 800 },
+});
+
+/** Console errors, page errors, failed and >= 400 requests of a page. */
+function watch(page, name) {
+  const w = { errors: [], failed: [], aborted: 0, closing: false };
+  page.on('console', (m) => { if (m.type() === 'error') w.errors.push(`${name} console: ${m.text()}`); });
+  page.on('pageerror', (e) => w.errors.push(`${name} page error: ${e.message}`));
+  page.on('requestfailed', (r) => {
+    if (w.closing) return;
+    const why = r.failure()?.errorText ?? '';
+    // MapLibre cancels the tile requests of a view it has left: not a failure of the server.
+    if (why === 'net::ERR_ABORTED' && r.url().includes('/tiles/')) { w.aborted += 1; return; }
+    w.failed.push(`${name}: ${r.method()} ${r.url()} ${why}`);
+  });
+  page.on('response', (r) => { if (r.status() >= 400) w.failed.push(`${name}: ${r.status()} ${r.url()}`); });
+  return w;
+}
+
+function clean(w, name) {
+  assert.deepEqual(w.errors, [], `${name}: console errors`);
+  assert.deepEqual(w.failed, [], `${name}: failed requests`);
+  log(`${name}: 0 console errors, 0 failed requests (${w.aborted} tile requests cancelled by map moves)`);
+}
+
+const idle = (page) => page.evaluate(() => new Promise((r) => {
+  const m = window.urbis.map;
+  if (m.loaded() && m.areTilesLoaded() && !m.isMoving()) r(); else m.once('idle', () => r());
+}));
+
+/** Rendered device features with this id, as [lon, lat] (any live device layer). */
+const rendered = (page, id) => page.evaluate((id) => {
+  const { map, live } = window.urbis;
+  return map.queryRenderedFeatures({ layers: live.deviceLayerIds() })
+    .filter((f) => f.properties.id === id)
+    .map((f) => ({ layer: f.layer.id, at: f.geometry.coordinates, state: f.properties.state }));
+}, id);
+
+const near = (a, b, tol) => Math.abs(a[0] - b[0]) < tol && Math.abs(a[1] - b[1]) < tol;
+
+let failed = false;
+try {
+  // ---- Before the pages: the devices report where they are.
+  await report([devices[0], ...P0], [devices[1], ...P0.map((x) => x + 0.0004)]);
+  const catalog = await (await fetch(`${base}/catalog`)).json();
+  const names = catalog.layers.map((l) => l.name);
+  assert.ok(names.includes(liveLayer), `${liveLayer} is in /catalog: ${names}`);
+
+  // ---- 1. The viewer.
+  const page = await context.newPage();
+  const w = watch(page, 'viewer');
+  const t0 = Date.now();
+  await page.goto(`${base}/`);
+  await page.waitForFunction(() => window.urbis?.ready === true, null, { timeout: 90000 });
+  await idle(page);
+  log(`viewer idle after ${Date.now() - t0} ms`);
+
+  // Zoomed to the data: the view lies inside the catalog's bounds, and shows most of them.
+  const view = await page.evaluate(() => window.urbis.map.getBounds().toArray().flat());
+  const stat = catalog.layers.filter((l) => !l.live && l.bounds);
+  const db = [Math.min(...stat.map((l) => l.bounds[0])), Math.min(...stat.map((l) => l.bounds[1])),
+    Math.max(...stat.map((l) => l.bounds[2])), Math.max(...stat.map((l) => l.bounds[3]))];
+  const cx = (view[0] + view[2]) / 2;
+  const cy = (view[1] + view[3]) / 2;
+  assert.ok(cx > db[0] && cx < db[2] && cy > db[1] && cy < db[3], `view ${view} centred on the data ${db}`);
+  assert.ok(view[2] - view[0] >= (db[2] - db[0]) * 0.9, `view ${view} spans the data ${db}`);
+
+  // Features from at least three demo layers are drawn.
+  const byLayer = await page.evaluate(() => {
+    const c = {};
+    for (const f of window.urbis.map.queryRenderedFeatures()) {
+      const l = f.layer.metadata?.['urbis:layer'] ?? f.sourceLayer;
+      if (l) c[l] = (c[l] ?? 0) + 1;
+    }
+    return c;
+  });
+  log('rendered features by layer:', JSON.stringify(byLayer));
+  const demo = Object.keys(byLayer).filter((l) => l.startsWith('helsinki'));
+  assert.ok(demo.length >= 3, `features of >= 3 demo layers rendered, got ${demo}`);
+
+  // A toggle per catalog layer; switching one off removes its features, on brings them back.
+  const toggles = await page.$$eval('#layers input[type=checkbox]', (b) => b.map((x) => x.dataset.layer));
+  for (const n of names) assert.ok(toggles.includes(n), `layer list has ${n}: ${toggles}`);
+  const count = (l) => page.evaluate((l) => window.urbis.map.queryRenderedFeatures()
+    .filter((f) => (f.layer.metadata?.['urbis:layer'] ?? f.sourceLayer) === l).length, l);
+  const before = await count('helsinki_points');
+  assert.ok(before > 0, 'points drawn');
+  await page.click('#layers input[data-layer="helsinki_points"]');
+  await idle(page);
+  assert.equal(await count('helsinki_points'), 0, 'points hidden by their toggle');
+  await page.click('#layers input[data-layer="helsinki_points"]');
+  await idle(page);
+  assert.equal(await count('helsinki_points'), before, 'points back');
+
+  // Attribution from the catalog is on the map.
+  const attribution = await page.textContent('.maplibregl-ctrl-attrib');
+  assert.match(attribution, /OpenStreetMap/, `attribution: ${attribution}`);
+
+  // A click on a point of interest opens a popup with its properties.
+  await page.evaluate(() => window.urbis.map.jumpTo({ center: [24.9440, 60.1690], zoom: 16 }));
+  await idle(page);
+  const poi = await page.evaluate(() => {
+    const { map } = window.urbis;
+    const fs = map.queryRenderedFeatures({ layers: ['pois'] });
+    const f = fs.find((x) => Object.keys(x.properties).length >= 2);
+    if (!f) return null;
+    const p = map.project(f.geometry.coordinates);
+    // The popup shows the topmost feature there (another layer may draw the same point).
+    const top = map.queryRenderedFeatures(p).find((x) => x.layer.type !== 'background');
+    return { x: p.x, y: p.y, props: top.properties };
+  });
+  assert.ok(poi, 'a point of interest to click');
+  await page.mouse.click(poi.x, poi.y);
+  const popup = await page.waitForSelector('.maplibregl-popup-content table.props', { timeout: 5000 });
+  const popupText = await popup.textContent();
+  const shown = Object.entries(poi.props).filter(([k, v]) => popupText.includes(k) && popupText.includes(String(v)));
+  assert.ok(shown.length >= 2, `popup shows the feature's properties: ${popupText}`);
+  log(`popup shows ${shown.length} properties of the clicked point`);
+  await page.keyboard.press('Escape');
+
+  // ---- 2. Live: a reported position moves the marker within 2 s, without a reload.
+  await page.evaluate((c) => window.urbis.map.jumpTo({ center: c, zoom: 17 }), P0);
+  await idle(page);
+  let at = await rendered(page, devices[0]);
+  assert.equal(at.length, 1, `${devices[0]} drawn once at first: ${JSON.stringify(at)}`);
+  assert.ok(near(at[0].at, P0, 1e-5), `${devices[0]} at ${P0}: ${JSON.stringify(at)}`);
+  const tiles0 = await page.evaluate(() => performance.getEntriesByType('resource').filter((e) => e.name.includes('/tiles/')).length);
+  for (const [i, to] of [P1, P0, P1].entries()) {
+    const sent = Date.now();
+    await report([devices[0], ...to]);
+    let moved = null;
+    while (Date.now() - sent < 2000) {
+      const now = await rendered(page, devices[0]);
+      if (now.length === 1 && near(now[0].at, to, 1e-6)) { moved = now[0]; break; }
+      await sleep(25);
+    }
+    const ms = Date.now() - sent;
+    assert.ok(moved, `move ${i + 1}: ${devices[0]} drawn once at ${to} within 2 s, got ${JSON.stringify(await rendered(page, devices[0]))}`);
+    log(`move ${i + 1}: marker at the new position ${ms} ms after the report was sent (layer ${moved.layer}, state ${moved.state})`);
+  }
+  const tiles1 = await page.evaluate(() => performance.getEntriesByType('resource').filter((e) => e.name.includes('/tiles/')).length);
+  assert.equal(tiles1, tiles0, 'the marker moved without loading tiles');
+
+  // A geofence event flashes the fence.
+  await api('POST', '/geofences', { type: 'Feature', id: 'harbour', properties: { name: 'Harbour', layers: [liveLayer] }, geometry: { type: 'Polygon', coordinates: [FENCE] } });
+  await page.waitForFunction(() => window.urbis.map.querySourceFeatures('urbis:geofences').length > 0, null, { timeout: 5000 });
+  await report([devices[0], ...INSIDE]);
+  await page.waitForFunction(() => window.urbis.map.getFeatureState({ source: 'urbis:geofences', id: 'harbour' }).flash === true, null, { timeout: 2000 });
+  log('geofence enter: the fence flashes');
+  await idle(page);
+  await page.screenshot({ path: join(out, 'viewer.png') });
+  clean(w, 'viewer');
+
+  // ---- 3. The big screen, 1920x1080.
+  const ops = await context.newPage();
+  await ops.setViewportSize({ width: 1920, height: 1080 });
+  const wo = watch(ops, 'ops');
+  await ops.goto(`${base}/ops`);
+  await ops.waitForFunction(() => window.urbis?.ready === true && document.body.dataset.updated, null, { timeout: 90000 });
+  await idle(ops);
+
+  const kpis = () => ops.evaluate(() => Object.fromEntries([...document.querySelectorAll('[data-kpi]')]
+    .map((e) => [e.dataset.kpi, e.textContent])));
+  const num = (s) => Number(String(s).replace(/,/g, ''));
+  /** The page's figures equal /devices (and /catalog, /health) read at the same moment. */
+  async function kpisMatch(what) {
+    let last = null;
+    const until = Date.now() + 12000;
+    while (Date.now() < until) {
+      const [k, d] = await Promise.all([kpis(), (await fetch(`${base}/devices?summary=true`)).json()]);
+      const want = { devices: d.count, live: d.states.live ?? 0, sleeping: d.states.sleeping ?? 0, overdue: d.states.overdue ?? 0,
+        lost: d.states.lost ?? 0, reports_per_minute: d.reports_last_minute, open_alarms: d.open_alarms, layers: catalog.layers.length };
+      const got = Object.fromEntries(Object.keys(want).map((n) => [n, num(k[n])]));
+      last = { got, want, health: k.health };
+      if (JSON.stringify(got) === JSON.stringify(want) && k.health === 'OK') {
+        log(`${what}: KPIs equal /devices: ${JSON.stringify(got)}, health ${k.health}`);
+        return got;
+      }
+      await sleep(250);
+    }
+    assert.fail(`${what}: KPIs never equalled /devices: ${JSON.stringify(last)}`);
+  }
+  const k1 = await kpisMatch('ops at start');
+  assert.equal(k1.open_alarms, 1, 'one device inside the fence');
+
+  // An alarm reaches the feed and the figures follow.
+  const sent = Date.now();
+  await report([devices[0], ...P1]);
+  await ops.waitForFunction(() => document.querySelector('#feed li.exit')?.textContent.includes('Harbour'), null, { timeout: 2000 });
+  log(`geofence exit in the alarm feed ${Date.now() - sent} ms after the report`);
+  const k2 = await kpisMatch('after the exit');
+  assert.equal(k2.open_alarms, 0);
+
+  // Large type for 5 m, nothing cut off or overflowing the screen.
+  async function readable(page, minFigure, minLabel, what) {
+    const m = await page.evaluate(() => {
+      const px = (e) => parseFloat(getComputedStyle(e).fontSize);
+      const figures = [...document.querySelectorAll('.kpi .n')];
+      const labels = [...document.querySelectorAll('.kpi .l, #feed li')];
+      const outside = [...document.querySelectorAll('.kpi, #feed-box, header')].filter((e) => {
+        const r = e.getBoundingClientRect();
+        return r.left < 0 || r.top < 0 || r.right > innerWidth + 0.5 || r.bottom > innerHeight + 0.5;
+      }).map((e) => e.className || e.id || e.tagName);
+      const cut = figures.filter((e) => e.scrollWidth > e.clientWidth + 1).map((e) => e.dataset.kpi);
+      return { figure: Math.min(...figures.map(px)), label: Math.min(...labels.map(px)), outside, cut,
+        scroll: document.documentElement.scrollHeight > innerHeight || document.documentElement.scrollWidth > innerWidth };
+    });
+    log(`${what}: smallest figure ${m.figure}px, smallest label ${m.label}px`);
+    assert.ok(m.figure >= minFigure, `${what}: figures ${m.figure}px >= ${minFigure}px`);
+    assert.ok(m.label >= minLabel, `${what}: labels ${m.label}px >= ${minLabel}px`);
+    assert.deepEqual(m.outside, [], `${what}: panels inside the screen`);
+    assert.deepEqual(m.cut, [], `${what}: no figure cut off`);
+    assert.equal(m.scroll, false, `${what}: no scrolling`);
+  }
+  await readable(ops, 64, 24, '1920x1080');
+  await idle(ops);
+  await ops.screenshot({ path: join(out, 'ops-1920x1080.png') });
+
+  // Runs for days: a burst of alarms leaves the feed at its cap, the DOM and the heap flat.
+  const cdp = await context.newCDPSession(ops);
+  async function footprint() {
+    await cdp.send('HeapProfiler.collectGarbage');
+    const heap = (await cdp.send('Runtime.getHeapUsage')).usedSize;
+    const dom = await ops.evaluate(() => document.getElementsByTagName('*').length);
+    const feed = await ops.evaluate(() => document.querySelectorAll('#feed li').length);
+    return { heap, dom, feed };
+  }
+  async function burst(n) {
+    for (let i = 0; i < n; i++) {
+      await report([devices[1], ...INSIDE]);
+      await report([devices[1], ...P1]);
+    }
+    // The last event is in the feed, and the screen has caught up.
+    await ops.waitForFunction(() => document.querySelector('#feed li')?.textContent.includes('exit'), null, { timeout: 5000 });
+    await sleep(1500);
+  }
+  await burst(10);
+  const f1 = await footprint();
+  await burst(150);
+  const f2 = await footprint();
+  log(`after 20 alarms: ${JSON.stringify(f1)}; after 300 more: ${JSON.stringify(f2)}`);
+  assert.equal(f1.feed, 12, 'the feed is full at its cap');
+  assert.equal(f2.feed, 12, 'the feed stays at its cap');
+  assert.equal(f2.dom, f1.dom, 'the DOM does not grow');
+  assert.ok(f2.heap - f1.heap < 2 * 1024 * 1024, `the heap stays flat: ${f1.heap} -> ${f2.heap}`);
+  const k3 = await kpisMatch('after the burst');
+  assert.ok(k3.reports_per_minute >= 300, `the 300 reports of the last seconds are counted: ${k3.reports_per_minute}`);
+  clean(wo, 'ops');
+
+  // ---- 4. The big screen, 3840x2160.
+  const ops4k = await context.newPage();
+  await ops4k.setViewportSize({ width: 3840, height: 2160 });
+  const w4 = watch(ops4k, 'ops-4k');
+  await ops4k.goto(`${base}/ops`);
+  await ops4k.waitForFunction(() => window.urbis?.ready === true && document.body.dataset.updated, null, { timeout: 120000 });
+  await idle(ops4k);
+  await readable(ops4k, 128, 48, '3840x2160');
+  await ops4k.screenshot({ path: join(out, 'ops-3840x2160.png') });
+  clean(w4, 'ops-4k');
+  log(`screenshots in ${out}`);
+  for (const x of [w, wo, w4]) x.closing = true;
+} catch (e) {
+  failed = true;
+  console.error('[e2e] FAILED:', e.message);
+  try {
+    for (const [i, p] of context.pages().entries()) await p.screenshot({ path: join(out, `failure-${i}.png`) });
+  } catch { /* best effort */ }
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);

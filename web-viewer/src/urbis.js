@@ -1,0 +1,347 @@
+// Shared by the viewer (/) and the big screen (/ops): the map with every catalog layer, live
+// device layers fed by live tiles and the /stream, geofences, and small DOM helpers.
+// Plain ES modules, no bundler: the server embeds these files and MapLibre's ES build.
+
+import * as maplibregl from './maplibre-gl.mjs';
+
+export { maplibregl };
+
+/** Colours of the device states (the same in both views and the legend). */
+export const STATE_COLOURS = {
+  new: '#22d3ee',
+  live: '#22c55e',
+  sleeping: '#60a5fa',
+  overdue: '#f59e0b',
+  lost: '#ef4444',
+};
+/** Device states in the order the panels list them. */
+export const STATES = ['live', 'sleeping', 'overdue', 'lost', 'new'];
+
+const SIMPLE_TYPES = ['Point', 'MultiPoint', 'LineString', 'MultiLineString', 'Polygon', 'MultiPolygon'];
+const PALETTE = ['#8b5cf6', '#0ea5e9', '#f97316', '#14b8a6', '#e11d48', '#84cc16', '#a855f7', '#0891b2'];
+
+/** An absolute URL for a path relative to the page (the server may sit under a prefix). */
+export function url(path) {
+  return new URL(path, document.baseURI).href;
+}
+
+/** GET a JSON document; rejects with the server's problem detail when there is one. */
+export async function getJSON(path, { signal, timeout = 10000 } = {}) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(new Error(`${path}: no answer in ${timeout} ms`)), timeout);
+  const abort = () => ctl.abort(signal.reason);
+  signal?.addEventListener('abort', abort, { once: true });
+  try {
+    const r = await fetch(url(path), { signal: ctl.signal, headers: { Accept: 'application/json' } });
+    if (!r.ok) {
+      let detail = r.statusText;
+      try { detail = (await r.json()).detail || detail; } catch { /* not problem+json */ }
+      throw new Error(`${path}: ${r.status} ${detail}`);
+    }
+    return await r.json();
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', abort);
+  }
+}
+
+/** `document.createElement` with properties and children. */
+export function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'dataset') Object.assign(e.dataset, v);
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k in e) e[k] = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null) e.append(c);
+  return e;
+}
+
+/** The union of the catalog layers' bounds ([w, s, e, n]), or null. */
+export function dataBounds(layers) {
+  let b = null;
+  for (const l of layers) {
+    const x = l.bounds;
+    if (!Array.isArray(x) || x.length !== 4 || !x.every(Number.isFinite)) continue;
+    b = b ? [Math.min(b[0], x[0]), Math.min(b[1], x[1]), Math.max(b[2], x[2]), Math.max(b[3], x[3])] : [...x];
+  }
+  if (b && (b[2] - b[0] < 1e-4 || b[3] - b[1] < 1e-4)) {
+    // One point (a single device): a small box around it.
+    b = [b[0] - 0.01, b[1] - 0.01, b[2] + 0.01, b[3] + 0.01];
+  }
+  return b;
+}
+
+/** Which catalog layer a style layer draws, if any. */
+export function catalogLayerOf(styleLayer) {
+  return styleLayer.metadata?.['urbis:layer'] ?? styleLayer['source-layer'] ?? null;
+}
+
+function colourFor(name) {
+  let h = 0;
+  for (const c of name) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  return PALETTE[h % PALETTE.length];
+}
+
+/**
+ * Adds a plain drawing (fill, line, circle by geometry type) for every static catalog layer
+ * that the style does not draw, so that the map shows every layer the catalog offers. It is
+ * kept light (thin outlines, small dots) so that the style's own drawing stays readable.
+ */
+export function addUnstyledLayers(map, layers, { beforeId } = {}) {
+  const drawn = new Set(map.getStyle().layers.map(catalogLayerOf).filter(Boolean));
+  for (const l of layers) {
+    if (l.live || drawn.has(l.name)) continue;
+    const src = `urbis:${l.name}`;
+    map.addSource(src, { type: 'vector', url: l.tilejson });
+    const colour = colourFor(l.name);
+    const meta = { 'urbis:layer': l.name };
+    const types = Object.keys(l.geometry_types || {});
+    // A layer of collections (or of no known type) may hold any kind: draw all three.
+    const anyKind = types.length === 0 || types.some((t) => !SIMPLE_TYPES.includes(t));
+    const has = (...t) => anyKind || t.some((x) => types.includes(x));
+    const base = { source: src, 'source-layer': l.name, metadata: meta };
+    if (has('Polygon', 'MultiPolygon')) {
+      map.addLayer({
+        ...base, id: `${l.name}:fill`, type: 'fill',
+        filter: ['match', ['geometry-type'], ['Polygon', 'MultiPolygon'], true, false],
+        paint: { 'fill-color': colour, 'fill-opacity': 0.08, 'fill-outline-color': colour },
+      }, beforeId);
+    }
+    if (has('LineString', 'MultiLineString')) {
+      map.addLayer({
+        ...base, id: `${l.name}:line`, type: 'line',
+        filter: ['match', ['geometry-type'], ['LineString', 'MultiLineString'], true, false],
+        paint: { 'line-color': colour, 'line-opacity': 0.7, 'line-width': ['interpolate', ['linear'], ['zoom'], 10, 0.5, 18, 2] },
+      }, beforeId);
+    }
+    if (has('Point', 'MultiPoint')) {
+      map.addLayer({
+        ...base, id: `${l.name}:point`, type: 'circle',
+        filter: ['match', ['geometry-type'], ['Point', 'MultiPoint'], true, false],
+        paint: {
+          'circle-color': colour, 'circle-opacity': 0.8, 'circle-radius': ['interpolate', ['linear'], ['zoom'], 10, 1, 18, 3.5],
+        },
+      }, beforeId);
+    }
+  }
+}
+
+const STATE_MATCH = ['match', ['get', 'state'], ...Object.entries(STATE_COLOURS).flat(), '#9ca3af'];
+
+/**
+ * Live device layers: live tiles (clusters below `clustered_below`, devices above) plus an
+ * overlay of every device the stream has reported since the page loaded, so that a marker
+ * moves the moment its report is durable, without reloading tiles. At cluster zooms the
+ * live tiles are reloaded (at most every 2 s, only after changes) to recount the clusters.
+ */
+export class Live {
+  /**
+   * @param map the MapLibre map (its style loaded)
+   * @param layers the live layers of /catalog
+   * @param hooks `{onGeofence(event), onState(event), onStatus(text), onChange()}`, all optional
+   */
+  constructor(map, layers, hooks = {}) {
+    this.map = map;
+    this.layers = layers;
+    this.hooks = hooks;
+    this.moved = new Map(); // device id -> GeoJSON feature (bounded by the device count)
+    this.dirty = false;
+    this.overlayPending = false;
+    this.filterPending = false;
+    this.tilesDirty = new Set();
+    this.flashTimers = new Map(); // fence id -> timer (at most one per fence)
+    this.source = null;
+    this.refreshTimer = null;
+    this.fencesLoading = null;
+  }
+
+  /** Adds the sources and layers. */
+  install() {
+    const map = this.map;
+    map.addSource('urbis:geofences', { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'fid' });
+    const flash = ['boolean', ['feature-state', 'flash'], false];
+    map.addLayer({
+      id: 'geofences:fill', type: 'fill', source: 'urbis:geofences', metadata: { 'urbis:layer': 'geofences' },
+      paint: { 'fill-color': ['case', flash, '#f43f5e', '#a78bfa'], 'fill-opacity': ['case', flash, 0.55, 0.12] },
+    });
+    map.addLayer({
+      id: 'geofences:line', type: 'line', source: 'urbis:geofences', metadata: { 'urbis:layer': 'geofences' },
+      paint: { 'line-color': ['case', flash, '#f43f5e', '#8b5cf6'], 'line-width': ['case', flash, 4, 1.5], 'line-dasharray': [3, 2] },
+    });
+    map.addSource('urbis:moved', { type: 'geojson', data: { type: 'FeatureCollection', features: [] } });
+    for (const l of this.layers) {
+      const below = l.clustered_below ?? 15;
+      const meta = { 'urbis:layer': l.name, 'urbis:live': true };
+      map.addSource(`urbis:${l.name}`, { type: 'vector', tiles: [l.tiles], minzoom: 0, maxzoom: l.maxzoom ?? 22 });
+      const src = { source: `urbis:${l.name}`, 'source-layer': l.name, metadata: meta };
+      const worst = ['case',
+        ['>', ['coalesce', ['get', 'lost'], 0], 0], STATE_COLOURS.lost,
+        ['>', ['coalesce', ['get', 'overdue'], 0], 0], STATE_COLOURS.overdue,
+        STATE_COLOURS.live];
+      map.addLayer({
+        ...src, id: `${l.name}:clusters`, type: 'circle', maxzoom: below,
+        filter: ['has', 'point_count'],
+        paint: {
+          'circle-color': worst, 'circle-opacity': 0.85,
+          'circle-radius': ['interpolate', ['linear'], ['get', 'point_count'], 2, 9, 50, 16, 1000, 28],
+          'circle-stroke-color': '#ffffff', 'circle-stroke-width': 2,
+        },
+      });
+      const device = {
+        type: 'circle',
+        paint: {
+          'circle-color': STATE_MATCH, 'circle-radius': ['interpolate', ['linear'], ['zoom'], 10, 5, 18, 9],
+          'circle-stroke-color': '#ffffff', 'circle-stroke-width': 2,
+        },
+      };
+      // Single devices at cluster zooms come from the tiles (reloaded after changes).
+      map.addLayer({ ...src, ...device, id: `${l.name}:singles`, maxzoom: below, filter: ['!', ['has', 'point_count']] });
+      // At street zooms, devices the stream moved are drawn from the overlay instead.
+      map.addLayer({ ...src, ...device, id: `${l.name}:devices`, minzoom: below, filter: this.tileFilter() });
+      map.addLayer({
+        ...device, id: `${l.name}:moved`, source: 'urbis:moved', minzoom: below, metadata: meta,
+        filter: ['==', ['get', 'layer'], l.name],
+      });
+    }
+  }
+
+  /** Ids of the live device layers a click or a test may query. */
+  deviceLayerIds() {
+    return this.layers.flatMap((l) => [`${l.name}:devices`, `${l.name}:moved`, `${l.name}:singles`, `${l.name}:clusters`]);
+  }
+
+  tileFilter() {
+    return ['all', ['!', ['has', 'point_count']], ['!', ['in', ['get', 'id'], ['literal', [...this.moved.keys()]]]]];
+  }
+
+  /** Loads the geofences and subscribes to the stream. */
+  start() {
+    this.loadFences();
+    this.connect();
+    // One timer for the tile reloads, whatever the event rate.
+    this.refreshTimer = setInterval(() => this.reloadTiles(), 2000);
+  }
+
+  /** Closes the stream and the timers (the page is going away). */
+  stop() {
+    this.source?.close();
+    clearInterval(this.refreshTimer);
+    for (const t of this.flashTimers.values()) clearTimeout(t);
+    this.flashTimers.clear();
+  }
+
+  connect() {
+    const names = this.layers.map((l) => l.name).join(',');
+    // EventSource reconnects by itself and sends Last-Event-ID, so nothing is missed (or
+    // the server says `reset`).
+    const es = new EventSource(url(`stream${names ? `?layers=${encodeURIComponent(names)}` : ''}`));
+    this.source = es;
+    es.addEventListener('open', () => this.hooks.onStatus?.('live'));
+    es.addEventListener('error', () => this.hooks.onStatus?.(es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting'));
+    es.addEventListener('position', (m) => this.onDevice(JSON.parse(m.data)));
+    es.addEventListener('state', (m) => {
+      const d = JSON.parse(m.data);
+      this.onDevice(d);
+      this.hooks.onState?.(d);
+    });
+    es.addEventListener('geofence', (m) => {
+      const g = JSON.parse(m.data);
+      this.flash(g.fence);
+      this.hooks.onGeofence?.(g);
+    });
+    es.addEventListener('geofences', () => this.loadFences());
+    es.addEventListener('reset', () => this.resync());
+    es.addEventListener('cutoff', () => this.resync());
+  }
+
+  onDevice(d) {
+    if (!d?.id || !Array.isArray(d.position)) return;
+    const old = this.moved.get(d.id);
+    const props = { ...(old?.properties ?? {}), id: d.id, layer: d.layer, state: d.state };
+    if (d.kind) props.kind = d.kind;
+    if (d.t != null) props.t = d.t;
+    for (const [k, v] of Object.entries(d.telemetry ?? {})) props[k] = v;
+    this.moved.set(d.id, { type: 'Feature', properties: props, geometry: { type: 'Point', coordinates: d.position } });
+    if (!old) this.filterPending = true;
+    this.tilesDirty.add(d.layer);
+    this.scheduleOverlay();
+    this.hooks.onChange?.();
+  }
+
+  /** Missed events: forget the overlay and draw the tiles afresh. */
+  resync() {
+    this.moved.clear();
+    this.filterPending = true;
+    for (const l of this.layers) this.tilesDirty.add(l.name);
+    this.reloadTiles(true);
+    this.scheduleOverlay();
+    this.loadFences();
+    this.hooks.onChange?.();
+  }
+
+  scheduleOverlay() {
+    if (this.overlayPending) return;
+    this.overlayPending = true;
+    // At most one overlay update per frame, however many reports arrive.
+    requestAnimationFrame(() => {
+      this.overlayPending = false;
+      this.map.getSource('urbis:moved')?.setData({ type: 'FeatureCollection', features: [...this.moved.values()] });
+      if (this.filterPending) {
+        this.filterPending = false;
+        const f = this.tileFilter();
+        for (const l of this.layers) this.map.setFilter(`${l.name}:devices`, f);
+      }
+    });
+  }
+
+  reloadTiles(force = false) {
+    for (const l of this.layers) {
+      if (!this.tilesDirty.has(l.name)) continue;
+      // Only the cluster zooms need it: above them the overlay is current.
+      if (!force && this.map.getZoom() >= (l.clustered_below ?? 15)) continue;
+      this.tilesDirty.delete(l.name);
+      this.map.getSource(`urbis:${l.name}`)?.setTiles([l.tiles]);
+    }
+  }
+
+  async loadFences() {
+    if (this.fencesLoading) return this.fencesLoading;
+    this.fencesLoading = (async () => {
+      try {
+        const fc = await getJSON('geofences');
+        for (const f of fc.features) f.properties = { ...(f.properties ?? {}), fid: f.id };
+        this.map.getSource('urbis:geofences')?.setData(fc);
+      } catch (e) {
+        this.hooks.onStatus?.(`geofences: ${e.message}`);
+      } finally {
+        this.fencesLoading = null;
+      }
+    })();
+    return this.fencesLoading;
+  }
+
+  /** Flashes a fence for 3 s (a new event restarts its flash: one timer per fence). */
+  flash(fence) {
+    if (fence == null) return;
+    const id = { source: 'urbis:geofences', id: fence };
+    this.map.setFeatureState(id, { flash: true });
+    clearTimeout(this.flashTimers.get(fence));
+    this.flashTimers.set(fence, setTimeout(() => {
+      this.flashTimers.delete(fence);
+      this.map.setFeatureState(id, { flash: false });
+    }, 3000));
+  }
+}
+
+/** A `<table>` of a feature's properties (text only: values are never parsed as HTML). */
+export function propertyTable(props) {
+  const rows = Object.entries(props).map(([k, v]) => el('tr', {}, el('th', { textContent: k }), el('td', { textContent: typeof v === 'object' ? JSON.stringify(v) : String(v) })));
+  return el('table', { className: 'props' }, ...rows);
+}
+
+/** Formats a number with thousands separators. */
+export function fmt(n) {
+  return Number.isFinite(n) ? n.toLocaleString('en-US') : '–';
+}

@@ -1,0 +1,130 @@
+// The map viewer at `/`: every layer of /catalog over a style from /styles, a layer list
+// with toggles, popups with feature properties, live devices moving from /stream.
+
+import {
+  maplibregl, STATE_COLOURS, STATES, Live, addUnstyledLayers, catalogLayerOf, dataBounds, el, fmt,
+  getJSON, propertyTable, url,
+} from './urbis.js';
+
+const params = new URLSearchParams(location.search);
+const status = document.getElementById('status');
+const say = (text, error = false) => {
+  status.textContent = text;
+  status.classList.toggle('error', error);
+};
+
+async function main() {
+  const [catalog, styles] = await Promise.all([getJSON('catalog'), getJSON('styles')]);
+  const layers = catalog.layers;
+  const styleName = params.get('style') || 'city';
+  const picker = document.getElementById('style');
+  for (const s of styles.styles) picker.append(el('option', { value: s.name, textContent: s.name, selected: s.name === styleName }));
+  picker.addEventListener('change', () => {
+    params.set('style', picker.value);
+    location.search = params.toString();
+  });
+
+  const bounds = dataBounds(layers.filter((l) => !l.live)) ?? dataBounds(layers);
+  const map = new maplibregl.Map({
+    container: 'map',
+    style: url(`styles/${encodeURIComponent(styleName)}.json`),
+    bounds: bounds ?? undefined,
+    fitBoundsOptions: { padding: 30 },
+    center: bounds ? undefined : [0, 20],
+    zoom: bounds ? undefined : 1,
+    hash: true,
+    attributionControl: { compact: false },
+  });
+  // For the end-to-end tests and for anyone at the console.
+  window.urbis = { map, catalog, ready: false, live: null };
+  map.addControl(new maplibregl.NavigationControl(), 'top-right');
+  map.addControl(new maplibregl.ScaleControl(), 'bottom-left');
+  map.on('error', (e) => say(`map: ${e.error?.message ?? e.error ?? 'error'}`, true));
+
+  await map.once('load');
+  addUnstyledLayers(map, layers);
+  const liveLayers = layers.filter((l) => l.live);
+  const live = new Live(map, liveLayers, {
+    onStatus: (s) => say(liveLayers.length ? `stream: ${s}` : ''),
+  });
+  live.install();
+  live.start();
+  window.urbis.live = live;
+  addEventListener('pagehide', () => live.stop());
+
+  buildLayerList(map, layers);
+  buildLegend(liveLayers.length > 0);
+  wirePopups(map);
+  document.getElementById('toggle-panel').addEventListener('click', (e) => {
+    const panel = document.getElementById('panel');
+    const collapsed = panel.classList.toggle('collapsed');
+    e.currentTarget.setAttribute('aria-expanded', String(!collapsed));
+  });
+  map.once('idle', () => { window.urbis.ready = true; });
+}
+
+/** One row per catalog layer (and the geofences): a toggle, the feature count, zoom to it. */
+function buildLayerList(map, layers) {
+  const list = document.getElementById('layers');
+  const styleLayers = () => map.getStyle().layers;
+  const rows = [...layers.map((l) => ({ name: l.name, features: l.features, live: l.live, bounds: l.bounds })),
+    { name: 'geofences', label: 'geofences' }];
+  for (const row of rows) {
+    const ids = styleLayers().filter((s) => catalogLayerOf(s) === row.name).map((s) => s.id);
+    if (ids.length === 0) continue;
+    const box = el('input', { type: 'checkbox', checked: true, dataset: { layer: row.name } });
+    box.addEventListener('change', () => {
+      for (const id of ids) map.setLayoutProperty(id, 'visibility', box.checked ? 'visible' : 'none');
+    });
+    const zoom = Array.isArray(row.bounds) && row.bounds.every(Number.isFinite)
+      ? el('button', { type: 'button', title: `Zoom to ${row.name}`, textContent: '⤢', onclick: () => map.fitBounds(row.bounds, { padding: 30 }) })
+      : null;
+    list.append(el('li', {},
+      el('label', {}, box, el('span', { textContent: row.name }),
+        row.features != null ? el('span', { className: 'count', textContent: fmt(row.features) }) : null,
+        row.live ? el('span', { className: 'live', textContent: 'live' }) : null),
+      zoom));
+  }
+}
+
+function buildLegend(hasLive) {
+  if (!hasLive) return;
+  const legend = document.getElementById('legend');
+  for (const s of STATES) legend.append(el('span', { textContent: s, style: `--c:${STATE_COLOURS[s]}` }));
+}
+
+/** Click: the topmost feature's properties in a popup; a cluster zooms in. */
+function wirePopups(map) {
+  const popup = new maplibregl.Popup({ maxWidth: '360px' });
+  // The style's layers are all in place by now (getStyle() serialises the style: once only).
+  const ids = map.getStyle().layers.filter((l) => l.type !== 'background' && l.source).map((l) => l.id);
+  const interactive = () => ids;
+  map.on('click', async (e) => {
+    const [f] = map.queryRenderedFeatures(e.point, { layers: interactive() });
+    if (!f) return;
+    const p = f.properties;
+    if (p.point_count != null && p.cluster) {
+      map.easeTo({ center: e.lngLat, zoom: Math.min(map.getZoom() + 2, 22) });
+      return;
+    }
+    const title = catalogLayerOf(f.layer) ?? f.layer.id;
+    const body = el('div', {}, el('h3', { textContent: title }), propertyTable(p));
+    popup.setLngLat(e.lngLat).setDOMContent(body).addTo(map);
+    if (f.layer.metadata?.['urbis:live'] && p.id) {
+      // A device: its current record (last seen, reports, all telemetry).
+      try {
+        const d = await getJSON(`devices/${encodeURIComponent(p.id)}`);
+        const { position, telemetry, ...rest } = d;
+        body.replaceChildren(el('h3', { textContent: `${d.id} (${d.layer})` }), propertyTable({ ...rest, ...telemetry, position: position?.map((x) => x.toFixed(6)).join(', ') }));
+      } catch { /* the tile's properties stay */ }
+    }
+  });
+  map.on('mousemove', (e) => {
+    map.getCanvas().style.cursor = map.queryRenderedFeatures(e.point, { layers: interactive() }).length ? 'pointer' : '';
+  });
+}
+
+main().catch((e) => {
+  say(`Could not start the map: ${e.message}`, true);
+  console.error(e);
+});
