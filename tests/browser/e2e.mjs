@@ -255,9 +255,15 @@ try {
       const px = (e) => parseFloat(getComputedStyle(e).fontSize);
       const figures = [...document.querySelectorAll('.kpi .n')];
       const labels = [...document.querySelectorAll('.kpi .l, #feed li')];
-      const outside = [...document.querySelectorAll('.kpi, #feed-box, header')].filter((e) => {
+      // Everything on the panel stays within its padding (inside the screen, not clipped).
+      const side = document.getElementById('side');
+      const sr = side.getBoundingClientRect();
+      const cs = getComputedStyle(side);
+      const box = { left: sr.left + parseFloat(cs.paddingLeft), right: Math.min(sr.right - parseFloat(cs.paddingRight), innerWidth),
+        top: sr.top + parseFloat(cs.paddingTop), bottom: Math.min(sr.bottom - parseFloat(cs.paddingBottom), innerHeight) };
+      const outside = [...side.querySelectorAll('.kpi, #feed-box, header, header > *, footer')].filter((e) => {
         const r = e.getBoundingClientRect();
-        return r.left < 0 || r.top < 0 || r.right > innerWidth + 0.5 || r.bottom > innerHeight + 0.5;
+        return r.left < box.left - 0.5 || r.top < box.top - 0.5 || r.right > box.right + 0.5 || r.bottom > box.bottom + 0.5;
       }).map((e) => e.className || e.id || e.tagName);
       const cut = figures.filter((e) => e.scrollWidth > e.clientWidth + 1).map((e) => e.dataset.kpi);
       return { figure: Math.min(...figures.map(px)), label: Math.min(...labels.map(px)), outside, cut,

@@ -118,7 +118,7 @@ async function main() {
       pollSoon();
     },
     onStatus: (s) => { streamStatus = s; },
-  });
+  }, 1.6 * Math.max(1, innerHeight / 1080)); // markers seen from 5 m, at 1080p and 4K alike
   live.install();
   live.start();
   window.urbis.live = live;

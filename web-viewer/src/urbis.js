@@ -141,9 +141,11 @@ export class Live {
    * @param map the MapLibre map (its style loaded)
    * @param layers the live layers of /catalog
    * @param hooks `{onGeofence(event), onState(event), onStatus(text), onChange()}`, all optional
+   * @param scale marker and line size factor (the big screen draws them larger)
    */
-  constructor(map, layers, hooks = {}) {
+  constructor(map, layers, hooks = {}, scale = 1) {
     this.map = map;
+    this.scale = scale;
     this.layers = layers;
     this.hooks = hooks;
     this.moved = new Map(); // device id -> GeoJSON feature (bounded by the device count)
@@ -160,6 +162,7 @@ export class Live {
   /** Adds the sources and layers. */
   install() {
     const map = this.map;
+    const k = this.scale;
     map.addSource('urbis:geofences', { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'fid' });
     const flash = ['boolean', ['feature-state', 'flash'], false];
     map.addLayer({
@@ -168,7 +171,7 @@ export class Live {
     });
     map.addLayer({
       id: 'geofences:line', type: 'line', source: 'urbis:geofences', metadata: { 'urbis:layer': 'geofences' },
-      paint: { 'line-color': ['case', flash, '#f43f5e', '#8b5cf6'], 'line-width': ['case', flash, 4, 1.5], 'line-dasharray': [3, 2] },
+      paint: { 'line-color': ['case', flash, '#f43f5e', '#8b5cf6'], 'line-width': ['case', flash, 4 * k, 1.5 * k], 'line-dasharray': [3, 2] },
     });
     map.addSource('urbis:moved', { type: 'geojson', data: { type: 'FeatureCollection', features: [] } });
     for (const l of this.layers) {
@@ -185,15 +188,15 @@ export class Live {
         filter: ['has', 'point_count'],
         paint: {
           'circle-color': worst, 'circle-opacity': 0.85,
-          'circle-radius': ['interpolate', ['linear'], ['get', 'point_count'], 2, 9, 50, 16, 1000, 28],
-          'circle-stroke-color': '#ffffff', 'circle-stroke-width': 2,
+          'circle-radius': ['interpolate', ['linear'], ['get', 'point_count'], 2, 9 * k, 50, 16 * k, 1000, 28 * k],
+          'circle-stroke-color': '#ffffff', 'circle-stroke-width': 2 * k,
         },
       });
       const device = {
         type: 'circle',
         paint: {
-          'circle-color': STATE_MATCH, 'circle-radius': ['interpolate', ['linear'], ['zoom'], 10, 5, 18, 9],
-          'circle-stroke-color': '#ffffff', 'circle-stroke-width': 2,
+          'circle-color': STATE_MATCH, 'circle-radius': ['interpolate', ['linear'], ['zoom'], 10, 5 * k, 18, 9 * k],
+          'circle-stroke-color': '#ffffff', 'circle-stroke-width': 2 * k,
         },
       };
       // Single devices at cluster zooms come from the tiles (reloaded after changes).
