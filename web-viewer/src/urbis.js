@@ -135,6 +135,11 @@ const STATE_MATCH = ['match', ['get', 'state'], ...Object.entries(STATE_COLOURS)
  * overlay of every device the stream has reported since the page loaded, so that a marker
  * moves the moment its report is durable, without reloading tiles. At cluster zooms the
  * live tiles are reloaded (at most every 2 s, only after changes) to recount the clusters.
+ *
+ * Cost per report is constant however large the fleet: the overlay takes a diff
+ * (`updateData`, at most once per frame, only the devices that changed), and a tile's copy of
+ * a device the overlay now draws is hidden by feature state (`moved`), not by a filter that
+ * would re-lay out the tiles with a list of every moved id.
  */
 export class Live {
   /**
@@ -149,9 +154,10 @@ export class Live {
     this.layers = layers;
     this.hooks = hooks;
     this.moved = new Map(); // device id -> GeoJSON feature (bounded by the device count)
-    this.dirty = false;
+    this.changed = new Set(); // device ids to send to the overlay at the next frame
+    this.inOverlay = new Set(); // device ids the overlay source holds
+    this.clearOverlay = false;
     this.overlayPending = false;
-    this.filterPending = false;
     this.tilesDirty = new Set();
     this.flashTimers = new Map(); // fence id -> timer (at most one per fence)
     this.source = null;
@@ -173,11 +179,11 @@ export class Live {
       id: 'geofences:line', type: 'line', source: 'urbis:geofences', metadata: { 'urbis:layer': 'geofences' },
       paint: { 'line-color': ['case', flash, '#f43f5e', '#8b5cf6'], 'line-width': ['case', flash, 4 * k, 1.5 * k], 'line-dasharray': [3, 2] },
     });
-    map.addSource('urbis:moved', { type: 'geojson', data: { type: 'FeatureCollection', features: [] } });
+    map.addSource('urbis:moved', { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'id' });
     for (const l of this.layers) {
       const below = l.clustered_below ?? 15;
       const meta = { 'urbis:layer': l.name, 'urbis:live': true };
-      map.addSource(`urbis:${l.name}`, { type: 'vector', tiles: [l.tiles], minzoom: 0, maxzoom: l.maxzoom ?? 22 });
+      map.addSource(`urbis:${l.name}`, { type: 'vector', tiles: [l.tiles], minzoom: 0, maxzoom: l.maxzoom ?? 22, promoteId: 'id' });
       const src = { source: `urbis:${l.name}`, 'source-layer': l.name, metadata: meta };
       const worst = ['case',
         ['>', ['coalesce', ['get', 'lost'], 0], 0], STATE_COLOURS.lost,
@@ -202,7 +208,11 @@ export class Live {
       // Single devices at cluster zooms come from the tiles (reloaded after changes).
       map.addLayer({ ...src, ...device, id: `${l.name}:singles`, maxzoom: below, filter: ['!', ['has', 'point_count']] });
       // At street zooms, devices the stream moved are drawn from the overlay instead.
-      map.addLayer({ ...src, ...device, id: `${l.name}:devices`, minzoom: below, filter: this.tileFilter() });
+      const hidden = ['case', ['boolean', ['feature-state', 'moved'], false], 0, 1];
+      map.addLayer({
+        ...src, id: `${l.name}:devices`, type: 'circle', minzoom: below, filter: ['!', ['has', 'point_count']],
+        paint: { ...device.paint, 'circle-opacity': hidden, 'circle-stroke-opacity': hidden },
+      });
       map.addLayer({
         ...device, id: `${l.name}:moved`, source: 'urbis:moved', minzoom: below, metadata: meta,
         filter: ['==', ['get', 'layer'], l.name],
@@ -213,10 +223,6 @@ export class Live {
   /** Ids of the live device layers a click or a test may query. */
   deviceLayerIds() {
     return this.layers.flatMap((l) => [`${l.name}:devices`, `${l.name}:moved`, `${l.name}:singles`, `${l.name}:clusters`]);
-  }
-
-  tileFilter() {
-    return ['all', ['!', ['has', 'point_count']], ['!', ['in', ['get', 'id'], ['literal', [...this.moved.keys()]]]]];
   }
 
   /** Loads the geofences and subscribes to the stream. */
@@ -267,7 +273,7 @@ export class Live {
     if (d.t != null) props.t = d.t;
     for (const [k, v] of Object.entries(d.telemetry ?? {})) props[k] = v;
     this.moved.set(d.id, { type: 'Feature', properties: props, geometry: { type: 'Point', coordinates: d.position } });
-    if (!old) this.filterPending = true;
+    this.changed.add(d.id);
     this.tilesDirty.add(d.layer);
     this.scheduleOverlay();
     this.hooks.onChange?.();
@@ -276,7 +282,8 @@ export class Live {
   /** Missed events: forget the overlay and draw the tiles afresh. */
   resync() {
     this.moved.clear();
-    this.filterPending = true;
+    this.changed.clear();
+    this.clearOverlay = true;
     for (const l of this.layers) this.tilesDirty.add(l.name);
     this.reloadTiles(true);
     this.scheduleOverlay();
@@ -290,12 +297,30 @@ export class Live {
     // At most one overlay update per frame, however many reports arrive.
     requestAnimationFrame(() => {
       this.overlayPending = false;
-      this.map.getSource('urbis:moved')?.setData({ type: 'FeatureCollection', features: [...this.moved.values()] });
-      if (this.filterPending) {
-        this.filterPending = false;
-        const f = this.tileFilter();
-        for (const l of this.layers) this.map.setFilter(`${l.name}:devices`, f);
+      const src = this.map.getSource('urbis:moved');
+      if (!src) return;
+      if (this.clearOverlay) {
+        this.clearOverlay = false;
+        this.inOverlay.clear();
+        src.updateData({ removeAll: true });
+        for (const l of this.layers) this.map.removeFeatureState({ source: `urbis:${l.name}`, sourceLayer: l.name });
       }
+      const ids = [...this.changed];
+      this.changed.clear();
+      if (ids.length === 0) return;
+      const add = [];
+      const remove = [];
+      for (const id of ids) {
+        const f = this.moved.get(id);
+        if (!f) continue;
+        if (this.inOverlay.has(id)) remove.push(id);
+        else {
+          this.inOverlay.add(id);
+          this.map.setFeatureState({ source: `urbis:${f.properties.layer}`, sourceLayer: f.properties.layer, id }, { moved: true });
+        }
+        add.push(f);
+      }
+      src.updateData({ remove, add });
     });
   }
 
