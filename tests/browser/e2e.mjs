@@ -204,7 +204,7 @@ try {
   await api('POST', '/geofences', { type: 'Feature', id: 'harbour', properties: { name: 'Harbour', layers: [liveLayer] }, geometry: { type: 'Polygon', coordinates: [FENCE] } });
   await page.waitForFunction(() => window.urbis.map.querySourceFeatures('urbis:geofences').length > 0, null, { timeout: 5000 });
   await report([devices[0], ...INSIDE]);
-  await page.waitForFunction(() => window.urbis.map.getFeatureState({ source: 'urbis:geofences', id: 'harbour' }).flash === true, null, { timeout: 2000 });
+  await page.waitForFunction(() => window.urbis.map.getFeatureState({ source: 'urbis:geofences', id: 'harbour' }).flash === true, null, { timeout: 2000, polling: 50 });
   log('geofence enter: the fence flashes');
   await idle(page);
   await page.screenshot({ path: join(out, 'viewer.png') });
@@ -246,7 +246,7 @@ try {
   const sent = Date.now();
   await report([devices[0], ...P1]);
   // (5 s: software WebGL at 1920x1080 can hold the page's frames for a moment under load.)
-  await ops.waitForFunction(() => document.querySelector('#feed li.exit')?.textContent.includes('Harbour'), null, { timeout: 5000 });
+  await ops.waitForFunction(() => document.querySelector('#feed li.exit')?.textContent.includes('Harbour'), null, { timeout: 5000, polling: 50 });
   log(`geofence exit in the alarm feed ${Date.now() - sent} ms after the report`);
   const k2 = await kpisMatch('after the exit');
   assert.equal(k2.open_alarms, 0);
