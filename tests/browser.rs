@@ -80,6 +80,8 @@ fn viewer_and_big_screen_in_chromium_against_the_readme_server() {
         .env("URBIS_LAYER", "vehicles")
         .env("CHROMIUM", chromium())
         .env("OUT_DIR", &out_dir)
+        .env("URBIS_BIN", env!("CARGO_BIN_EXE_urbis"))
+        .env("URBIS_STORE", &store)
         .status()
         .expect("run node (Node.js is on the machine; .ci/run checks it)");
     assert!(

@@ -5,11 +5,14 @@
 //   URBIS_KEY       an ingest key (`urbis devices key`)
 //   URBIS_DEVICES   device ids of one live layer, comma-separated
 //   URBIS_LAYER     that live layer
+//   URBIS_BIN       the urbis binary and URBIS_STORE its store, to register a device on a
+//                   new layer while the pages are open
 //   OUT_DIR         where the screenshots go
 // Exits non-zero with the failed assertion. Every step prints what it measured.
 
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -206,6 +209,36 @@ try {
   await report([devices[0], ...INSIDE]);
   await page.waitForFunction(() => window.urbis.map.getFeatureState({ source: 'urbis:geofences', id: 'harbour' }).flash === true, null, { timeout: 2000, polling: 50 });
   log('geofence enter: the fence flashes');
+
+  // A device on a layer registered after the page loaded: the stream names the layer, the
+  // page reads it from /catalog, lists it and draws the device, without a reload.
+  const lateLayer = `${liveLayer}-late`;
+  execFileSync(process.env.URBIS_BIN, ['devices', 'add', 'late-1', '--layer', lateLayer, '--kind', 'sensor',
+    '--interval', '1h', '--store', process.env.URBIS_STORE], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const LATE = [P0[0] - 0.0006, P0[1] - 0.0002];
+  const registered = Date.now();
+  for (;;) {
+    const r = await fetch(`${base}/ingest`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` },
+      body: JSON.stringify([{ device: 'late-1', lon: LATE[0], lat: LATE[1], t: Date.now() / 1000 }]),
+    });
+    const res = await r.json();
+    if (r.ok && res.accepted === 1) break;
+    // Until the server has read the registry (within a second) the device is unknown.
+    assert.ok(Date.now() - registered < 5000, `late-1 never accepted: ${r.status} ${JSON.stringify(res)}`);
+    await sleep(100);
+  }
+  const lateSent = Date.now();
+  await page.waitForFunction((n) => document.querySelector(`#layers input[data-layer="${n}"]`), lateLayer, { timeout: 10000, polling: 50 });
+  let late = [];
+  while (Date.now() - lateSent < 10000) {
+    late = await rendered(page, 'late-1');
+    if (late.length === 1) break;
+    await sleep(50);
+  }
+  assert.equal(late.length, 1, `late-1 drawn once on the new layer ${lateLayer}: ${JSON.stringify(late)}`);
+  assert.ok(near(late[0].at, LATE, 1e-6), `late-1 at ${LATE}: ${JSON.stringify(late)}`);
+  log(`a layer registered after the page loaded: listed and its device drawn ${Date.now() - lateSent} ms after its first report`);
   await idle(page);
   await page.screenshot({ path: join(out, 'viewer.png') });
   clean(w, 'viewer');
@@ -226,9 +259,10 @@ try {
     let last = null;
     const until = Date.now() + 12000;
     while (Date.now() < until) {
-      const [k, d] = await Promise.all([kpis(), (await fetch(`${base}/devices?summary=true`)).json()]);
+      const [k, d, c] = await Promise.all([kpis(), (await fetch(`${base}/devices?summary=true`)).json(),
+        (await fetch(`${base}/catalog`)).json()]);
       const want = { devices: d.count, live: d.states.live ?? 0, sleeping: d.states.sleeping ?? 0, overdue: d.states.overdue ?? 0,
-        lost: d.states.lost ?? 0, reports_per_minute: d.reports_last_minute, open_alarms: d.open_alarms, layers: catalog.layers.length };
+        lost: d.states.lost ?? 0, reports_per_minute: d.reports_last_minute, open_alarms: d.open_alarms, layers: c.layers.length };
       const got = Object.fromEntries(Object.keys(want).map((n) => [n, num(k[n])]));
       last = { got, want, health: k.health };
       if (JSON.stringify(got) === JSON.stringify(want) && k.health === 'OK') {

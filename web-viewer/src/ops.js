@@ -118,6 +118,10 @@ async function main() {
       pollSoon();
     },
     onStatus: (s) => { streamStatus = s; },
+    onLayersAdded: (_added, cat) => {
+      layerCount = cat.layers.length;
+      show('layers', layerCount);
+    },
   }, 1.6 * Math.max(1, innerHeight / 1080)); // markers seen from 5 m, at 1080p and 4K alike
   live.install();
   live.start();

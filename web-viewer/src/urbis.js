@@ -145,14 +145,19 @@ export class Live {
   /**
    * @param map the MapLibre map (its style loaded)
    * @param layers the live layers of /catalog
-   * @param hooks `{onGeofence(event), onState(event), onStatus(text), onChange()}`, all optional
+   * @param hooks `{onGeofence(event), onState(event), onStatus(text), onChange(),
+   *   onLayersAdded(layers, catalog)}`, all optional; `onLayersAdded` hears of live layers
+   *   registered after the page loaded, which the stream revealed and /catalog described
    * @param scale marker and line size factor (the big screen draws them larger)
    */
   constructor(map, layers, hooks = {}, scale = 1) {
     this.map = map;
     this.scale = scale;
-    this.layers = layers;
+    this.layers = [];
+    this.initial = layers;
     this.hooks = hooks;
+    this.waiting = new Map(); // layer name -> ids reported before the layer was added
+    this.lookingUp = false;
     this.moved = new Map(); // device id -> GeoJSON feature (bounded by the device count)
     this.changed = new Set(); // device ids to send to the overlay at the next frame
     this.inOverlay = new Set(); // device ids the overlay source holds
@@ -167,6 +172,29 @@ export class Live {
 
   /** Adds the sources and layers. */
   install() {
+    this.installShared();
+    this.addLayers(this.initial);
+  }
+
+  /**
+   * Adds live layers (new ones only) on top of the map; the devices the stream reported
+   * for them before they were added are drawn at once.
+   */
+  addLayers(layers) {
+    const added = [];
+    for (const l of layers) {
+      if (!l.live || this.layers.some((x) => x.name === l.name)) continue;
+      this.layers.push(l);
+      this.installLayer(l);
+      added.push(l);
+      for (const id of this.waiting.get(l.name) ?? []) this.changed.add(id);
+      this.waiting.delete(l.name);
+    }
+    if (added.length) this.scheduleOverlay();
+    return added;
+  }
+
+  installShared() {
     const map = this.map;
     const k = this.scale;
     map.addSource('urbis:geofences', { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'fid' });
@@ -180,7 +208,12 @@ export class Live {
       paint: { 'line-color': ['case', flash, '#f43f5e', '#8b5cf6'], 'line-width': ['case', flash, 4 * k, 1.5 * k], 'line-dasharray': [3, 2] },
     });
     map.addSource('urbis:moved', { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'id' });
-    for (const l of this.layers) {
+  }
+
+  installLayer(l) {
+    const map = this.map;
+    const k = this.scale;
+    {
       const below = l.clustered_below ?? 15;
       const meta = { 'urbis:layer': l.name, 'urbis:live': true };
       map.addSource(`urbis:${l.name}`, { type: 'vector', tiles: [l.tiles], minzoom: 0, maxzoom: l.maxzoom ?? 22, promoteId: 'id' });
@@ -242,10 +275,10 @@ export class Live {
   }
 
   connect() {
-    const names = this.layers.map((l) => l.name).join(',');
-    // EventSource reconnects by itself and sends Last-Event-ID, so nothing is missed (or
-    // the server says `reset`).
-    const es = new EventSource(url(`stream${names ? `?layers=${encodeURIComponent(names)}` : ''}`));
+    // Every live layer, also those registered later (onUnknownLayer). EventSource
+    // reconnects by itself and sends Last-Event-ID, so nothing is missed (or the server
+    // says `reset`).
+    const es = new EventSource(url('stream'));
     this.source = es;
     es.addEventListener('open', () => this.hooks.onStatus?.('live'));
     es.addEventListener('error', () => this.hooks.onStatus?.(es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting'));
@@ -273,10 +306,38 @@ export class Live {
     if (d.t != null) props.t = d.t;
     for (const [k, v] of Object.entries(d.telemetry ?? {})) props[k] = v;
     this.moved.set(d.id, { type: 'Feature', properties: props, geometry: { type: 'Point', coordinates: d.position } });
+    if (!this.layers.some((l) => l.name === d.layer)) {
+      // A layer registered after the page loaded: kept until the page adds it.
+      if (!this.waiting.has(d.layer)) this.waiting.set(d.layer, new Set());
+      this.waiting.get(d.layer).add(d.id);
+      this.lookUpLayers();
+      return;
+    }
     this.changed.add(d.id);
     this.tilesDirty.add(d.layer);
     this.scheduleOverlay();
     this.hooks.onChange?.();
+  }
+
+  /**
+   * Reads /catalog for the layers the stream named but the map lacks; tries again every 5 s
+   * while one is still missing (one request out at a time, one timer).
+   */
+  lookUpLayers() {
+    if (this.lookingUp) return;
+    this.lookingUp = true;
+    getJSON('catalog')
+      .then((catalog) => {
+        const added = this.addLayers(catalog.layers.filter((l) => l.live && this.waiting.has(l.name)));
+        if (added.length) this.hooks.onLayersAdded?.(added, catalog);
+      })
+      .catch((e) => this.hooks.onStatus?.(`catalog: ${e.message}`))
+      .finally(() => {
+        setTimeout(() => {
+          this.lookingUp = false;
+          if (this.waiting.size) this.lookUpLayers();
+        }, this.waiting.size ? 5000 : 0);
+      });
   }
 
   /** Missed events: forget the overlay and draw the tiles afresh. */

@@ -44,17 +44,25 @@ async function main() {
   await map.once('load');
   addUnstyledLayers(map, layers);
   const liveLayers = layers.filter((l) => l.live);
+  let popups = null;
   const live = new Live(map, liveLayers, {
-    onStatus: (s) => say(liveLayers.length ? `stream: ${s}` : ''),
+    onStatus: (s) => say(`stream: ${s}`),
+    // A live layer registered since the page loaded: listed, clickable, in the legend.
+    onLayersAdded: (added) => {
+      catalog.layers.push(...added);
+      addLayerRows(map, added);
+      buildLegend(true);
+      popups.refresh();
+    },
   });
   live.install();
   live.start();
   window.urbis.live = live;
   addEventListener('pagehide', () => live.stop());
 
-  buildLayerList(map, layers);
+  addLayerRows(map, [...layers, { name: 'geofences' }]);
   buildLegend(liveLayers.length > 0);
-  wirePopups(map);
+  popups = wirePopups(map);
   document.getElementById('toggle-panel').addEventListener('click', (e) => {
     const panel = document.getElementById('panel');
     const collapsed = panel.classList.toggle('collapsed');
@@ -63,15 +71,17 @@ async function main() {
   map.once('idle', () => { window.urbis.ready = true; });
 }
 
-/** One row per catalog layer (and the geofences): a toggle, the feature count, zoom to it. */
-function buildLayerList(map, layers) {
+/**
+ * One row per catalog layer (and the geofences): a toggle, the feature count, zoom to it.
+ * Rows added later (live layers registered since) go above the geofences row.
+ */
+function addLayerRows(map, rows) {
   const list = document.getElementById('layers');
-  const styleLayers = () => map.getStyle().layers;
-  const rows = [...layers.map((l) => ({ name: l.name, features: l.features, live: l.live, bounds: l.bounds })),
-    { name: 'geofences', label: 'geofences' }];
+  const styleLayers = map.getStyle().layers;
+  const fences = list.querySelector('input[data-layer="geofences"]')?.closest('li') ?? null;
   for (const row of rows) {
-    const ids = styleLayers().filter((s) => catalogLayerOf(s) === row.name).map((s) => s.id);
-    if (ids.length === 0) continue;
+    const ids = styleLayers.filter((s) => catalogLayerOf(s) === row.name).map((s) => s.id);
+    if (ids.length === 0 || list.querySelector(`input[data-layer="${CSS.escape(row.name)}"]`)) continue;
     const box = el('input', { type: 'checkbox', checked: true, dataset: { layer: row.name } });
     box.addEventListener('change', () => {
       for (const id of ids) map.setLayoutProperty(id, 'visibility', box.checked ? 'visible' : 'none');
@@ -79,25 +89,32 @@ function buildLayerList(map, layers) {
     const zoom = Array.isArray(row.bounds) && row.bounds.every(Number.isFinite)
       ? el('button', { type: 'button', title: `Zoom to ${row.name}`, textContent: '⤢', onclick: () => map.fitBounds(row.bounds, { padding: 30 }) })
       : null;
-    list.append(el('li', {},
+    list.insertBefore(el('li', {},
       el('label', {}, box, el('span', { textContent: row.name }),
         row.features != null ? el('span', { className: 'count', textContent: fmt(row.features) }) : null,
         row.live ? el('span', { className: 'live', textContent: 'live' }) : null),
-      zoom));
+      zoom), fences);
   }
 }
 
 function buildLegend(hasLive) {
-  if (!hasLive) return;
   const legend = document.getElementById('legend');
+  if (!hasLive || legend.childElementCount) return;
   for (const s of STATES) legend.append(el('span', { textContent: s, style: `--c:${STATE_COLOURS[s]}` }));
 }
 
-/** Click: the topmost feature's properties in a popup; a cluster zooms in. */
+/**
+ * Click: the topmost feature's properties in a popup; a cluster zooms in. Returns
+ * `{refresh()}`, to call when layers were added.
+ */
 function wirePopups(map) {
   const popup = new maplibregl.Popup({ maxWidth: '360px' });
-  // The style's layers are all in place by now (getStyle() serialises the style: once only).
-  const ids = map.getStyle().layers.filter((l) => l.type !== 'background' && l.source).map((l) => l.id);
+  // getStyle() serialises the whole style: read once, and again only when layers are added.
+  let ids = [];
+  const refresh = () => {
+    ids = map.getStyle().layers.filter((l) => l.type !== 'background' && l.source).map((l) => l.id);
+  };
+  refresh();
   const interactive = () => ids;
   map.on('click', async (e) => {
     const [f] = map.queryRenderedFeatures(e.point, { layers: interactive() });
@@ -122,6 +139,7 @@ function wirePopups(map) {
   map.on('mousemove', (e) => {
     map.getCanvas().style.cursor = map.queryRenderedFeatures(e.point, { layers: interactive() }).length ? 'pointer' : '';
   });
+  return { refresh };
 }
 
 main().catch((e) => {
