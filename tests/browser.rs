@@ -49,10 +49,10 @@ fn viewer_and_big_screen_in_chromium_against_the_readme_server() {
     let server = Server::spawn(cmd);
     assert_eq!(server.base, "http://127.0.0.1:8080", "the default address");
 
-    // Two trams on a live layer and an ingest key, registered while the server runs.
+    // Three trams on a live layer and an ingest key, registered while the server runs.
     let store = dir.path().join("urbis-store");
     let s = store.to_str().unwrap();
-    for id in ["tram-1", "tram-2"] {
+    for id in ["tram-1", "tram-2", "tram-3"] {
         let out = urbis(&[
             "devices",
             "add",
@@ -76,7 +76,7 @@ fn viewer_and_big_screen_in_chromium_against_the_readme_server() {
         .arg(e2e.join("e2e.mjs"))
         .env("URBIS_URL", &server.base)
         .env("URBIS_KEY", &key)
-        .env("URBIS_DEVICES", "tram-1,tram-2")
+        .env("URBIS_DEVICES", "tram-1,tram-2,tram-3")
         .env("URBIS_LAYER", "vehicles")
         .env("CHROMIUM", chromium())
         .env("OUT_DIR", &out_dir)

@@ -362,7 +362,7 @@ fn sse_event(e: &StreamEvent) -> Event {
 }
 
 /// `GET /stream?layers=a,b&bbox=minlon,minlat,maxlon,maxlat`: Server-Sent Events
-/// (`position`, `state`, `geofence`, `geofences`) with ids; `Last-Event-ID` resumes. A client
+/// (`position`, `state`, `geofence`, `geofences`, `removed`) with ids; `Last-Event-ID` resumes. A client
 /// that falls [`crate::live::STREAM_BUFFER`] events behind gets a final `cutoff` event and
 /// is disconnected; ingest never waits for it.
 pub async fn stream(

@@ -66,7 +66,7 @@ pub struct LiveConfig {
 pub struct StreamEvent {
     /// Event id (the log sequence number).
     pub id: u64,
-    /// Event type: `position`, `geofence`, `state`, `geofences`.
+    /// Event type: `position`, `geofence`, `state`, `geofences`, `removed`.
     pub event: &'static str,
     /// Live layer, when the event is about a device.
     pub layer: Option<String>,
@@ -207,6 +207,8 @@ pub struct Hub {
     snapshot_busy: AtomicBool,
     /// Sequence number covered by the last snapshot on disk.
     snapshot_seq: AtomicU64,
+    /// `Removed` records the queue had no room for yet (sent again every second).
+    removals: Mutex<Vec<Record>>,
 }
 
 /// Seconds since the epoch, now.
@@ -295,6 +297,9 @@ impl Hub {
             }
             last = Some((path.clone(), valid));
         }
+        // A `Removed` record of a device registered again brought it back as `new`; one no
+        // longer registered leaves now.
+        st.sync_registry(&reg);
         let next_seq = max_seq + 1;
         let wal = Wal::open(&wal_dir, last, next_seq, cfg.segment_bytes)
             .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
@@ -318,6 +323,7 @@ impl Hub {
             rate: Mutex::new(Rate::default()),
             snapshot_busy: AtomicBool::new(false),
             snapshot_seq: AtomicU64::new(0),
+            removals: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&hub);
         std::thread::Builder::new()
@@ -333,7 +339,9 @@ impl Hub {
         &self.cfg
     }
 
-    /// Re-reads the registry if its file changed; true if it did.
+    /// Re-reads the registry if its file changed; true if it did. A device that left it
+    /// (removed, or removed and registered again with a new secret) is logged as
+    /// [`Record::Removed`] and announced on the stream as `removed`.
     pub fn refresh_registry(&self) -> Result<bool, LiveError> {
         let stamp = std::fs::metadata(self.registry_file.path())
             .and_then(|m| m.modified())
@@ -346,14 +354,71 @@ impl Hub {
             *last = stamp;
         }
         let reg = self.registry_file.load()?;
-        let touched = write_lock(&self.state).sync_registry(&reg);
+        let old = self.registry();
+        let left: Vec<&String> = old
+            .reg
+            .devices
+            .iter()
+            .filter(|(id, e)| {
+                reg.devices
+                    .get(*id)
+                    .is_none_or(|n| !same_hash(&n.secret_sha256, &e.secret_sha256))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let now = now_s();
+        let (touched, removed) = {
+            let mut st = write_lock(&self.state);
+            let removed: Vec<Record> = left
+                .iter()
+                .filter_map(|id| st.devices.get(id.as_str()))
+                .map(|d| Record::Removed {
+                    t: now,
+                    device: d.id.clone(),
+                    layer: d.layer.clone(),
+                    pos: d.pos,
+                })
+                .collect();
+            let touched = st.sync_registry(&reg);
+            // Registered again: a new device under an old name starts afresh.
+            for id in &left {
+                st.reset_device(id);
+            }
+            (touched, removed)
+        };
         for (_, pos, layer) in touched {
             if let Some(p) = pos {
                 self.invalidate(&layer, p);
             }
         }
+        for r in &removed {
+            if let Record::Removed {
+                layer,
+                pos: Some(p),
+                ..
+            } = r
+            {
+                self.invalidate(layer, *p);
+            }
+        }
         *write_lock(&self.registry) = Arc::new(RegIndex::new(reg));
+        if !removed.is_empty() {
+            lock(&self.removals).extend(removed);
+            self.send_removals();
+        }
         Ok(true)
+    }
+
+    /// Logs the waiting `Removed` records; kept for the next second if the queue is full.
+    fn send_removals(&self) {
+        let mut waiting = lock(&self.removals);
+        if waiting.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut *waiting);
+        if let Err(SubmitError::Overloaded) = self.submit(items.clone()) {
+            *waiting = items;
+        }
     }
 
     /// The registry as last read.
@@ -664,6 +729,7 @@ impl Hub {
 
     /// Checks device states against the clock and logs the changes (called every second).
     pub fn tick_states(&self) {
+        self.send_removals();
         let now = now_s();
         let changes: Vec<Record> = {
             let st = read_lock(&self.state);
@@ -770,6 +836,27 @@ impl Hub {
                         pos: Some(pos),
                         data: json!({"fence": fence, "name": name, "kind": kind, "device": device, "layer": layer, "position": pos, "t": t}).to_string(),
                     }),
+                    Change::Removed {
+                        device,
+                        layer,
+                        pos,
+                        seq,
+                    } => {
+                        // Its last device gone, the layer has left /catalog too: a client
+                        // drops it rather than asking for its tiles.
+                        let layer_gone = read_lock(&self.registry)
+                            .layers
+                            .binary_search(&layer)
+                            .is_err();
+                        out.push(StreamEvent {
+                            id: seq,
+                            event: "removed",
+                            layer: Some(layer.clone()),
+                            pos,
+                            data: json!({"id": device, "layer": layer, "position": pos, "layer_gone": layer_gone})
+                                .to_string(),
+                        });
+                    }
                     Change::Fences { seq } => out.push(StreamEvent {
                         id: seq,
                         event: "geofences",

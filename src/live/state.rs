@@ -153,6 +153,17 @@ pub enum Change {
         /// Sequence number.
         seq: u64,
     },
+    /// A device left the registry.
+    Removed {
+        /// Device.
+        device: String,
+        /// The layer it was on.
+        layer: String,
+        /// Its last position.
+        pos: Option<[f64; 2]>,
+        /// Sequence number.
+        seq: u64,
+    },
 }
 
 /// The live state.
@@ -262,6 +273,25 @@ impl LiveState {
         touched
     }
 
+    /// Forgets what a device reported (position, telemetry, counts, open alarms): it is `new`
+    /// again, on the same layer. No-op for an unknown id.
+    pub fn reset_device(&mut self, id: &str) {
+        let Some(d) = self.devices.get(id).cloned() else {
+            return;
+        };
+        self.remove_point(&d);
+        self.inside.retain(|(_, dev)| dev != id);
+        if let Some(d) = self.devices.get_mut(id) {
+            d.pos = None;
+            d.t = None;
+            d.last_seen = None;
+            d.telemetry.clear();
+            d.reports = 0;
+            d.late = 0;
+            d.state = DevState::New;
+        }
+    }
+
     /// The slot of a device id, given one if new.
     pub fn slot(&mut self, id: &str) -> u32 {
         if let Some(&s) = self.slots.get(id) {
@@ -338,6 +368,19 @@ impl LiveState {
                 self.set_fences(rest);
                 self.inside.retain(|(f, _)| f != id);
                 changes.push(Change::Fences { seq });
+            }
+            Record::Removed {
+                device, layer, pos, ..
+            } => {
+                // Registered again since (the registry is read first): it starts afresh here,
+                // as it did when this was logged.
+                self.reset_device(device);
+                changes.push(Change::Removed {
+                    device: device.clone(),
+                    layer: layer.clone(),
+                    pos: *pos,
+                    seq,
+                });
             }
             Record::State { state, device, .. } => {
                 if let Some(d) = self.devices.get_mut(device.as_str()) {

@@ -15,7 +15,12 @@
 //! 3 fence put   json (len u32 | bytes)
 //! 4 fence del   id str
 //! 5 state       t f64 | state u8 | device str
+//! 6 removed     t f64 | device str | layer str | flags u8 (1 position) | lon f64 | lat f64
 //! ```
+//!
+//! A frame whose checksum holds but whose body does not decode (a kind this version does not
+//! know: the log of a newer version) is an error, never a torn tail to cut: nothing
+//! acknowledged is thrown away by a downgrade.
 //!
 //! Written by one thread ([`super::Hub`]'s committer), which appends a whole group of frames
 //! and calls `fdatasync` once before acknowledging any of them (group commit). Recovery reads
@@ -63,6 +68,18 @@ pub enum Record {
         /// Device id.
         device: String,
     },
+    /// A device left the registry (removed, or removed and registered again): its state
+    /// starts afresh from this point of the log.
+    Removed {
+        /// Server time of the removal.
+        t: f64,
+        /// Device id.
+        device: String,
+        /// The live layer it was on.
+        layer: String,
+        /// Its last position, if it had one.
+        pos: Option<[f64; 2]>,
+    },
 }
 
 /// A logged report.
@@ -100,6 +117,7 @@ impl Record {
             Record::FencePut(_) => 3,
             Record::FenceDel(_) => 4,
             Record::State { .. } => 5,
+            Record::Removed { .. } => 6,
         };
         out.push(kind);
         out.extend_from_slice(&seq.to_le_bytes());
@@ -142,6 +160,20 @@ impl Record {
                 out.extend_from_slice(&t.to_le_bytes());
                 out.push(*state);
                 put_str(out, device);
+            }
+            Record::Removed {
+                t,
+                device,
+                layer,
+                pos,
+            } => {
+                out.extend_from_slice(&t.to_le_bytes());
+                put_str(out, device);
+                put_str(out, layer);
+                out.push(u8::from(pos.is_some()));
+                let p = pos.unwrap_or([0.0, 0.0]);
+                out.extend_from_slice(&p[0].to_le_bytes());
+                out.extend_from_slice(&p[1].to_le_bytes());
             }
         }
         let len = (out.len() - body) as u32;
@@ -193,6 +225,19 @@ impl Record {
                 state: c.u8()?,
                 device: c.str()?,
             },
+            6 => {
+                let t = c.f64()?;
+                let device = c.str()?;
+                let layer = c.str()?;
+                let has = c.u8()? != 0;
+                let p = [c.f64()?, c.f64()?];
+                Record::Removed {
+                    t,
+                    device,
+                    layer,
+                    pos: has.then_some(p),
+                }
+            }
             _ => return None,
         };
         (c.at == body.len()).then_some((seq, rec))
@@ -270,7 +315,14 @@ pub fn read_segment(path: &Path, mut f: impl FnMut(u64, Record)) -> io::Result<u
             break;
         }
         let Some((seq, rec)) = Record::decode(body) else {
-            break;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "record of kind {} at byte {at} has a good checksum but cannot be read: \
+                     written by a newer version of urbis? (nothing was cut)",
+                    body.first().copied().unwrap_or(0)
+                ),
+            ));
         };
         f(seq, rec);
         at += 8 + len as usize;
@@ -382,6 +434,18 @@ mod tests {
                 state: 3,
                 device: "tr-1".into(),
             },
+            Record::Removed {
+                t: 5.0,
+                device: "tr-1".into(),
+                layer: "vehicles".into(),
+                pos: Some([24.9, 60.1]),
+            },
+            Record::Removed {
+                t: 6.0,
+                device: "m-7".into(),
+                layer: "meters".into(),
+                pos: None,
+            },
         ]
     }
 
@@ -444,5 +508,22 @@ mod tests {
         let mut n = 0;
         let valid = read_segment(&path, |_, _| n += 1).unwrap();
         assert_eq!((n, valid), (1, first_len as u64));
+    }
+
+    #[test]
+    fn a_record_of_an_unknown_kind_is_refused_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut frames = Vec::new();
+        sample()[0].encode(1, &mut frames);
+        // A well-formed frame of a kind this version does not know (a newer version's log).
+        let body = [99u8, 2, 0, 0, 0, 0, 0, 0, 0, 7];
+        frames.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frames.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        frames.extend_from_slice(&body);
+        let path = dir.path().join("00000000000000000001.log");
+        std::fs::write(&path, &frames).unwrap();
+        let err = read_segment(&path, |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("kind 99"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), frames.len() as u64);
     }
 }

@@ -3,10 +3,10 @@
 // command), registers devices, and runs this with:
 //   URBIS_URL       the server, e.g. http://127.0.0.1:8080
 //   URBIS_KEY       an ingest key (`urbis devices key`)
-//   URBIS_DEVICES   device ids of one live layer, comma-separated
+//   URBIS_DEVICES   three device ids of one live layer, comma-separated
 //   URBIS_LAYER     that live layer
 //   URBIS_BIN       the urbis binary and URBIS_STORE its store, to register a device on a
-//                   new layer while the pages are open
+//                   new layer and remove devices while the pages are open
 //   OUT_DIR         where the screenshots go
 // Exits non-zero with the failed assertion. Every step prints what it measured.
 
@@ -22,7 +22,7 @@ const key = process.env.URBIS_KEY;
 const devices = (process.env.URBIS_DEVICES ?? '').split(',').filter(Boolean);
 const liveLayer = process.env.URBIS_LAYER;
 const out = process.env.OUT_DIR ?? 'target/browser';
-assert.ok(key && devices.length >= 2 && liveLayer, 'URBIS_KEY, URBIS_DEVICES (2+) and URBIS_LAYER are needed');
+assert.ok(key && devices.length >= 3 && liveLayer, 'URBIS_KEY, URBIS_DEVICES (3+) and URBIS_LAYER are needed');
 mkdirSync(out, { recursive: true });
 
 const log = (...a) => console.log('[e2e]', ...a);
@@ -103,7 +103,8 @@ const near = (a, b, tol) => Math.abs(a[0] - b[0]) < tol && Math.abs(a[1] - b[1])
 let failed = false;
 try {
   // ---- Before the pages: the devices report where they are.
-  await report([devices[0], ...P0], [devices[1], ...P0.map((x) => x + 0.0004)]);
+  const P2 = [P0[0] - 0.0004, P0[1] + 0.0002];
+  await report([devices[0], ...P0], [devices[1], ...P0.map((x) => x + 0.0004)], [devices[2], ...P2]);
   const catalog = await (await fetch(`${base}/catalog`)).json();
   const names = catalog.layers.map((l) => l.name);
   assert.ok(names.includes(liveLayer), `${liveLayer} is in /catalog: ${names}`);
@@ -239,6 +240,43 @@ try {
   assert.equal(late.length, 1, `late-1 drawn once on the new layer ${lateLayer}: ${JSON.stringify(late)}`);
   assert.ok(near(late[0].at, LATE, 1e-6), `late-1 at ${LATE}: ${JSON.stringify(late)}`);
   log(`a layer registered after the page loaded: listed and its device drawn ${Date.now() - lateSent} ms after its first report`);
+
+  // Devices removed from the registry leave the map without a reload: late-1, drawn by the
+  // overlay, and devices[2], drawn from the tiles only (it has not reported since the page
+  // loaded).
+  await idle(page);
+  const third = await rendered(page, devices[2]);
+  assert.equal(third.length, 1, `${devices[2]} drawn from the tiles before its removal: ${JSON.stringify(third)}`);
+  assert.ok(near(third[0].at, P2, 1e-5), `${devices[2]} at ${P2}: ${JSON.stringify(third)}`);
+  for (const id of ['late-1', devices[2]]) {
+    execFileSync(process.env.URBIS_BIN, ['devices', 'rm', id, '--store', process.env.URBIS_STORE],
+      { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  const removedAt = Date.now();
+  let left = [];
+  while (Date.now() - removedAt < 5000) {
+    left = [...await rendered(page, 'late-1'), ...await rendered(page, devices[2])];
+    if (left.length === 0) break;
+    await sleep(50);
+  }
+  assert.deepEqual(left, [], `removed devices still drawn after 5 s: ${JSON.stringify(left)}`);
+  log(`removed devices off the map ${Date.now() - removedAt} ms after \`urbis devices rm\` (the server reads the registry each second)`);
+  await idle(page);
+  const inTiles = await page.evaluate((ids) => {
+    const { map, live } = window.urbis;
+    return live.layers.flatMap((l) => map.querySourceFeatures(`urbis:${l.name}`, { sourceLayer: l.name }))
+      .filter((f) => ids.includes(f.properties.id)).map((f) => f.properties.id);
+  }, ['late-1', devices[2]]);
+  assert.deepEqual(inTiles, [], 'the reloaded tiles no longer hold the removed devices');
+  // late-1 was the last device of its layer: the layer left /catalog, the list and the map
+  // (no requests for its tiles, which would now be 404).
+  const lateGone = await page.evaluate((n) => ({
+    row: document.querySelector(`#layers input[data-layer="${n}"]`) !== null,
+    source: window.urbis.map.getSource(`urbis:${n}`) !== undefined,
+  }), lateLayer);
+  assert.deepEqual(lateGone, { row: false, source: false }, `${lateLayer} off the list and the map`);
+  const cat = await (await fetch(`${base}/catalog`)).json();
+  assert.ok(!cat.layers.some((l) => l.name === lateLayer), `${lateLayer} left /catalog`);
   await idle(page);
   await page.screenshot({ path: join(out, 'viewer.png') });
   clean(w, 'viewer');

@@ -117,6 +117,11 @@ async function main() {
       if (d.state === 'overdue' || d.state === 'lost') alarm(d.state, `${d.id} (${d.layer})`);
       pollSoon();
     },
+    onRemoved: () => pollSoon(),
+    onLayerRemoved: () => {
+      layerCount = null; // the next poll reads /catalog
+      pollSoon();
+    },
     onStatus: (s) => { streamStatus = s; },
     onLayersAdded: (_added, cat) => {
       layerCount = cat.layers.length;

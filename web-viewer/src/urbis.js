@@ -145,8 +145,9 @@ export class Live {
   /**
    * @param map the MapLibre map (its style loaded)
    * @param layers the live layers of /catalog
-   * @param hooks `{onGeofence(event), onState(event), onStatus(text), onChange(),
-   *   onLayersAdded(layers, catalog)}`, all optional; `onLayersAdded` hears of live layers
+   * @param hooks `{onGeofence(event), onState(event), onRemoved(event), onStatus(text),
+   *   onChange(), onLayersAdded(layers, catalog), onLayerRemoved(name)}`, all optional;
+   *   `onLayerRemoved` hears of a live layer whose last device was removed; `onLayersAdded` hears of live layers
    *   registered after the page loaded, which the stream revealed and /catalog described
    * @param scale marker and line size factor (the big screen draws them larger)
    */
@@ -160,6 +161,7 @@ export class Live {
     this.lookingUp = false;
     this.moved = new Map(); // device id -> GeoJSON feature (bounded by the device count)
     this.changed = new Set(); // device ids to send to the overlay at the next frame
+    this.removed = new Map(); // device id -> layer, to take off the map at the next frame
     this.inOverlay = new Set(); // device ids the overlay source holds
     this.clearOverlay = false;
     this.overlayPending = false;
@@ -293,6 +295,11 @@ export class Live {
       this.flash(g.fence);
       this.hooks.onGeofence?.(g);
     });
+    es.addEventListener('removed', (m) => {
+      const d = JSON.parse(m.data);
+      this.onRemoved(d);
+      this.hooks.onRemoved?.(d);
+    });
     es.addEventListener('geofences', () => this.loadFences());
     es.addEventListener('reset', () => this.resync());
     es.addEventListener('cutoff', () => this.resync());
@@ -320,6 +327,41 @@ export class Live {
   }
 
   /**
+   * A device left the registry: off the overlay, its tiles' copy hidden at once and the
+   * layer's tiles reloaded (a rare event: the reload is worth it at every zoom).
+   */
+  onRemoved(d) {
+    if (!d?.id || !d.layer) return;
+    this.moved.delete(d.id);
+    this.changed.delete(d.id);
+    this.waiting.get(d.layer)?.delete(d.id);
+    if (this.waiting.get(d.layer)?.size === 0) this.waiting.delete(d.layer);
+    if (!this.layers.some((l) => l.name === d.layer)) return;
+    if (d.layer_gone) {
+      // Its last device: the layer left /catalog and its tiles are gone with it.
+      if (this.inOverlay.delete(d.id)) this.map.getSource('urbis:moved')?.updateData({ remove: [d.id] });
+      this.dropLayer(d.layer);
+      this.hooks.onLayerRemoved?.(d.layer);
+    } else {
+      this.removed.set(d.id, d.layer);
+      this.tilesDirty.add(d.layer);
+      this.scheduleOverlay();
+    }
+    this.hooks.onChange?.();
+  }
+
+  /** Takes a live layer off the map (its map layers, then its source). */
+  dropLayer(name) {
+    for (const id of [`${name}:clusters`, `${name}:singles`, `${name}:devices`, `${name}:moved`]) {
+      if (this.map.getLayer(id)) this.map.removeLayer(id);
+    }
+    if (this.map.getSource(`urbis:${name}`)) this.map.removeSource(`urbis:${name}`);
+    this.layers = this.layers.filter((l) => l.name !== name);
+    this.tilesDirty.delete(name);
+    for (const [id, layer] of this.removed) if (layer === name) this.removed.delete(id);
+  }
+
+  /**
    * Reads /catalog for the layers the stream named but the map lacks; tries again every 5 s
    * while one is still missing (one request out at a time, one timer).
    */
@@ -344,6 +386,7 @@ export class Live {
   resync() {
     this.moved.clear();
     this.changed.clear();
+    this.removed.clear();
     this.clearOverlay = true;
     for (const l of this.layers) this.tilesDirty.add(l.name);
     this.reloadTiles(true);
@@ -368,9 +411,18 @@ export class Live {
       }
       const ids = [...this.changed];
       this.changed.clear();
-      if (ids.length === 0) return;
       const add = [];
       const remove = [];
+      if (this.removed.size) {
+        for (const [id, layer] of this.removed) {
+          if (this.inOverlay.delete(id)) remove.push(id);
+          // Hidden until the reloaded tiles, which no longer hold it, arrive.
+          this.map.setFeatureState({ source: `urbis:${layer}`, sourceLayer: layer, id }, { moved: true });
+        }
+        this.removed.clear();
+        this.reloadTiles(true);
+      }
+      if (ids.length === 0 && remove.length === 0) return;
       for (const id of ids) {
         const f = this.moved.get(id);
         if (!f) continue;

@@ -54,6 +54,13 @@ async function main() {
       buildLegend(true);
       popups.refresh();
     },
+    // A live layer whose last device was removed: out of the list too.
+    onLayerRemoved: (name) => {
+      const i = catalog.layers.findIndex((l) => l.name === name);
+      if (i >= 0) catalog.layers.splice(i, 1);
+      document.querySelector(`#layers input[data-layer="${CSS.escape(name)}"]`)?.closest('li')?.remove();
+      popups.refresh();
+    },
   });
   live.install();
   live.start();
