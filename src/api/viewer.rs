@@ -4,10 +4,11 @@
 //! made at build time; no Node.js at run time.
 
 use axum::body::Body;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::AppState;
 use super::problem::Problem;
 
 /// One embedded file.
@@ -68,7 +69,50 @@ fn serve(a: &'static Asset, headers: &HeaderMap) -> Response {
     r
 }
 
-fn page(name: &str, headers: &HeaderMap) -> Response {
+/// The Content-Security-Policy of the pages: scripts, styles, workers and data from this
+/// server only (and from the configured public URL's origin, which the tile links then
+/// name), no plug-ins, no inline scripts: a popup's text can never run. MapLibre needs
+/// nothing more (its worker is a module file next to it; images may be `data:`/`blob:`).
+pub fn content_security_policy(public_url: Option<&str>) -> HeaderValue {
+    let origin = public_url
+        .and_then(|u| {
+            let (scheme, rest) = u.split_once("://")?;
+            let host = rest.split('/').next()?;
+            let ok = !host.is_empty()
+                && matches!(scheme, "http" | "https")
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+            ok.then(|| format!(" {scheme}://{host}"))
+        })
+        .unwrap_or_default();
+    let policy = format!(
+        "default-src 'self'; script-src 'self'; worker-src 'self' blob:; \
+         style-src 'self'; img-src 'self' data: blob:; font-src 'self'; \
+         connect-src 'self'{origin}; object-src 'none'; base-uri 'self'; form-action 'none'"
+    );
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'self'"))
+}
+
+fn page(name: &str, headers: &HeaderMap, st: &AppState) -> Response {
+    let mut r = page_body(name, headers);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        content_security_policy(st.public_url.as_deref()),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    r
+}
+
+fn page_body(name: &str, headers: &HeaderMap) -> Response {
     match (asset(name), MISSING) {
         (Some(a), None) => serve(a, headers),
         (_, why) => {
@@ -98,13 +142,13 @@ fn html_escape(s: &str) -> String {
 }
 
 /// `GET /`: the map viewer.
-pub async fn index(headers: HeaderMap) -> Response {
-    page("index.html", &headers)
+pub async fn index(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    page("index.html", &headers, &st)
 }
 
 /// `GET /ops`: the ops-center big screen.
-pub async fn ops(headers: HeaderMap) -> Response {
-    page("ops.html", &headers)
+pub async fn ops(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    page("ops.html", &headers, &st)
 }
 
 /// `GET /favicon.ico`: the Urbis mark (SVG; browsers take it whatever the name).
@@ -151,5 +195,29 @@ mod tests {
             assert!(a.etag.starts_with('"') && a.etag.ends_with('"'), "{n}");
         }
         assert_eq!(content_type("a.mjs"), "text/javascript; charset=utf-8");
+    }
+
+    #[test]
+    fn the_page_policy_allows_only_this_server_and_the_public_origin() {
+        let own = content_security_policy(None);
+        let own = own.to_str().unwrap();
+        assert!(own.contains("script-src 'self';"), "{own}");
+        assert!(own.contains("connect-src 'self';"), "{own}");
+        let p = content_security_policy(Some("https://maps.city.example:8443/urbis/"));
+        assert!(
+            p.to_str()
+                .unwrap()
+                .contains("connect-src 'self' https://maps.city.example:8443;"),
+            "{p:?}"
+        );
+        // Nothing odd from the configuration gets into the header.
+        for bad in [
+            "javascript:alert(1)",
+            "https://a b/",
+            "https://x; script-src *",
+            "ftp://x",
+        ] {
+            assert_eq!(content_security_policy(Some(bad)), own, "{bad}");
+        }
     }
 }

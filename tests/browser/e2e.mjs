@@ -113,7 +113,10 @@ try {
   const page = await context.newPage();
   const w = watch(page, 'viewer');
   const t0 = Date.now();
-  await page.goto(`${base}/`);
+  const csp = (await page.goto(`${base}/`)).headers()['content-security-policy'] ?? '';
+  // Served under a strict policy (no inline or foreign script): the zero console errors
+  // below also mean MapLibre and our code need nothing it forbids.
+  assert.ok(csp.includes("script-src 'self'") && csp.includes("connect-src 'self'"), `CSP of /: ${csp}`);
   await page.waitForFunction(() => window.urbis?.ready === true, null, { timeout: 90000 });
   await idle(page);
   log(`viewer idle after ${Date.now() - t0} ms`);
@@ -285,7 +288,8 @@ try {
   const ops = await context.newPage();
   await ops.setViewportSize({ width: 1920, height: 1080 });
   const wo = watch(ops, 'ops');
-  await ops.goto(`${base}/ops`);
+  const opsCsp = (await ops.goto(`${base}/ops`)).headers()['content-security-policy'] ?? '';
+  assert.ok(opsCsp.includes("script-src 'self'"), `CSP of /ops: ${opsCsp}`);
   await ops.waitForFunction(() => window.urbis?.ready === true && document.body.dataset.updated, null, { timeout: 90000 });
   await idle(ops);
 
