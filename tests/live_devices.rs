@@ -696,6 +696,12 @@ fn a_removed_device_leaves_state_tiles_and_stream_and_its_name_starts_afresh() {
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
+    // Its history starts at the new registration.
+    let tr = server.get("/devices/bus-2/track?from=0", &[]).json();
+    let fixes: Vec<&serde_json::Value> = tr["fixes"].as_array().unwrap().iter().collect();
+    assert_eq!(fixes.len(), 1, "{tr}");
+    assert_eq!(fixes[0]["position"], serde_json::json!(p3), "{tr}");
+
     // The same after a crash: replaying the log (removals included) rebuilds this state.
     let _ = server.child.kill();
     let _ = server.child.wait();

@@ -693,7 +693,8 @@ impl Hub {
     }
 
     /// Position history of a device between device times `from` and `to` (seconds), oldest
-    /// first, at most `limit` fixes; late reports are included and flagged.
+    /// first, at most `limit` fixes; late reports are included and flagged. It starts after
+    /// the device's last removal: a name registered again is a new device.
     pub fn track(&self, device: &str, from: f64, to: f64, limit: usize) -> Vec<ReportRec> {
         let wal_dir = live_dir(&self.cfg.store_dir).join("wal");
         let Ok(segs) = wal::segments(&wal_dir) else {
@@ -712,7 +713,11 @@ impl Hub {
                 continue;
             }
             let _ = wal::read_segment(&path, |_, rec| {
-                if let Record::Report(r) = rec
+                if let Record::Removed { device: d, .. } = &rec
+                    && d == device
+                {
+                    out.clear();
+                } else if let Record::Report(r) = rec
                     && r.device == device
                     && r.pos.is_some()
                     && r.t >= from
