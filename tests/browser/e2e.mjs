@@ -280,6 +280,14 @@ try {
   assert.deepEqual(lateGone, { row: false, source: false }, `${lateLayer} off the list and the map`);
   const cat = await (await fetch(`${base}/catalog`)).json();
   assert.ok(!cat.layers.some((l) => l.name === lateLayer), `${lateLayer} left /catalog`);
+  // The list's device count of the live layer follows /catalog.
+  const want = String(cat.layers.find((l) => l.name === liveLayer).features);
+  const listed = () => page.evaluate((n) => document.querySelector(`#layers input[data-layer="${n}"]`)
+    .closest('label').querySelector('.count').textContent, liveLayer);
+  const countAt = Date.now();
+  while (await listed() !== want && Date.now() - countAt < 3000) await sleep(50);
+  assert.equal(await listed(), want, `${liveLayer}'s count in the list equals /catalog's`);
+  log(`${liveLayer}: the list shows ${want} devices, as /catalog does`);
   await idle(page);
   await page.screenshot({ path: join(out, 'viewer.png') });
   clean(w, 'viewer');

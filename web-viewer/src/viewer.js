@@ -54,6 +54,7 @@ async function main() {
       buildLegend(true);
       popups.refresh();
     },
+    onRemoved: () => refreshCountsSoon(),
     // A live layer whose last device was removed: out of the list too.
     onLayerRemoved: (name) => {
       const i = catalog.layers.findIndex((l) => l.name === name);
@@ -68,6 +69,8 @@ async function main() {
   addEventListener('pagehide', () => live.stop());
 
   addLayerRows(map, [...layers, { name: 'geofences' }]);
+  // Devices are registered and removed while the page is open: the counts follow.
+  setInterval(refreshCountsSoon, COUNTS_EVERY_MS);
   buildLegend(liveLayers.length > 0);
   popups = wirePopups(map);
   document.getElementById('toggle-panel').addEventListener('click', (e) => {
@@ -102,6 +105,26 @@ function addLayerRows(map, rows) {
         row.live ? el('span', { className: 'live', textContent: 'live' }) : null),
       zoom), fences);
   }
+}
+
+const COUNTS_EVERY_MS = 60_000;
+let countsTimer = null;
+
+/** Reads the list's feature counts again from /catalog, soon (one request for a burst). */
+function refreshCountsSoon() {
+  if (countsTimer) return;
+  countsTimer = setTimeout(async () => {
+    try {
+      const catalog = await getJSON('catalog');
+      for (const l of catalog.layers) {
+        const row = document.querySelector(`#layers input[data-layer="${CSS.escape(l.name)}"]`)?.closest('label');
+        const count = row?.querySelector('.count');
+        if (count && l.features != null) count.textContent = fmt(l.features);
+      }
+    } catch { /* the next change, or the next minute, tries again */ } finally {
+      countsTimer = null;
+    }
+  }, 500);
 }
 
 function buildLegend(hasLive) {
