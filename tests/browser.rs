@@ -82,6 +82,7 @@ fn viewer_and_big_screen_in_chromium_against_the_readme_server() {
         .env("OUT_DIR", &out_dir)
         .env("URBIS_BIN", env!("CARGO_BIN_EXE_urbis"))
         .env("URBIS_STORE", &store)
+        .env("URBIS_PID", server.child.id().to_string())
         .status()
         .expect("run node (Node.js is on the machine; .ci/run checks it)");
     assert!(

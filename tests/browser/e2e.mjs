@@ -7,15 +7,17 @@
 //   URBIS_LAYER     that live layer
 //   URBIS_BIN       the urbis binary and URBIS_STORE its store, to register a device on a
 //                   new layer and remove devices while the pages are open
+//   URBIS_PID       the server's process id: the test kills it (-9) and starts the same
+//                   command again (`urbis serve` in the store's folder), and stops that one
 //   OUT_DIR         where the screenshots go
 // Exits non-zero with the failed assertion. Every step prints what it measured.
 
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 const base = process.env.URBIS_URL ?? 'http://127.0.0.1:8080';
 const key = process.env.URBIS_KEY;
@@ -64,17 +66,19 @@ const context = await chromium.launchPersistentContext(profile, {
 
 /** Console errors, page errors, failed and >= 400 requests of a page. */
 function watch(page, name) {
-  const w = { errors: [], failed: [], aborted: 0, closing: false };
-  page.on('console', (m) => { if (m.type() === 'error') w.errors.push(`${name} console: ${m.text()}`); });
+  // `down`: the server is away on purpose; what fails meanwhile is counted, not an error.
+  const w = { errors: [], failed: [], aborted: 0, closing: false, down: false, whileDown: 0 };
+  const away = () => { if (w.down) w.whileDown += 1; return w.down; };
+  page.on('console', (m) => { if (m.type() === 'error' && !away()) w.errors.push(`${name} console: ${m.text()}`); });
   page.on('pageerror', (e) => w.errors.push(`${name} page error: ${e.message}`));
   page.on('requestfailed', (r) => {
-    if (w.closing) return;
+    if (w.closing || away()) return;
     const why = r.failure()?.errorText ?? '';
     // MapLibre cancels the tile requests of a view it has left: not a failure of the server.
     if (why === 'net::ERR_ABORTED' && r.url().includes('/tiles/')) { w.aborted += 1; return; }
     w.failed.push(`${name}: ${r.method()} ${r.url()} ${why}`);
   });
-  page.on('response', (r) => { if (r.status() >= 400) w.failed.push(`${name}: ${r.status()} ${r.url()}`); });
+  page.on('response', (r) => { if (r.status() >= 400 && !away()) w.failed.push(`${name}: ${r.status()} ${r.url()}`); });
   return w;
 }
 
@@ -97,6 +101,23 @@ const rendered = (page, id) => page.evaluate((id) => {
     .filter((f) => f.properties.id === id && !f.state?.moved)
     .map((f) => ({ layer: f.layer.id, at: f.geometry.coordinates, state: f.properties.state }));
 }, id);
+
+/** `urbis serve` in the store's folder (the README's command); resolves once it listens. */
+function startServer() {
+  const child = spawn(process.env.URBIS_BIN, ['serve'], {
+    cwd: dirname(process.env.URBIS_STORE), env: { ...process.env, URBIS_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`the restarted server did not listen: ${text}`)), 60000);
+    child.stdout.on('data', (b) => {
+      text += b;
+      if (text.includes('http://')) { clearTimeout(timer); resolve(child); }
+    });
+    child.on('exit', (code) => reject(new Error(`the restarted server exited with ${code}: ${text}`)));
+  });
+}
+let restarted = null;
 
 const near = (a, b, tol) => Math.abs(a[0] - b[0]) < tol && Math.abs(a[1] - b[1]) < tol;
 
@@ -288,6 +309,50 @@ try {
   while (await listed() !== want && Date.now() - countAt < 3000) await sleep(50);
   assert.equal(await listed(), want, `${liveLayer}'s count in the list equals /catalog's`);
   log(`${liveLayer}: the list shows ${want} devices, as /catalog does`);
+
+  // The server crashes and comes back (kill -9, the same command again) behind a proxy
+  // that answers 502 while it is away: EventSource gives up on an HTTP error, the page opens
+  // a new stream by itself (resuming from its last event) and markers move again.
+  let refused = 0;
+  let proxyUp = false;
+  const isStream = (u) => new URL(u).pathname === '/stream';
+  await page.route(isStream, (route) => {
+    if (proxyUp) return route.continue();
+    refused += 1;
+    return route.fulfill({ status: 502, contentType: 'text/plain', body: 'Bad Gateway' });
+  });
+  const sourceBefore = await page.evaluate(() => window.urbis.live.source.url);
+  w.down = true;
+  const killedAt = Date.now();
+  process.kill(Number(process.env.URBIS_PID), 'SIGKILL');
+  restarted = await startServer();
+  while (refused === 0 && Date.now() - killedAt < 15000) await sleep(50);
+  assert.ok(refused > 0, 'the page tried the stream again while the server was away');
+  proxyUp = true;
+  await page.waitForFunction((before) => {
+    const s = window.urbis.live.source;
+    return s.readyState === EventSource.OPEN && s.url !== before && s.url.includes('last_event_id=');
+  }, sourceBefore, { timeout: 20000, polling: 100 });
+  const backAfter = Date.now() - killedAt;
+  await page.unroute(isStream);
+  w.down = false;
+  // Still inside the fence (the big screen counts it); the map goes there first, which
+  // also loads tiles from the restarted server.
+  const P3 = [INSIDE[0] - 0.0005, INSIDE[1] + 0.0003];
+  await page.evaluate((c) => window.urbis.map.jumpTo({ center: c }), P3);
+  await idle(page);
+  const sentAgain = Date.now();
+  await report([devices[0], ...P3]);
+  let after = [];
+  while (Date.now() - sentAgain < 2000) {
+    after = await rendered(page, devices[0]);
+    if (after.length === 1 && near(after[0].at, P3, 1e-6)) break;
+    await sleep(50);
+  }
+  assert.ok(after.length === 1 && near(after[0].at, P3, 1e-6),
+    `after the restart ${devices[0]} drawn once at ${P3} within 2 s: ${JSON.stringify(after)}`);
+  log(`server killed and restarted: the stream was refused ${refused}x (502), resumed by the page after ${backAfter} ms; a report then moved the marker in ${Date.now() - sentAgain} ms (${w.whileDown} errors while it was away, expected)`);
+
   await idle(page);
   await page.screenshot({ path: join(out, 'viewer.png') });
   clean(w, 'viewer');
@@ -416,6 +481,7 @@ try {
     for (const [i, p] of context.pages().entries()) await p.screenshot({ path: join(out, `failure-${i}.png`) });
   } catch { /* best effort */ }
 } finally {
+  restarted?.kill('SIGTERM');
   await context.close();
   rmSync(profile, { recursive: true, force: true });
 }

@@ -130,6 +130,10 @@ export function addUnstyledLayers(map, layers, { beforeId } = {}) {
 
 const STATE_MATCH = ['match', ['get', 'state'], ...Object.entries(STATE_COLOURS).flat(), '#9ca3af'];
 
+/** First and longest wait before a closed stream is opened again. */
+const RECONNECT_MIN_MS = 1000;
+const RECONNECT_MAX_MS = 30000;
+
 /**
  * Live device layers: live tiles (clusters below `clustered_below`, devices above) plus an
  * overlay of every device the stream has reported since the page loaded, so that a marker
@@ -168,6 +172,9 @@ export class Live {
     this.tilesDirty = new Set();
     this.flashTimers = new Map(); // fence id -> timer (at most one per fence)
     this.source = null;
+    this.lastEventId = null; // of the last event heard, to resume from on a new connection
+    this.reconnectTimer = null;
+    this.backoff = RECONNECT_MIN_MS;
     this.refreshTimer = null;
     this.fencesLoading = null;
   }
@@ -271,38 +278,59 @@ export class Live {
   /** Closes the stream and the timers (the page is going away). */
   stop() {
     this.source?.close();
+    clearTimeout(this.reconnectTimer);
     clearInterval(this.refreshTimer);
     for (const t of this.flashTimers.values()) clearTimeout(t);
     this.flashTimers.clear();
   }
 
   connect() {
-    // Every live layer, also those registered later (onUnknownLayer). EventSource
-    // reconnects by itself and sends Last-Event-ID, so nothing is missed (or the server
-    // says `reset`).
-    const es = new EventSource(url('stream'));
+    // Every live layer, also those registered later (the stream names them). While the
+    // server is unreachable EventSource reconnects by itself and sends Last-Event-ID, so
+    // nothing is missed (or the server says `reset`). An HTTP error instead (a proxy's 502
+    // while the server restarts) closes it for good: then a new one is opened here, with
+    // backoff, resuming from the last event heard.
+    const since = this.lastEventId ? `?last_event_id=${encodeURIComponent(this.lastEventId)}` : '';
+    const es = new EventSource(url('stream') + since);
     this.source = es;
-    es.addEventListener('open', () => this.hooks.onStatus?.('live'));
-    es.addEventListener('error', () => this.hooks.onStatus?.(es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting'));
-    es.addEventListener('position', (m) => this.onDevice(JSON.parse(m.data)));
-    es.addEventListener('state', (m) => {
+    const on = (type, f) => es.addEventListener(type, (m) => {
+      if (m.lastEventId) this.lastEventId = m.lastEventId;
+      f(m);
+    });
+    es.addEventListener('open', () => {
+      this.backoff = RECONNECT_MIN_MS;
+      this.hooks.onStatus?.('live');
+    });
+    es.addEventListener('error', () => {
+      if (es.readyState !== EventSource.CLOSED) {
+        this.hooks.onStatus?.('reconnecting');
+        return;
+      }
+      if (this.source !== es) return;
+      this.hooks.onStatus?.(`closed; again in ${Math.round(this.backoff / 1000)} s`);
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = setTimeout(() => this.connect(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, RECONNECT_MAX_MS);
+    });
+    on('position', (m) => this.onDevice(JSON.parse(m.data)));
+    on('state', (m) => {
       const d = JSON.parse(m.data);
       this.onDevice(d);
       this.hooks.onState?.(d);
     });
-    es.addEventListener('geofence', (m) => {
+    on('geofence', (m) => {
       const g = JSON.parse(m.data);
       this.flash(g.fence);
       this.hooks.onGeofence?.(g);
     });
-    es.addEventListener('removed', (m) => {
+    on('removed', (m) => {
       const d = JSON.parse(m.data);
       this.onRemoved(d);
       this.hooks.onRemoved?.(d);
     });
-    es.addEventListener('geofences', () => this.loadFences());
-    es.addEventListener('reset', () => this.resync());
-    es.addEventListener('cutoff', () => this.resync());
+    on('geofences', () => this.loadFences());
+    on('reset', () => this.resync());
+    on('cutoff', () => this.resync());
   }
 
   onDevice(d) {
