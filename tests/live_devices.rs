@@ -98,6 +98,30 @@ fn tile_of(lon: f64, lat: f64, z: u32) -> (u32, u32, f64, f64) {
     )
 }
 
+/// A new ingest API key, from `urbis devices key NAME`.
+fn ingest_key(store: &std::path::Path, name: &str) -> String {
+    let out = urbis(&["devices", "key", name, "--store", store.to_str().unwrap()]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("ik_"))
+        .expect("a key in the output")
+        .to_string()
+}
+
+/// `POST /ingest` of a JSON body with `Authorization: AUTH` (e.g. `Bearer ik_…`).
+fn post_json(addr: &str, auth: &str, body: &str) -> common::HttpResponse {
+    http_request(
+        addr,
+        "POST",
+        "/ingest",
+        &[
+            ("Authorization", auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+}
+
 #[test]
 fn coap_client_reports_show_up_in_devices_tiles_and_the_stream() {
     let dir = tempfile::tempdir().unwrap();
@@ -422,26 +446,10 @@ fn http_batches_geofence_events_and_stream_resume() {
     let store = dir.path().join("store");
     let s1 = add_device(&store, "bus-1", "vehicles", "30s");
     add_device(&store, "bus-2", "vehicles", "30s");
-    let out = urbis(&["devices", "key", "gw", "--store", store.to_str().unwrap()]);
-    let key = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.starts_with("ik_"))
-        .unwrap()
-        .to_string();
+    let key = ingest_key(&store, "gw");
     let server = Server::start(&store, &[]);
     let auth = format!("Bearer {key}");
-    let ingest = |body: &str, auth: &str| {
-        http_request(
-            &server.addr,
-            "POST",
-            "/ingest",
-            &[
-                ("Authorization", auth),
-                ("Content-Type", "application/json"),
-            ],
-            body.as_bytes(),
-        )
-    };
+    let ingest = |body: &str, auth: &str| post_json(&server.addr, auth, body);
 
     // A fence around a square in Helsinki, for the vehicles layer.
     let fence = r#"{"type":"Feature","id":"depot","properties":{"name":"Depot","layers":["vehicles"]},
@@ -570,25 +578,11 @@ fn a_removed_device_leaves_state_tiles_and_stream_and_its_name_starts_afresh() {
     add_device(&store, "bus-2", "vehicles", "30s");
     // Keeps the vehicles layer registered when the other two have left it.
     add_device(&store, "bus-3", "vehicles", "30s");
-    let out = urbis(&["devices", "key", "gw", "--store", st]);
-    let key = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.starts_with("ik_"))
-        .unwrap()
-        .to_string();
+    let key = ingest_key(&store, "gw");
     let auth = format!("Bearer {key}");
     let mut server = Server::start(&store, &[]);
     let ingest = |server: &Server, body: &str| {
-        let r = http_request(
-            &server.addr,
-            "POST",
-            "/ingest",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            body.as_bytes(),
-        );
+        let r = post_json(&server.addr, &auth, body);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.json()
     };
@@ -684,15 +678,10 @@ fn a_removed_device_leaves_state_tiles_and_stream_and_its_name_starts_afresh() {
         "bus-2's old fix left vehicles"
     );
     let p3 = [24.9502, 60.1671];
-    let r = http_request(
+    let r = post_json(
         &server.addr,
-        "POST",
-        "/ingest",
-        &[
-            ("Authorization", &format!("Bearer {new_secret}")),
-            ("Content-Type", "application/json"),
-        ],
-        format!(r#"{{"lon":{},"lat":{}}}"#, p3[0], p3[1]).as_bytes(),
+        &format!("Bearer {new_secret}"),
+        &format!(r#"{{"lon":{},"lat":{}}}"#, p3[0], p3[1]),
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
@@ -899,15 +888,10 @@ fn a_stream_client_that_stops_reading_is_cut_off_and_ingest_goes_on() {
                 )
             })
             .collect();
-        let r = http_request(
+        let r = post_json(
             &server.addr,
-            "POST",
-            "/ingest",
-            &[
-                ("Authorization", &format!("Bearer {secret}")),
-                ("Content-Type", "application/json"),
-            ],
-            format!("[{}]", body.join(",")).as_bytes(),
+            &format!("Bearer {secret}"),
+            &format!("[{}]", body.join(",")),
         );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
@@ -1042,16 +1026,7 @@ fn a_log_write_failure_stops_acknowledging_and_fails_ready() {
                 format!(r#"{{"lat":60.1,"lon":24.9,"t":{},"n":{n}}}"#, t0 + n as f64)
             })
             .collect();
-        let r = http_request(
-            &server.addr,
-            "POST",
-            "/ingest",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            format!("[{}]", body.join(",")).as_bytes(),
-        );
+        let r = post_json(&server.addr, &auth, &format!("[{}]", body.join(",")));
         match r.status {
             200 => acked = (batch + 1) * 100,
             503 => {
@@ -1075,16 +1050,7 @@ fn a_log_write_failure_stops_acknowledging_and_fails_ready() {
         "{}",
         String::from_utf8_lossy(&ready.body)
     );
-    let r = http_request(
-        &server.addr,
-        "POST",
-        "/ingest",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        br#"{"lat":60.2,"lon":24.8}"#,
-    );
+    let r = post_json(&server.addr, &auth, r#"{"lat":60.2,"lon":24.8}"#);
     assert_eq!(r.status, 503);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -1162,15 +1128,10 @@ fn log_segments_roll_recover_and_expire_with_retention() {
                     )
                 })
                 .collect();
-            let r = http_request(
+            let r = post_json(
                 &server.addr,
-                "POST",
-                "/ingest",
-                &[
-                    ("Authorization", &format!("Bearer {secret}")),
-                    ("Content-Type", "application/json"),
-                ],
-                format!("[{}]", body.join(",")).as_bytes(),
+                &format!("Bearer {secret}"),
+                &format!("[{}]", body.join(",")),
             );
             assert_eq!(r.status, 200);
         }

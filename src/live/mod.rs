@@ -386,8 +386,12 @@ impl Hub {
             }
             (touched, removed)
         };
-        for (_, pos, layer) in touched {
-            if let Some(p) = pos {
+        // Tiles that showed a device where it no longer is: those that left (their removal
+        // records carry layer and position) and those that changed layer.
+        for (id, pos, layer) in touched {
+            if let Some(p) = pos
+                && !left.contains(&&id)
+            {
                 self.invalidate(&layer, p);
             }
         }

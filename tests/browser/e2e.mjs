@@ -119,7 +119,20 @@ function startServer() {
 }
 let restarted = null;
 
+/** Calls `f` until `done(value)` or `ms` have passed; resolves with the last value. */
+async function poll(f, done, ms, every = 50) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await f();
+    if (done(v) || Date.now() - t0 >= ms) return v;
+    await sleep(every);
+  }
+}
+
 const near = (a, b, tol) => Math.abs(a[0] - b[0]) < tol && Math.abs(a[1] - b[1]) < tol;
+
+/** `rendered` found the device once, at `at`. */
+const drawnAt = (found, at) => found.length === 1 && near(found[0].at, at, 1e-6);
 
 let failed = false;
 try {
@@ -215,14 +228,10 @@ try {
   for (const [i, to] of [P1, P0, P1].entries()) {
     const sent = Date.now();
     await report([devices[0], ...to]);
-    let moved = null;
-    while (Date.now() - sent < 2000) {
-      const now = await rendered(page, devices[0]);
-      if (now.length === 1 && near(now[0].at, to, 1e-6)) { moved = now[0]; break; }
-      await sleep(25);
-    }
+    const now = await poll(() => rendered(page, devices[0]), (n) => drawnAt(n, to), 2000, 25);
     const ms = Date.now() - sent;
-    assert.ok(moved, `move ${i + 1}: ${devices[0]} drawn once at ${to} within 2 s, got ${JSON.stringify(await rendered(page, devices[0]))}`);
+    assert.ok(drawnAt(now, to), `move ${i + 1}: ${devices[0]} drawn once at ${to} within 2 s, got ${JSON.stringify(now)}`);
+    const [moved] = now;
     log(`move ${i + 1}: marker at the new position ${ms} ms after the report was sent (layer ${moved.layer}, state ${moved.state})`);
   }
   const tiles1 = await page.evaluate(() => performance.getEntriesByType('resource').filter((e) => e.name.includes('/tiles/')).length);
@@ -255,12 +264,7 @@ try {
   }
   const lateSent = Date.now();
   await page.waitForFunction((n) => document.querySelector(`#layers input[data-layer="${n}"]`), lateLayer, { timeout: 10000, polling: 50 });
-  let late = [];
-  while (Date.now() - lateSent < 10000) {
-    late = await rendered(page, 'late-1');
-    if (late.length === 1) break;
-    await sleep(50);
-  }
+  const late = await poll(() => rendered(page, 'late-1'), (l) => l.length === 1, 10000);
   assert.equal(late.length, 1, `late-1 drawn once on the new layer ${lateLayer}: ${JSON.stringify(late)}`);
   assert.ok(near(late[0].at, LATE, 1e-6), `late-1 at ${LATE}: ${JSON.stringify(late)}`);
   log(`a layer registered after the page loaded: listed and its device drawn ${Date.now() - lateSent} ms after its first report`);
@@ -277,12 +281,8 @@ try {
       { stdio: ['ignore', 'ignore', 'inherit'] });
   }
   const removedAt = Date.now();
-  let left = [];
-  while (Date.now() - removedAt < 5000) {
-    left = [...await rendered(page, 'late-1'), ...await rendered(page, devices[2])];
-    if (left.length === 0) break;
-    await sleep(50);
-  }
+  const left = await poll(async () => [...await rendered(page, 'late-1'), ...await rendered(page, devices[2])],
+    (l) => l.length === 0, 5000);
   assert.deepEqual(left, [], `removed devices still drawn after 5 s: ${JSON.stringify(left)}`);
   log(`removed devices off the map ${Date.now() - removedAt} ms after \`urbis devices rm\` (the server reads the registry each second)`);
   await idle(page);
@@ -305,9 +305,7 @@ try {
   const want = String(cat.layers.find((l) => l.name === liveLayer).features);
   const listed = () => page.evaluate((n) => document.querySelector(`#layers input[data-layer="${n}"]`)
     .closest('label').querySelector('.count').textContent, liveLayer);
-  const countAt = Date.now();
-  while (await listed() !== want && Date.now() - countAt < 3000) await sleep(50);
-  assert.equal(await listed(), want, `${liveLayer}'s count in the list equals /catalog's`);
+  assert.equal(await poll(listed, (n) => n === want, 3000), want, `${liveLayer}'s count in the list equals /catalog's`);
   log(`${liveLayer}: the list shows ${want} devices, as /catalog does`);
 
   // The server crashes and comes back (kill -9, the same command again) behind a proxy
@@ -343,13 +341,8 @@ try {
   await idle(page);
   const sentAgain = Date.now();
   await report([devices[0], ...P3]);
-  let after = [];
-  while (Date.now() - sentAgain < 2000) {
-    after = await rendered(page, devices[0]);
-    if (after.length === 1 && near(after[0].at, P3, 1e-6)) break;
-    await sleep(50);
-  }
-  assert.ok(after.length === 1 && near(after[0].at, P3, 1e-6),
+  const after = await poll(() => rendered(page, devices[0]), (n) => drawnAt(n, P3), 2000);
+  assert.ok(drawnAt(after, P3),
     `after the restart ${devices[0]} drawn once at ${P3} within 2 s: ${JSON.stringify(after)}`);
   log(`server killed and restarted: the stream was refused ${refused}x (502), resumed by the page after ${backAfter} ms; a report then moved the marker in ${Date.now() - sentAgain} ms (${w.whileDown} errors while it was away, expected)`);
 

@@ -130,6 +130,9 @@ export function addUnstyledLayers(map, layers, { beforeId } = {}) {
 
 const STATE_MATCH = ['match', ['get', 'state'], ...Object.entries(STATE_COLOURS).flat(), '#9ca3af'];
 
+/** The map layers `Live.installLayer` adds for one live layer. */
+const mapLayerIds = (name) => [`${name}:devices`, `${name}:moved`, `${name}:singles`, `${name}:clusters`];
+
 /** First and longest wait before a closed stream is opened again. */
 const RECONNECT_MIN_MS = 1000;
 const RECONNECT_MAX_MS = 30000;
@@ -264,7 +267,7 @@ export class Live {
 
   /** Ids of the live device layers a click or a test may query. */
   deviceLayerIds() {
-    return this.layers.flatMap((l) => [`${l.name}:devices`, `${l.name}:moved`, `${l.name}:singles`, `${l.name}:clusters`]);
+    return this.layers.flatMap((l) => mapLayerIds(l.name));
   }
 
   /** Loads the geofences and subscribes to the stream. */
@@ -362,8 +365,8 @@ export class Live {
     if (!d?.id || !d.layer) return;
     this.moved.delete(d.id);
     this.changed.delete(d.id);
-    this.waiting.get(d.layer)?.delete(d.id);
-    if (this.waiting.get(d.layer)?.size === 0) this.waiting.delete(d.layer);
+    const waiting = this.waiting.get(d.layer);
+    if (waiting?.delete(d.id) && waiting.size === 0) this.waiting.delete(d.layer);
     if (!this.layers.some((l) => l.name === d.layer)) return;
     if (d.layer_gone) {
       // Its last device: the layer left /catalog and its tiles are gone with it.
@@ -380,9 +383,7 @@ export class Live {
 
   /** Takes a live layer off the map (its map layers, then its source). */
   dropLayer(name) {
-    for (const id of [`${name}:clusters`, `${name}:singles`, `${name}:devices`, `${name}:moved`]) {
-      if (this.map.getLayer(id)) this.map.removeLayer(id);
-    }
+    for (const id of mapLayerIds(name)) if (this.map.getLayer(id)) this.map.removeLayer(id);
     if (this.map.getSource(`urbis:${name}`)) this.map.removeSource(`urbis:${name}`);
     this.layers = this.layers.filter((l) => l.name !== name);
     this.tilesDirty.delete(name);

@@ -59,7 +59,7 @@ async function main() {
     onLayerRemoved: (name) => {
       const i = catalog.layers.findIndex((l) => l.name === name);
       if (i >= 0) catalog.layers.splice(i, 1);
-      document.querySelector(`#layers input[data-layer="${CSS.escape(name)}"]`)?.closest('li')?.remove();
+      layerRow(name)?.remove();
       popups.refresh();
     },
   });
@@ -81,6 +81,11 @@ async function main() {
   map.once('idle', () => { window.urbis.ready = true; });
 }
 
+/** The list's row (`<li>`) of a layer, or null. */
+function layerRow(name) {
+  return document.querySelector(`#layers input[data-layer="${CSS.escape(name)}"]`)?.closest('li') ?? null;
+}
+
 /**
  * One row per catalog layer (and the geofences): a toggle, the feature count, zoom to it.
  * Rows added later (live layers registered since) go above the geofences row.
@@ -88,10 +93,10 @@ async function main() {
 function addLayerRows(map, rows) {
   const list = document.getElementById('layers');
   const styleLayers = map.getStyle().layers;
-  const fences = list.querySelector('input[data-layer="geofences"]')?.closest('li') ?? null;
+  const fences = layerRow('geofences');
   for (const row of rows) {
     const ids = styleLayers.filter((s) => catalogLayerOf(s) === row.name).map((s) => s.id);
-    if (ids.length === 0 || list.querySelector(`input[data-layer="${CSS.escape(row.name)}"]`)) continue;
+    if (ids.length === 0 || layerRow(row.name)) continue;
     const box = el('input', { type: 'checkbox', checked: true, dataset: { layer: row.name } });
     box.addEventListener('change', () => {
       for (const id of ids) map.setLayoutProperty(id, 'visibility', box.checked ? 'visible' : 'none');
@@ -117,8 +122,7 @@ function refreshCountsSoon() {
     try {
       const catalog = await getJSON('catalog');
       for (const l of catalog.layers) {
-        const row = document.querySelector(`#layers input[data-layer="${CSS.escape(l.name)}"]`)?.closest('label');
-        const count = row?.querySelector('.count');
+        const count = layerRow(l.name)?.querySelector('.count');
         if (count && l.features != null) count.textContent = fmt(l.features);
       }
     } catch { /* the next change, or the next minute, tries again */ } finally {
