@@ -103,6 +103,18 @@ impl GridBox {
     }
 
     /// The box covered by tile `(z, x, y)`, grown by `buffer` units of a 4096-extent tile.
+    ///
+    /// ```
+    /// use urbis::tile::GridBox;
+    ///
+    /// // Tile 1/1/0 is the north-east quarter of the world.
+    /// let b = GridBox::of_tile(1, 1, 0, 0);
+    /// assert_eq!(b, GridBox::new(1 << 31, 0, u32::MAX, (1 << 31) - 1));
+    /// // A buffer of 64 tile units at zoom 1 is 64 · 2^19 grid units (clamped at the edges).
+    /// let buffered = GridBox::of_tile(1, 1, 0, 64);
+    /// assert_eq!(buffered.min_x, (1 << 31) - 64 * (1 << 19));
+    /// assert_eq!((buffered.min_y, buffered.max_x), (0, u32::MAX));
+    /// ```
     pub fn of_tile(z: u8, x: u32, y: u32, buffer: u32) -> GridBox {
         let shift = GRID_BITS - u32::from(z);
         let unit = tile_unit(z);
@@ -146,6 +158,18 @@ fn to_grid(v: f64) -> u32 {
 
 /// Projects longitude/latitude (EPSG:4326, degrees) onto the grid. Latitude is clamped to the
 /// Web Mercator limit; callers reject non-finite and out-of-range input before calling.
+///
+/// ```
+/// use urbis::tile::{grid_to_lonlat, lonlat_to_grid};
+///
+/// // (0°, 0°) is the centre of the grid; the poles clamp to its edges.
+/// assert_eq!(lonlat_to_grid(0.0, 0.0), [1 << 31, 1 << 31]);
+/// assert_eq!(lonlat_to_grid(-180.0, 90.0), [0, 0]);
+/// // Helsinki and back, within a grid unit (about a centimetre).
+/// let p = lonlat_to_grid(24.9384, 60.1699);
+/// let (lon, lat) = grid_to_lonlat(p);
+/// assert!((lon - 24.9384).abs() < 1e-7 && (lat - 60.1699).abs() < 1e-7);
+/// ```
 pub fn lonlat_to_grid(lon: f64, lat: f64) -> GridPoint {
     let lat = lat.clamp(-MAX_LATITUDE, MAX_LATITUDE);
     let x = (lon + 180.0) / 360.0;

@@ -38,6 +38,17 @@ pub enum TileIdError {
 
 impl TileId {
     /// A checked tile address.
+    ///
+    /// ```
+    /// use urbis::tile::TileId;
+    ///
+    /// let t = TileId::new(2, 1, 2).unwrap();
+    /// assert_eq!((t.z, t.x, t.y), (2, 1, 2));
+    /// assert_eq!(t.to_string(), "2/1/2");
+    /// // Zoom 2 has four columns and rows; zooms stop at 24.
+    /// assert!(TileId::new(2, 4, 0).is_err());
+    /// assert!(TileId::new(25, 0, 0).is_err());
+    /// ```
     pub fn new(z: u32, x: u64, y: u64) -> Result<TileId, TileIdError> {
         if z > u32::from(MAX_TILE_ZOOM) {
             return Err(TileIdError::Zoom(z));
@@ -61,6 +72,20 @@ impl TileId {
 
     /// Maps grid points into this tile's coordinates (extent 4096, y down). Points far outside
     /// the tile get large values; clipping brings them back.
+    ///
+    /// ```
+    /// use urbis::tile::{EXTENT, TileId, lonlat_to_grid};
+    ///
+    /// // The tile's own corners land on 0 and EXTENT - 1.
+    /// let t = TileId::new(2, 1, 2).unwrap();
+    /// let b = t.grid_box(0);
+    /// assert_eq!(t.transform().apply([b.min_x, b.min_y]), [0, 0]);
+    /// assert_eq!(t.transform().apply([b.max_x, b.max_y]), [EXTENT - 1, EXTENT - 1]);
+    /// // (0°, 0°) is the top-left corner of tile 1/1/1 and the bottom-right one of 1/0/0.
+    /// let centre = lonlat_to_grid(0.0, 0.0);
+    /// assert_eq!(TileId::new(1, 1, 1).unwrap().transform().apply(centre), [0, 0]);
+    /// assert_eq!(TileId::new(1, 0, 0).unwrap().transform().apply(centre), [EXTENT, EXTENT]);
+    /// ```
     pub fn transform(&self) -> TileTransform {
         TileTransform {
             z: self.z,
