@@ -96,7 +96,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         budget: config.tile_budget,
         cache_bytes: config.cache_bytes,
     };
-    let engine = Arc::new(Engine::open(store, engine_config)?);
+    let hub = {
+        let cfg = crate::live::LiveConfig {
+            store_dir: config.store.clone(),
+            retention_s: config.retention_s,
+            buffer: config.buffer,
+            queue: config.ingest_queue,
+            segment_bytes: config.wal_segment_mb << 20,
+        };
+        tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??
+    };
+    let engine = Arc::new(Engine::open(store, engine_config)?.with_live(Arc::clone(&hub)));
     let watcher = Arc::clone(&engine);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -110,16 +120,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    let hub = {
-        let cfg = crate::live::LiveConfig {
-            store_dir: config.store.clone(),
-            retention_s: config.retention_s,
-            buffer: config.buffer,
-            queue: config.ingest_queue,
-            segment_bytes: config.wal_segment_mb << 20,
-        };
-        tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??
-    };
     let coap = match tokio::net::UdpSocket::bind(config.coap_bind).await {
         Ok(socket) => {
             let at = socket.local_addr()?;

@@ -1,13 +1,10 @@
 //! HTTP handlers of the live layer: `POST /ingest`, `GET /devices`, `GET /devices/{id}`,
 //! `GET /devices/{id}/track`, `GET /stream` (Server-Sent Events), `/geofences`, `GET /ready`.
-//! Thin: parse, call the hub, respond.
+//! Thin: parse the request, call the hub's front door, turn its answer into HTTP.
 
 use super::AppState;
 use super::problem::Problem;
-use crate::live::fence::Fence;
-use crate::live::payload::{self, Format, Report};
-use crate::live::wal::Record;
-use crate::live::{Hub, Principal, StreamEvent, SubmitError, now_s};
+use crate::live::{AdmitError, Format, Hub, LiveError, StreamEvent, now_s};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -40,9 +37,10 @@ impl axum::extract::FromRequestParts<AppState> for LiveHub {
     }
 }
 
-fn submit_problem(e: SubmitError) -> Response {
+/// The HTTP answer to a hub error.
+fn live_problem(e: LiveError) -> Response {
     match e {
-        SubmitError::Overloaded => {
+        LiveError::Overloaded => {
             let mut r = Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Overloaded",
@@ -53,10 +51,31 @@ fn submit_problem(e: SubmitError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-        SubmitError::Failed(why) => Problem::new(
+        LiveError::Storage(why) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Not accepting reports",
             why,
+        )
+        .into_response(),
+        LiveError::UnknownDevice(id) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Unknown device",
+            format!("no device {id}; see /devices"),
+        )
+        .into_response(),
+        LiveError::UnknownFence(id) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Unknown geofence",
+            format!("no geofence {id}"),
+        )
+        .into_response(),
+        LiveError::BadFence(why) => {
+            Problem::bad_request(format!("geofence: {why}")).into_response()
+        }
+        e @ (LiveError::Io(_) | LiveError::Registry(_)) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Live data error",
+            e.to_string(),
         )
         .into_response(),
     }
@@ -82,22 +101,7 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(secret) = credential(&headers, &q) else {
-        return Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "Credential needed",
-            "send an ingest key or a device secret as `Authorization: Bearer ...` or ?key=",
-        )
-        .into_response();
-    };
-    let Some(principal) = hub.authenticate(&secret, None) else {
-        return Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "Unknown credential",
-            "the ingest key or device secret is not registered",
-        )
-        .into_response();
-    };
+    let secret = credential(&headers, &q);
     let format = match headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -117,149 +121,73 @@ pub async fn ingest(
             }
         },
     };
-    let now = now_s();
-    // Per-record outcomes: compact JSON is checked record by record; a SenML pack is one
-    // document (its records share base fields), so it is accepted or refused whole.
-    let parsed: Vec<Result<Report, String>> = match format {
-        Format::Json => {
-            let v: serde_json::Value = match serde_json::from_slice(&body) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Problem::bad_request(format!("JSON: {e}")).into_response();
-                }
+    let admission = match hub.admit(secret.as_deref(), None, format, &body, now_s()) {
+        Ok(a) => a,
+        Err(e) => {
+            let (status, title) = match e {
+                AdmitError::MissingCredential => (StatusCode::UNAUTHORIZED, "Credential needed"),
+                AdmitError::BadCredential => (StatusCode::UNAUTHORIZED, "Unknown credential"),
+                AdmitError::UnknownDevice(_) => (StatusCode::NOT_FOUND, "Unknown device"),
+                AdmitError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Batch too large"),
+                AdmitError::Malformed(_) => (StatusCode::BAD_REQUEST, "Bad request"),
             };
-            let items: Vec<&serde_json::Value> = match &v {
-                serde_json::Value::Array(a) => a.iter().collect(),
-                o => vec![o],
-            };
-            if items.len() > payload::MAX_RECORDS {
-                return Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Batch too large",
-                    format!(
-                        "{} records; send at most {} per request",
-                        items.len(),
-                        payload::MAX_RECORDS
-                    ),
-                )
-                .into_response();
-            }
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| payload::compact_record(i, item, now).map_err(|e| e.0))
-                .collect()
+            return Problem::new(status, title, e.to_string()).into_response();
         }
-        f => match payload::parse(f, &body, now) {
-            Ok(reports) => reports.into_iter().map(Ok).collect(),
-            Err(e) => return Problem::bad_request(e.0).into_response(),
-        },
     };
-    let registry = hub.registry();
-    let mut records = Vec::with_capacity(parsed.len());
-    let mut errors = Vec::new();
-    for (i, r) in parsed.into_iter().enumerate() {
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(json!({"record": i, "error": e}));
-                continue;
-            }
-        };
-        let device = match (&r.device, &principal) {
-            (Some(d), Principal::Device(own)) if d != own => {
-                errors.push(json!({"record": i, "error": format!("this device secret belongs to {own}, not {d}")}));
-                continue;
-            }
-            (Some(d), _) => d.clone(),
-            (None, Principal::Device(own)) => own.clone(),
-            (None, Principal::Ingest(_)) => {
-                errors.push(json!({"record": i, "error": "no device named: give \"device\" (or a SenML base name)"}));
-                continue;
-            }
-        };
-        if !registry.reg.devices.contains_key(&device) {
-            errors.push(json!({"record": i, "error": format!("unknown device {device}")}));
-            continue;
-        }
-        records.push(Hub::report_record(&device, r, now));
-    }
-    let accepted = records.len();
+    let errors: Vec<serde_json::Value> = admission
+        .rejected
+        .iter()
+        .map(|r| json!({"record": r.record, "error": r.error}))
+        .collect();
+    let accepted = admission.accepted.len();
     if accepted == 0 {
         let mut r = Json(json!({"accepted": 0, "rejected": errors.len(), "errors": errors}))
             .into_response();
         *r.status_mut() = StatusCode::BAD_REQUEST;
         return r;
     }
-    let done = match hub.submit(records) {
-        Ok(d) => d,
-        Err(e) => return submit_problem(e),
-    };
-    match done.await {
-        Ok(Ok(seqs)) => Json(json!({
+    match hub.commit(admission.accepted).await {
+        Ok(c) => Json(json!({
             "accepted": accepted,
             "rejected": errors.len(),
             "errors": errors,
-            "first_seq": seqs.first(),
-            "last_seq": seqs.last(),
+            "first_seq": c.first_seq,
+            "last_seq": c.last_seq,
         }))
         .into_response(),
-        Ok(Err(e)) => submit_problem(e),
-        Err(_) => submit_problem(SubmitError::Failed("the log thread has stopped".into())),
+        Err(e) => live_problem(e),
     }
 }
 
 /// `GET /devices[?layer=&state=&summary=true]`: every device with its state and last fix
 /// (`null` with `summary=true`), and counts.
 pub async fn devices(LiveHub(hub): LiveHub, Query(q): Query<HashMap<String, String>>) -> Response {
-    let _ = hub.refresh_registry();
-    let (list, counts, alarms) = hub.with_state(|s| {
-        let mut counts: HashMap<&'static str, u64> = HashMap::new();
-        let mut v: Vec<&crate::live::state::Device> = s
-            .devices
-            .values()
-            .filter(|d| q.get("layer").is_none_or(|l| *l == d.layer))
-            .filter(|d| q.get("state").is_none_or(|x| x == d.state.as_str()))
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        for d in &v {
-            *counts.entry(d.state.as_str()).or_default() += 1;
-        }
-        (
-            v.into_iter().map(Hub::device_json).collect::<Vec<_>>(),
-            counts,
-            s.inside.len(),
-        )
-    });
-    let (per_minute, total) = hub.report_rate();
-    let count = list.len();
+    let list = hub.devices(
+        q.get("layer").map(String::as_str),
+        q.get("state").map(String::as_str),
+    );
+    let count = list.devices.len();
     // `summary=true`: the counts only, for dashboards that poll (the list can be long).
-    let list = match q.get("summary").map(String::as_str) {
+    let devices = match q.get("summary").map(String::as_str) {
         Some("true" | "1") => None,
-        _ => Some(list),
+        _ => Some(list.devices.iter().map(|d| d.json()).collect::<Vec<_>>()),
     };
     Json(json!({
-        "devices": list,
+        "devices": devices,
         "count": count,
-        "states": counts,
-        "reports_last_minute": per_minute,
-        "reports_total": total,
-        "open_alarms": alarms,
+        "states": list.states,
+        "reports_last_minute": list.reports_last_minute,
+        "reports_total": list.reports_total,
+        "open_alarms": list.open_alarms,
     }))
     .into_response()
 }
 
 /// `GET /devices/{id}`: last fix, state, telemetry.
 pub async fn device(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
-    let _ = hub.refresh_registry();
-    match hub.with_state(|s| s.devices.get(&id).map(Hub::device_json)) {
-        Some(v) => Json(v).into_response(),
-        None => Problem::new(
-            StatusCode::NOT_FOUND,
-            "Unknown device",
-            format!("no device {id}; see /devices"),
-        )
-        .into_response(),
+    match hub.device(&id) {
+        Some(d) => Json(d.json()).into_response(),
+        None => live_problem(LiveError::UnknownDevice(id)),
     }
 }
 
@@ -286,14 +214,6 @@ pub async fn track(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if hub.device_layer(&id).is_none() {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "Unknown device",
-            format!("no device {id}"),
-        )
-        .into_response();
-    }
     let now = now_s();
     let (from, to) = match (
         seconds(&q, "from", now - 86_400.0),
@@ -309,9 +229,11 @@ pub async fn track(
     };
     let h = Arc::clone(&hub);
     let id2 = id.clone();
-    let fixes = tokio::task::spawn_blocking(move || h.track(&id2, from, to, limit))
-        .await
-        .unwrap_or_default();
+    let fixes = match tokio::task::spawn_blocking(move || h.track(&id2, from, to, limit)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return live_problem(e),
+        Err(e) => return live_problem(LiveError::Io(e.to_string())),
+    };
     let coords: Vec<[f64; 2]> = fixes
         .iter()
         .filter(|f| !f.late)
@@ -399,7 +321,11 @@ pub async fn stream(
                 .into_response();
         }
     };
-    let (rx, replay, missed) = hub.subscribe(last_id);
+    let crate::live::Subscription {
+        events: rx,
+        replay,
+        missed,
+    } = hub.subscribe(last_id);
     let filter = Filter { layers, bbox };
     let mut head: Vec<Event> = Vec::new();
     if missed {
@@ -457,37 +383,17 @@ pub async fn stream(
         .into_response()
 }
 
-fn fence_json(f: &Fence) -> serde_json::Value {
-    json!({
-        "type": "Feature",
-        "id": f.id,
-        "properties": {"name": f.name, "layers": f.layers},
-        "geometry": f.geometry,
-    })
-}
-
 /// `GET /geofences`: a GeoJSON FeatureCollection.
 pub async fn list_fences(LiveHub(hub): LiveHub) -> Response {
-    let features = hub.with_state(|s| {
-        s.fence_set
-            .fences()
-            .iter()
-            .map(fence_json)
-            .collect::<Vec<_>>()
-    });
+    let features: Vec<serde_json::Value> = hub.fences().iter().map(|f| f.to_geojson()).collect();
     Json(json!({"type": "FeatureCollection", "features": features})).into_response()
 }
 
 /// `GET /geofences/{id}`.
 pub async fn get_fence(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
-    match hub.with_state(|s| s.fence_set.get(&id).map(fence_json)) {
-        Some(f) => Json(f).into_response(),
-        None => Problem::new(
-            StatusCode::NOT_FOUND,
-            "Unknown geofence",
-            format!("no geofence {id}"),
-        )
-        .into_response(),
+    match hub.fence(&id) {
+        Some(f) => Json(f.to_geojson()).into_response(),
+        None => live_problem(LiveError::UnknownFence(id)),
     }
 }
 
@@ -498,80 +404,21 @@ pub async fn put_fence(LiveHub(hub): LiveHub, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return Problem::bad_request(format!("geofence JSON: {e}")).into_response(),
     };
-    let (geometry, area) = match Fence::parse_geometry(&v) {
-        Ok(x) => x,
-        Err(e) => return Problem::bad_request(format!("geofence: {e}")).into_response(),
-    };
-    let props = v.get("properties");
-    let id = match v.get("id") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => format!("fence-{:.0}", now_s() * 1000.0),
-    };
-    if !crate::live::registry::valid_device_id(&id) {
-        return Problem::bad_request(format!(
-            "geofence id {id:?}: use 1-64 of A-Z a-z 0-9 . _ : -"
-        ))
-        .into_response();
-    }
-    let name = props
-        .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-        .unwrap_or(&id)
-        .to_string();
-    let layers: Vec<String> = props
-        .and_then(|p| p.get("layers"))
-        .and_then(|l| l.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let fence = Fence {
-        id,
-        name,
-        layers,
-        geometry,
-        area,
-    };
-    let text = match serde_json::to_string(&fence) {
-        Ok(t) => t,
-        Err(e) => return Problem::bad_request(e.to_string()).into_response(),
-    };
-    let done = match hub.submit(vec![Record::FencePut(text)]) {
-        Ok(d) => d,
-        Err(e) => return submit_problem(e),
-    };
-    match done.await {
-        Ok(Ok(_)) => {
-            let mut r = Json(fence_json(&fence)).into_response();
+    match hub.put_fence(&v).await {
+        Ok(fence) => {
+            let mut r = Json(fence.to_geojson()).into_response();
             *r.status_mut() = StatusCode::CREATED;
             r
         }
-        Ok(Err(e)) => submit_problem(e),
-        Err(_) => submit_problem(SubmitError::Failed("the log thread has stopped".into())),
+        Err(e) => live_problem(e),
     }
 }
 
 /// `DELETE /geofences/{id}`: 204 once durable.
 pub async fn delete_fence(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
-    if !hub.with_state(|s| s.fence_set.get(&id).is_some()) {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "Unknown geofence",
-            format!("no geofence {id}"),
-        )
-        .into_response();
-    }
-    let done = match hub.submit(vec![Record::FenceDel(id)]) {
-        Ok(d) => d,
-        Err(e) => return submit_problem(e),
-    };
-    match done.await {
-        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => submit_problem(e),
-        Err(_) => submit_problem(SubmitError::Failed("the log thread has stopped".into())),
+    match hub.delete_fence(&id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => live_problem(e),
     }
 }
 

@@ -8,8 +8,9 @@ pub mod styles;
 pub mod viewer;
 
 use crate::engine::{Engine, EngineError, ServedLayer};
+use crate::live::LiveLayerInfo;
 use crate::store::FieldType;
-use crate::tile::TileId;
+use crate::tile::{TileBody, TileId};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -151,16 +152,13 @@ async fn tile(
         return Problem::bad_request("empty layer name in the layer list").into_response();
     }
     let gzip = accepts_gzip(&headers);
-    if let Some(hub) = &st.live
-        && names.iter().any(|n| hub.is_live_layer(n))
-    {
-        return match live_tile(&st, hub, names, tile, gzip).await {
-            // Live data changes at any moment: clients revalidate (cheap with the ETag).
-            Ok(body) => tile_response(&body, "no-cache", &headers),
-            Err(p) => p.into_response(),
-        };
-    }
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Live data changes at any moment: clients revalidate (cheap with the ETag).
+    let cache_control = if refs.iter().any(|n| st.engine.is_live_layer(n)) {
+        "no-cache".to_string()
+    } else {
+        format!("public, max-age={}", st.max_age)
+    };
     // Cache hits are answered here; generation runs on the blocking pool.
     let body = match st.engine.cached(&refs, tile, gzip) {
         Ok(Some(hit)) => hit,
@@ -170,17 +168,17 @@ async fn tile(
         },
         Err(e) => return engine_problem(e).into_response(),
     };
-    let cache_control = format!("public, max-age={}", st.max_age);
     tile_response(&body, &cache_control, &headers)
 }
 
-/// Generates a (static, possibly composite) tile on the blocking pool.
+/// Generates a tile (one layer or a composite, layer files and live layers) on the blocking
+/// pool.
 async fn generate(
     engine: &Arc<Engine>,
     names: Vec<String>,
     tile: TileId,
     gzip: bool,
-) -> Result<Arc<crate::engine::TileBody>, Problem> {
+) -> Result<Arc<TileBody>, Problem> {
     let engine = Arc::clone(engine);
     let generated = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -198,41 +196,7 @@ async fn generate(
     }
 }
 
-/// A tile containing live layers: live layers from the hub's cache, static ones from the
-/// engine, concatenated (encoded layers concatenate into one valid tile).
-async fn live_tile(
-    st: &AppState,
-    hub: &Arc<crate::live::Hub>,
-    names: Vec<String>,
-    tile: TileId,
-    gzip: bool,
-) -> Result<Arc<crate::engine::TileBody>, Problem> {
-    if let [only] = names.as_slice() {
-        return Ok(hub.tile(only, tile, gzip));
-    }
-    let (mut raw, mut features, mut dropped) = (Vec::new(), 0, 0);
-    for n in names {
-        let part = if hub.is_live_layer(&n) {
-            hub.tile(&n, tile, false)
-        } else {
-            generate(&st.engine, vec![n], tile, false).await?
-        };
-        if part.features > 0 {
-            raw.extend_from_slice(&part.bytes);
-        }
-        features += part.features;
-        dropped += part.dropped;
-    }
-    Ok(Arc::new(crate::engine::TileBody::new(
-        raw, gzip, features, dropped,
-    )))
-}
-
-fn tile_response(
-    body: &crate::engine::TileBody,
-    cache_control: &str,
-    headers: &HeaderMap,
-) -> Response {
+fn tile_response(body: &TileBody, cache_control: &str, headers: &HeaderMap) -> Response {
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -321,15 +285,10 @@ async fn tilejson(
         .into_response();
     };
     let mut layers = Vec::new();
-    let live_names = st
-        .live
-        .as_ref()
-        .map(|h| h.layer_names())
-        .unwrap_or_default();
-    let mut live: Vec<&str> = Vec::new();
+    let mut live: Vec<LiveLayerInfo> = Vec::new();
     for name in spec.split(',') {
-        if live_names.iter().any(|l| l == name) {
-            live.push(name);
+        if let Some(info) = st.live.as_ref().and_then(|h| h.layer_info(name)) {
+            live.push(info);
             continue;
         }
         match st.engine.layer(name) {
@@ -355,23 +314,21 @@ async fn tilejson(
     let mut bounds = [180.0f64, 85.0511, -180.0, -85.0511];
     let mut vector_layers: Vec<serde_json::Value> =
         layers.iter().map(|l| vector_layer(l)).collect();
-    if let Some(hub) = st.live.as_ref().filter(|_| !live.is_empty()) {
-        minzoom = 0;
-        maxzoom = maxzoom.max(crate::live::tiles::LIVE_MAXZOOM);
-        for name in &live {
-            vector_layers.push(live_vector_layer(name));
-            match live_bounds(hub, name) {
-                Some(b) => {
-                    bounds = [
-                        bounds[0].min(b[0]),
-                        bounds[1].min(b[1]),
-                        bounds[2].max(b[2]),
-                        bounds[3].max(b[3]),
-                    ]
-                }
-                None if layers.is_empty() => bounds = [-180.0, -85.0511, 180.0, 85.0511],
-                None => {}
+    for info in &live {
+        minzoom = minzoom.min(info.minzoom);
+        maxzoom = maxzoom.max(info.maxzoom);
+        vector_layers.push(live_vector_layer(info));
+        match info.bounds {
+            Some(b) => {
+                bounds = [
+                    bounds[0].min(b[0]),
+                    bounds[1].min(b[1]),
+                    bounds[2].max(b[2]),
+                    bounds[3].max(b[3]),
+                ]
             }
+            None if layers.is_empty() => bounds = [-180.0, -85.0511, 180.0, 85.0511],
+            None => {}
         }
     }
     for l in &layers {
@@ -415,36 +372,21 @@ fn json_response(v: &serde_json::Value) -> Response {
     r
 }
 
-/// The TileJSON vector layer of a live layer: device points, clustered below z15.
-fn live_vector_layer(name: &str) -> serde_json::Value {
-    json!({
-        "id": name,
-        "fields": {"id": "String", "kind": "String", "state": "String", "t": "Number",
-                   "cluster": "Boolean", "point_count": "Number"},
-        "minzoom": 0,
-        "maxzoom": crate::live::tiles::LIVE_MAXZOOM,
-    })
+/// The fields of a live layer, with their TileJSON types.
+fn live_fields(info: &LiveLayerInfo) -> serde_json::Map<String, serde_json::Value> {
+    info.fields
+        .iter()
+        .map(|(k, t)| (k.to_string(), json!(t)))
+        .collect()
 }
 
-/// The extent `[w, s, e, n]` of a live layer's devices, if any has a position.
-fn live_bounds(hub: &crate::live::Hub, name: &str) -> Option<[f64; 4]> {
-    hub.with_state(|s| {
-        let mut b: Option<[f64; 4]> = None;
-        for p in s
-            .devices
-            .values()
-            .filter(|d| d.layer == name)
-            .filter_map(|d| d.pos)
-        {
-            let e = b.get_or_insert([p[0], p[1], p[0], p[1]]);
-            *e = [
-                e[0].min(p[0]),
-                e[1].min(p[1]),
-                e[2].max(p[0]),
-                e[3].max(p[1]),
-            ];
-        }
-        b
+/// The TileJSON vector layer of a live layer: device points, clustered at low zooms.
+fn live_vector_layer(info: &LiveLayerInfo) -> serde_json::Value {
+    json!({
+        "id": info.name,
+        "fields": live_fields(info),
+        "minzoom": info.minzoom,
+        "maxzoom": info.maxzoom,
     })
 }
 
@@ -476,19 +418,18 @@ async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let mut layers = layers;
     if let Some(hub) = &st.live {
         let _ = hub.refresh_registry();
-        for name in hub.layer_names() {
-            let devices =
-                hub.with_state(|s| s.devices.values().filter(|d| d.layer == name).count());
+        for info in hub.layer_names().iter().filter_map(|n| hub.layer_info(n)) {
+            let name = &info.name;
             layers.push(json!({
                 "name": name,
                 "live": true,
-                "features": devices,
-                "bounds": live_bounds(hub, &name),
-                "minzoom": 0,
-                "maxzoom": crate::live::tiles::LIVE_MAXZOOM,
-                "clustered_below": crate::live::tiles::CLUSTER_BELOW,
-                "geometry_types": {"Point": devices},
-                "fields": live_vector_layer(&name)["fields"],
+                "features": info.devices,
+                "bounds": info.bounds,
+                "minzoom": info.minzoom,
+                "maxzoom": info.maxzoom,
+                "clustered_below": info.clustered_below,
+                "geometry_types": {"Point": info.devices},
+                "fields": live_fields(&info),
                 "tilejson": format!("{base}/tiles/{name}.json"),
                 "tiles": format!("{base}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt"),
             }));
@@ -514,8 +455,7 @@ async fn style(
     let _ = st.engine.refresh();
     let base = base_url(&st, &headers);
     let layers = st.engine.layers();
-    let has =
-        |l: &str| layers.contains_key(l) || st.live.as_ref().is_some_and(|h| h.is_live_layer(l));
+    let has = |l: &str| layers.contains_key(l) || st.engine.is_live_layer(l);
     match styles::style(name, &base, has) {
         Some(s) => json_response(&s),
         None => Problem::new(

@@ -1,26 +1,29 @@
-//! The tile generator: `(layers, z, x, y)` → tile bytes, from the memory-mapped layer store,
-//! with a bounded cache keyed by layer version.
+//! The tile generator: `(layers, z, x, y)` → tile bytes, from the memory-mapped layer files
+//! and the live layers, with a bounded cache keyed by layer version.
 //!
-//! Depends on `store` and `tile`; knows nothing of HTTP. For each layer it picks the level of
-//! detail built for the zoom (the full-resolution level above `maxzoom`), queries its R-tree
-//! with the tile box grown by the buffer, transforms each feature to tile coordinates with an
-//! integer shift, clips, encodes, and applies the byte budget. Composite tiles (several
-//! layers) are the concatenation of single-layer tiles, which MVT allows. New layer versions
-//! published by `urbis import` are picked up by [`Engine::refresh`] (the server calls it every
-//! second); a cache entry names the layer versions it was made from, so it never serves a
-//! replaced version.
+//! Depends on `store`, `tile` and (to draw live layers) `live`; knows nothing of HTTP. A tile
+//! request names one layer or several (a composite tile). Each name resolves to a
+//! [`TileSource`]: a layer file version ([`ServedLayer`], drawn by [`render_layer`]: the level
+//! of detail built for the zoom, the R-tree query of the tile grown by the buffer, an integer
+//! shift into tile coordinates, clipping, encoding) or a live layer ([`LiveLayer`]). The
+//! composer gives each source an equal share of the byte budget and concatenates the parts
+//! (MVT allows a tile to be several layer messages one after another), so a composite tile
+//! never exceeds the budget, whatever its sources. Parts of layer files are cached under their
+//! versions; live parts are cached by the live room, which drops exactly the tiles a moving
+//! device touches. New layer versions published by `urbis import` are picked up by
+//! [`Engine::refresh`] (the server calls it every second); a cache entry names the layer
+//! versions it was made from, so it never serves a replaced version.
 
-use crate::store::geometry::FlatGeometry;
-use crate::store::lod::point_rank;
-use crate::store::{GeomKind, LayerReader, PropRef, Store, StoreError};
-use crate::tile::clip::{ClipBox, TilePoint, clip_line, clip_ring};
-use crate::tile::mvt::{
-    EncodedLayer, MvtLayer, TileGeometry, TileValue, ValueSlots, encode_lines, encode_polygons,
-};
-use crate::tile::{EXTENT, TileId};
-use bytes::Bytes;
+mod render;
+mod source;
+
+pub use render::render_layer;
+pub use source::{LiveLayer, TileSource};
+
+use crate::live::Hub;
+use crate::store::{LayerReader, Store, StoreError};
+use crate::tile::{TileBody, TileId};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -67,48 +70,14 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
-/// A generated tile.
-#[derive(Debug, Clone)]
-pub struct TileBody {
-    /// The bytes (gzip-compressed when asked for).
-    pub bytes: Bytes,
-    /// Whether `bytes` is gzip.
-    pub gzip: bool,
-    /// Features in the tile.
-    pub features: usize,
-    /// Features the byte budget dropped.
-    pub dropped: usize,
-    /// A strong ETag for these bytes.
-    pub etag: String,
-}
-
-impl TileBody {
-    /// A tile body from raw (uncompressed) tile bytes, gzip-compressed when `gzip` and not
-    /// empty, with its ETag.
-    pub fn new(raw: Vec<u8>, gzip: bool, features: usize, dropped: usize) -> TileBody {
-        let gzip = gzip && !raw.is_empty();
-        let bytes = if gzip { gzip_bytes(&raw) } else { raw };
-        let etag = format!(
-            "\"{:08x}{:x}{}\"",
-            crc32fast::hash(&bytes),
-            bytes.len(),
-            if gzip { "-gz" } else { "" }
-        );
-        TileBody {
-            bytes: Bytes::from(bytes),
-            gzip: gzip && features > 0,
-            features,
-            dropped,
-            etag,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TileKey {
+    /// The layers and versions, in the order of the request.
     layers: Vec<(String, u64)>,
     tile: TileId,
     gzip: bool,
+    /// The byte budget of each layer's part.
+    budget: usize,
 }
 
 /// The tile generator and its cache.
@@ -118,6 +87,7 @@ pub struct Engine {
     layers: RwLock<Arc<BTreeMap<String, Arc<ServedLayer>>>>,
     catalog_stamp: Mutex<Option<SystemTime>>,
     cache: moka::sync::Cache<TileKey, Arc<TileBody>>,
+    live: Option<Arc<Hub>>,
 }
 
 impl Engine {
@@ -135,6 +105,7 @@ impl Engine {
             layers: RwLock::new(Arc::new(BTreeMap::new())),
             catalog_stamp: Mutex::new(None),
             cache,
+            live: None,
         };
         engine.refresh()?;
         Ok(engine)
@@ -211,10 +182,35 @@ impl Engine {
         Ok(changed)
     }
 
-    fn resolve(&self, names: &[&str]) -> Result<Vec<Arc<ServedLayer>>, EngineError> {
+    /// Serves the live layers of `hub` too: a tile request naming a live layer draws its
+    /// devices (a live layer's name wins over a layer file's of the same name).
+    pub fn with_live(mut self, hub: Arc<Hub>) -> Engine {
+        self.live = Some(hub);
+        self
+    }
+
+    /// The live hub, when live layers are served.
+    pub fn live(&self) -> Option<&Arc<Hub>> {
+        self.live.as_ref()
+    }
+
+    /// True if `name` is a live layer (no allocation: asked on every tile request).
+    pub fn is_live_layer(&self, name: &str) -> bool {
+        self.live.as_ref().is_some_and(|h| h.is_live_layer(name))
+    }
+
+    /// The sources of a request, in its order.
+    fn sources(&self, names: &[&str]) -> Result<Vec<Source>, EngineError> {
         let mut layers = self.layers();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
+            if let Some(hub) = self.live.as_ref().filter(|h| h.is_live_layer(name)) {
+                out.push(Source::Live(LiveLayer {
+                    hub: Arc::clone(hub),
+                    name: name.to_string(),
+                }));
+                continue;
+            }
             let l = match layers.get(*name) {
                 Some(l) => Arc::clone(l),
                 None => {
@@ -229,9 +225,14 @@ impl Engine {
                     )
                 }
             };
-            out.push(l);
+            out.push(Source::File(l));
         }
         Ok(out)
+    }
+
+    /// The budget of each part of a tile of `parts` layers.
+    fn share(&self, parts: usize) -> usize {
+        self.config.budget / parts.max(1)
     }
 
     /// A cached tile, if there is one (cheap: no generation).
@@ -241,8 +242,12 @@ impl Engine {
         tile: TileId,
         gzip: bool,
     ) -> Result<Option<Arc<TileBody>>, EngineError> {
-        let layers = self.resolve(names)?;
-        Ok(self.cache.get(&key(&layers, tile, gzip)))
+        let sources = self.sources(names)?;
+        let share = self.share(sources.len());
+        Ok(match sources.as_slice() {
+            [Source::Live(l)] => l.hub.cached_tile(&l.name, tile, share, gzip),
+            s => key(s, tile, gzip, share).and_then(|k| self.cache.get(&k)),
+        })
     }
 
     /// The tile for `names` (one layer, or several for a composite) at `tile`, from the cache
@@ -253,158 +258,96 @@ impl Engine {
         tile: TileId,
         gzip: bool,
     ) -> Result<Arc<TileBody>, EngineError> {
-        let layers = self.resolve(names)?;
-        let k = key(&layers, tile, gzip);
-        if let Some(hit) = self.cache.get(&k) {
-            return Ok(hit);
+        let sources = self.sources(names)?;
+        Ok(self.compose(&sources, tile, gzip))
+    }
+
+    /// Composes a tile from its sources: an equal share of the byte budget each, parts
+    /// concatenated in the order asked. Tiles of layer files only are cached whole; in a tile
+    /// with live layers, the layer files' parts are cached one by one and the live parts by
+    /// the live room.
+    fn compose(&self, sources: &[Source], tile: TileId, gzip: bool) -> Arc<TileBody> {
+        let share = self.share(sources.len());
+        let buffer = self.config.buffer;
+        let whole = key(sources, tile, gzip, share);
+        if let Some(hit) = whole.as_ref().and_then(|k| self.cache.get(k)) {
+            return hit;
         }
-        let budget = self.config.budget / layers.len().max(1);
-        let (mut raw, mut features, mut dropped) = (Vec::new(), 0, 0);
-        for l in &layers {
-            let e = render_layer(l, tile, self.config.buffer, Some(budget));
-            if e.features > 0 {
-                raw.extend_from_slice(&e.bytes);
+        let body = match sources {
+            [one] => one.get().part(tile, buffer, share, gzip),
+            _ => {
+                let (mut raw, mut features, mut dropped) = (Vec::new(), 0, 0);
+                for s in sources {
+                    let part = match (whole.is_none(), s) {
+                        // A layer file's part of a tile with live layers: cached on its own.
+                        (true, Source::File(_)) => self.cached_part(s, tile, share),
+                        _ => s.get().part(tile, buffer, share, false),
+                    };
+                    if part.features > 0 {
+                        raw.extend_from_slice(&part.bytes);
+                    }
+                    features += part.features;
+                    dropped += part.dropped;
+                }
+                Arc::new(TileBody::new(raw, gzip, features, dropped))
             }
-            features += e.features;
-            dropped += e.dropped;
+        };
+        if let Some(k) = whole {
+            self.remember(k, &body);
         }
-        let body = Arc::new(TileBody::new(raw, gzip, features, dropped));
+        body
+    }
+
+    /// One versioned source's raw part, from the cache or made and kept.
+    fn cached_part(&self, source: &Source, tile: TileId, budget: usize) -> Arc<TileBody> {
+        let k = key(std::slice::from_ref(source), tile, false, budget);
+        if let Some(hit) = k.as_ref().and_then(|k| self.cache.get(k)) {
+            return hit;
+        }
+        let part = source.get().part(tile, self.config.buffer, budget, false);
+        if let Some(k) = k {
+            self.remember(k, &part);
+        }
+        part
+    }
+
+    fn remember(&self, k: TileKey, body: &Arc<TileBody>) {
         if self.config.cache_bytes > 0 {
-            self.cache.insert(k, Arc::clone(&body));
+            self.cache.insert(k, Arc::clone(body));
         }
-        Ok(body)
     }
 }
 
-fn key(layers: &[Arc<ServedLayer>], tile: TileId, gzip: bool) -> TileKey {
-    TileKey {
-        layers: layers.iter().map(|l| (l.name.clone(), l.version)).collect(),
+/// A resolved layer of a request.
+enum Source {
+    /// A layer file version.
+    File(Arc<ServedLayer>),
+    /// A live layer.
+    Live(LiveLayer),
+}
+
+impl Source {
+    fn get(&self) -> &dyn TileSource {
+        match self {
+            Source::File(l) => l.as_ref(),
+            Source::Live(l) => l,
+        }
+    }
+}
+
+/// The cache key of a tile of `sources`, if every one of them is versioned.
+fn key(sources: &[Source], tile: TileId, gzip: bool, budget: usize) -> Option<TileKey> {
+    let layers = sources
+        .iter()
+        .map(|s| {
+            let s = s.get();
+            s.version().map(|v| (s.name().to_string(), v))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(TileKey {
+        layers,
         tile,
         gzip,
-    }
-}
-
-fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(raw.len() / 3),
-        flate2::Compression::fast(),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(raw);
-    enc.finish().unwrap_or_default()
-}
-
-/// Generates one layer of one tile, without the cache: level choice, R-tree query, integer
-/// transform, clipping, encoding and the byte budget.
-pub fn render_layer(
-    layer: &ServedLayer,
-    tile: TileId,
-    buffer: u32,
-    budget: Option<usize>,
-) -> EncodedLayer {
-    thread_local! {
-        static SLOTS: std::cell::RefCell<ValueSlots> = std::cell::RefCell::default();
-    }
-    SLOTS.with(|slots| match slots.try_borrow_mut() {
-        Ok(mut slots) => render_layer_with(layer, tile, buffer, budget, &mut slots),
-        // Not reentrant in practice; a fresh scratch keeps it correct if it ever is.
-        Err(_) => render_layer_with(layer, tile, buffer, budget, &mut ValueSlots::default()),
+        budget,
     })
-}
-
-fn render_layer_with(
-    layer: &ServedLayer,
-    tile: TileId,
-    buffer: u32,
-    budget: Option<usize>,
-    slots: &mut ValueSlots,
-) -> EncodedLayer {
-    let reader = &layer.reader;
-    slots.prepare(reader.distinct_values());
-    let mut out = MvtLayer::new(&layer.name, EXTENT as u32);
-    let Some(level) = reader.level(tile.z) else {
-        return out.encode(budget);
-    };
-    let query = tile.grid_box(buffer);
-    let tf = tile.transform();
-    let clip = ClipBox::for_tile(EXTENT, i64::from(buffer));
-    let hits = level.query_indices(&query);
-    out.reserve(hits.len());
-    // Buffers reused feature after feature: points, the most numerous, allocate nothing.
-    let mut ring_buf: Vec<TilePoint> = Vec::new();
-    let mut flat = FlatGeometry::default();
-    let mut points = TileGeometry::empty();
-    for f in hits.into_iter().map(|i| level.item(i)) {
-        if !flat.decode(f.geometry) {
-            continue;
-        }
-        let owned;
-        let geometry: &TileGeometry = match flat.kind {
-            None => continue,
-            Some(GeomKind::Point) => {
-                ring_buf.clear();
-                ring_buf.extend(
-                    flat.coords
-                        .iter()
-                        .map(|p| tf.apply(*p))
-                        .filter(|p| clip.contains(*p)),
-                );
-                if !points.set_points(ring_buf.iter().copied()) {
-                    continue;
-                }
-                &points
-            }
-            Some(GeomKind::Line) => {
-                let mut runs = Vec::new();
-                for r in &flat.rings {
-                    ring_buf.clear();
-                    ring_buf.extend(flat.span(*r).iter().map(|p| tf.apply(*p)));
-                    runs.extend(clip_line(&ring_buf, clip));
-                }
-                let Some(g) = encode_lines(&runs) else {
-                    continue;
-                };
-                owned = g;
-                &owned
-            }
-            Some(GeomKind::Polygon) => {
-                let mut polys: Vec<Vec<Vec<TilePoint>>> = Vec::new();
-                let mut part = u32::MAX;
-                for r in &flat.rings {
-                    if r.0 != part {
-                        part = r.0;
-                        polys.push(Vec::new());
-                    }
-                    ring_buf.clear();
-                    ring_buf.extend(flat.span(*r).iter().map(|p| tf.apply(*p)));
-                    if let Some(p) = polys.last_mut() {
-                        p.push(clip_ring(&ring_buf, clip));
-                    }
-                }
-                let Some(g) = encode_polygons(&polys) else {
-                    continue;
-                };
-                owned = g;
-                &owned
-            }
-        };
-        let Some(record) = reader.properties(f.feature) else {
-            continue;
-        };
-        let id = record.id;
-        let numbers = reader.value_ids(f.feature);
-        let props = record.zip(numbers).filter_map(|((k, v), &no)| {
-            let key = reader.key(k)?;
-            let value = match v {
-                PropRef::String(s) => TileValue::String(s),
-                PropRef::Int(i) => TileValue::Int(i),
-                PropRef::Double(d) => TileValue::Double(d),
-                PropRef::Bool(b) => TileValue::Bool(b),
-            };
-            Some((k, key, no, value))
-        });
-        out.add_numbered(id, geometry, point_rank(f.feature), props, slots);
-    }
-    slots.reset();
-    out.encode(budget)
 }

@@ -17,11 +17,12 @@
 //! (247 s) and replayed for a retransmission; a retransmission that arrives while the first
 //! copy is still being stored is ignored (the client will retransmit again).
 //!
-//! DTLS-PSK is a later step: it will sit between the socket and [`Listener::datagram`], with
-//! the PSK identity naming the device, so the handling below does not change.
+//! Authentication and decoding are the hub's one admission path ([`Hub::admit`]): this file
+//! only maps CoAP to it and its answers back to response codes. DTLS-PSK is a later step: it
+//! will sit between the socket and [`Listener::datagram`], with the PSK identity naming the
+//! device, so the handling below does not change.
 
-use super::payload::{self, Format};
-use super::{Hub, SubmitError};
+use super::{AdmitError, Batch, Committed, Format, Hub, LiveError};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -74,7 +75,7 @@ pub enum Action {
     /// Store these records, then answer.
     Store {
         /// The records.
-        records: Vec<super::wal::Record>,
+        batch: Batch,
         /// What the answer needs of the request.
         request: Pending,
     },
@@ -221,8 +222,8 @@ impl Listener {
             }
         }
         match self.handle(&req, now_s) {
-            Ok(records) => Action::Store {
-                records,
+            Ok(batch) => Action::Store {
+                batch,
                 request: Pending::of(&req),
             },
             Err((code, why)) => {
@@ -244,12 +245,8 @@ impl Listener {
         ex.expire(Instant::now());
     }
 
-    /// Checks a request and turns it into records.
-    fn handle(
-        &self,
-        req: &Packet,
-        now_s: f64,
-    ) -> Result<Vec<super::wal::Record>, (ResponseType, String)> {
+    /// Checks a request and admits its payload.
+    fn handle(&self, req: &Packet, now_s: f64) -> Result<Batch, (ResponseType, String)> {
         if req.header.code != MessageClass::Request(RequestType::Post) {
             return Err((
                 ResponseType::MethodNotAllowed,
@@ -274,7 +271,7 @@ impl Listener {
             })
             .unwrap_or_default();
         let device = match path.as_slice() {
-            [r, id] if r == "r" => id.clone(),
+            [r, id] if r == "r" => id.as_str(),
             _ => {
                 return Err((
                     ResponseType::NotFound,
@@ -287,20 +284,7 @@ impl Listener {
             .into_iter()
             .flatten()
             .filter_map(|q| std::str::from_utf8(q).ok())
-            .find_map(|q| q.strip_prefix("k="))
-            .unwrap_or("");
-        match self.hub.check_device(&device, secret) {
-            Ok(()) => {}
-            Err(false) => {
-                return Err((ResponseType::NotFound, format!("unknown device {device}")));
-            }
-            Err(true) => {
-                return Err((
-                    ResponseType::Unauthorized,
-                    "missing or wrong device secret (?k=)".into(),
-                ));
-            }
-        }
+            .find_map(|q| q.strip_prefix("k="));
         let format = match req.get_first_option(CoapOption::ContentFormat) {
             None => Format::sniff(&req.payload),
             Some(v) if v.len() <= 2 => {
@@ -319,12 +303,23 @@ impl Listener {
                 ));
             }
         };
-        let reports = payload::parse(format, &req.payload, now_s)
-            .map_err(|e| (ResponseType::BadRequest, e.0))?;
-        Ok(reports
-            .into_iter()
-            .map(|r| Hub::report_record(&device, r, now_s))
-            .collect())
+        let admission = self
+            .hub
+            .admit(secret, Some(device), format, &req.payload, now_s)
+            .map_err(|e| match e {
+                AdmitError::UnknownDevice(_) => (ResponseType::NotFound, e.to_string()),
+                AdmitError::MissingCredential | AdmitError::BadCredential => (
+                    ResponseType::Unauthorized,
+                    "missing or wrong device secret (?k=)".into(),
+                ),
+                AdmitError::TooLarge { .. } => (ResponseType::BadRequest, e.to_string()),
+                AdmitError::Malformed(why) => (ResponseType::BadRequest, why),
+            })?;
+        // One message, one answer: a payload with a bad record is refused whole.
+        if let Some(r) = admission.rejected.first() {
+            return Err((ResponseType::BadRequest, r.error.clone()));
+        }
+        Ok(admission.accepted)
     }
 
     /// Answers a group of stored (or refused) requests and remembers the answers; called on
@@ -333,13 +328,13 @@ impl Listener {
         &self,
         socket: &std::net::UdpSocket,
         group: Vec<(SocketAddr, Pending)>,
-        outcome: Result<Vec<u64>, SubmitError>,
+        outcome: Result<Committed, LiveError>,
     ) {
         let (code, why) = match &outcome {
             Ok(_) => (ResponseType::Changed, String::new()),
-            Err(SubmitError::Overloaded) => (
+            Err(LiveError::Overloaded) => (
                 ResponseType::TooManyRequests,
-                SubmitError::Overloaded.to_string(),
+                LiveError::Overloaded.to_string(),
             ),
             Err(e) => (ResponseType::ServiceUnavailable, e.to_string()),
         };
@@ -406,7 +401,7 @@ impl Listener {
         let mut buf = vec![0u8; 65_536];
         loop {
             let mut group: Vec<(SocketAddr, Pending)> = Vec::new();
-            let mut records = Vec::new();
+            let mut batch = Batch::default();
             let first = socket.recv_from(&mut buf).await;
             let mut next = Some(first);
             let mut taken = 0;
@@ -419,12 +414,9 @@ impl Listener {
                         Action::Reply(bytes) => {
                             let _ = socket.try_send_to(&bytes, peer);
                         }
-                        Action::Store {
-                            records: r,
-                            request,
-                        } => {
+                        Action::Store { batch: b, request } => {
                             group.push((peer, request));
-                            records.extend(r);
+                            batch.append(b);
                         }
                     },
                     Err(e) => {
@@ -447,7 +439,7 @@ impl Listener {
             let pending = group.clone();
             let reply: super::Reply =
                 Box::new(move |outcome| me.answer_group(&sock, group, outcome));
-            if let Err(e) = self.hub.submit_with(records, reply) {
+            if let Err(e) = self.hub.commit_with(batch, reply) {
                 self.answer_group(&sender, pending, Err(e));
             }
         }

@@ -45,6 +45,53 @@ pub enum FenceEventKind {
 }
 
 impl Fence {
+    /// A fence from a GeoJSON Feature (Polygon or MultiPolygon; `id`, and `name` and `layers`
+    /// properties optional) or a bare geometry. Without an id it gets `fence-` and the time
+    /// `now` (seconds) in milliseconds.
+    pub fn from_geojson(v: &serde_json::Value, now: f64) -> Result<Fence, String> {
+        let (geometry, area) = Fence::parse_geometry(v)?;
+        let props = v.get("properties");
+        let id = match v.get("id") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => format!("fence-{:.0}", now * 1000.0),
+        };
+        if !super::registry::valid_device_id(&id) {
+            return Err(format!("id {id:?}: use 1-64 of A-Z a-z 0-9 . _ : -"));
+        }
+        let name = props
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or(&id)
+            .to_string();
+        let layers = props
+            .and_then(|p| p.get("layers"))
+            .and_then(|l| l.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Fence {
+            id,
+            name,
+            layers,
+            geometry,
+            area,
+        })
+    }
+
+    /// The fence as a GeoJSON Feature.
+    pub fn to_geojson(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "Feature",
+            "id": self.id,
+            "properties": {"name": self.name, "layers": self.layers},
+            "geometry": self.geometry,
+        })
+    }
+
     /// Parses the GeoJSON geometry of a fence (Polygon or MultiPolygon, or a Feature holding
     /// one) and checks it.
     pub fn parse_geometry(

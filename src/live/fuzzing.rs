@@ -36,7 +36,7 @@ fn listener() -> &'static Arc<Listener> {
             retention_s: 86_400,
             buffer: 64,
             queue: 16,
-            segment_bytes: super::wal::SEGMENT_BYTES,
+            segment_bytes: super::SEGMENT_BYTES,
         })
         .expect("fuzz hub");
         Listener::new(hub)
@@ -51,7 +51,7 @@ pub fn coap(data: &[u8]) -> usize {
     let port = PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     match listener().datagram(peer, data, NOW) {
-        Action::Store { records, .. } => records.len(),
+        Action::Store { batch, .. } => batch.len(),
         _ => 0,
     }
 }

@@ -416,9 +416,39 @@ fn check_time(t: f64, now: f64, record: usize) -> Result<(), PayloadError> {
     Ok(())
 }
 
-/// Parses compact JSON: one object `{"lat":..,"lon":..,"t":..}` (with `device` for batches and
-/// other numeric members kept as telemetry), or an array of them.
-pub fn parse_compact(payload: &[u8], now: f64) -> Result<Vec<Report>, PayloadError> {
+/// Why a whole payload was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchError {
+    /// More records than [`MAX_RECORDS`].
+    #[error("{records} records in one payload; at most {MAX_RECORDS}")]
+    TooMany {
+        /// Records in the payload.
+        records: usize,
+    },
+    /// Not a payload of its format (the message names the problem and the record).
+    #[error(transparent)]
+    Malformed(#[from] PayloadError),
+}
+
+/// Decodes a payload of `format` record by record: compact JSON is checked record by record
+/// (one bad record leaves the others), while a SenML pack is one document whose records share
+/// base fields, so it is accepted or refused whole. An empty payload is refused.
+pub fn parse_batch(
+    format: Format,
+    payload: &[u8],
+    now: f64,
+) -> Result<Vec<Result<Report, PayloadError>>, BatchError> {
+    match format {
+        Format::Json => compact_records(payload, now),
+        f => Ok(parse(f, payload, now)?.into_iter().map(Ok).collect()),
+    }
+}
+
+/// Compact JSON's records, each decoded on its own.
+fn compact_records(
+    payload: &[u8],
+    now: f64,
+) -> Result<Vec<Result<Report, PayloadError>>, BatchError> {
     let v: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| PayloadError(format!("JSON: {e}")))?;
     let items: Vec<&serde_json::Value> = match &v {
@@ -426,18 +456,30 @@ pub fn parse_compact(payload: &[u8], now: f64) -> Result<Vec<Report>, PayloadErr
         o => vec![o],
     };
     if items.len() > MAX_RECORDS {
-        return err(format!(
-            "{} records in one payload; at most {MAX_RECORDS}",
-            items.len()
-        ));
+        return Err(BatchError::TooMany {
+            records: items.len(),
+        });
     }
     if items.is_empty() {
-        return err("the payload has no records");
+        return Err(PayloadError("the payload has no records".into()).into());
     }
-    items
+    Ok(items
         .into_iter()
         .enumerate()
         .map(|(i, item)| compact_record(i, item, now))
+        .collect())
+}
+
+/// Parses compact JSON: one object `{"lat":..,"lon":..,"t":..}` (with `device` for batches and
+/// other numeric members kept as telemetry), or an array of them; refused whole if any record
+/// is bad.
+pub fn parse_compact(payload: &[u8], now: f64) -> Result<Vec<Report>, PayloadError> {
+    compact_records(payload, now)
+        .map_err(|e| match e {
+            BatchError::Malformed(e) => e,
+            e => PayloadError(e.to_string()),
+        })?
+        .into_iter()
         .collect()
 }
 

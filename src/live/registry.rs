@@ -6,6 +6,20 @@
 //! `STORE/live/registry.lock`; a running server re-reads it when it changes. Secrets are 32
 //! random bytes shown once and stored only as their SHA-256: a check costs about a microsecond,
 //! where a password hash (argon2) would cost 75 ms per report.
+//!
+//! ```text
+//! devices.json (format version 1; a file without "format_version" is version 1)
+//! {
+//!   "format_version": 1,
+//!   "devices": { ID: { "layer": NAME, "kind": "tracker"|"meter"|"sensor"|"asset",
+//!                      "interval_s": SECONDS, "secret_sha256": HEX64, "created": UNIX_S } },
+//!   "ingest_keys": { NAME: HEX64 }                    SHA-256 of each key, hex
+//! }
+//! ```
+//! A file of a later version is refused with a message naming it, never misread.
+//!
+//! [`RegIndex`] is the registry as the server holds it, with the look-ups of the one
+//! admission path: who a credential is ([`RegIndex::authenticate`]).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,15 +69,145 @@ pub struct DeviceEntry {
     pub created: u64,
 }
 
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+fn format_v1() -> u32 {
+    1
+}
+
 /// The registry file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
+    /// Format version of the file ([`FORMAT_VERSION`]).
+    #[serde(default = "format_v1")]
+    pub format_version: u32,
     /// Devices by id.
     #[serde(default)]
     pub devices: BTreeMap<String, DeviceEntry>,
     /// Ingest API keys: name -> SHA-256 hex.
     #[serde(default)]
     pub ingest_keys: BTreeMap<String, String>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            format_version: FORMAT_VERSION,
+            devices: BTreeMap::new(),
+            ingest_keys: BTreeMap::new(),
+        }
+    }
+}
+
+/// Who presented a credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    /// A device, by its own secret.
+    Device(String),
+    /// A gateway or platform, by an ingest key (any device).
+    Ingest(String),
+}
+
+/// Why a credential was not accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AuthError {
+    /// The device named by the request is not registered.
+    #[error("unknown device {0}")]
+    UnknownDevice(String),
+    /// No credential at all.
+    #[error("no credential")]
+    Missing,
+    /// A credential that is not a registered ingest key or device secret, or the secret of
+    /// another device than the one named.
+    #[error("the ingest key or device secret is not registered (for this device)")]
+    Unknown,
+}
+
+/// The registry as a running server holds it, with the look-ups of admission.
+#[derive(Default)]
+pub struct RegIndex {
+    /// The registry.
+    pub reg: Registry,
+    by_hash: std::collections::HashMap<String, String>,
+    /// Live layer names, sorted (computed once per registry read: the tile path asks).
+    layers: Vec<String>,
+}
+
+impl RegIndex {
+    /// Indexes a registry.
+    pub fn new(reg: Registry) -> RegIndex {
+        let by_hash = reg
+            .devices
+            .iter()
+            .map(|(id, e)| (e.secret_sha256.clone(), id.clone()))
+            .collect();
+        let mut layers: Vec<String> = reg.devices.values().map(|e| e.layer.clone()).collect();
+        layers.sort();
+        layers.dedup();
+        RegIndex {
+            reg,
+            by_hash,
+            layers,
+        }
+    }
+
+    /// The live layers (every layer with a registered device), sorted.
+    pub fn layers(&self) -> &[String] {
+        &self.layers
+    }
+
+    /// True if `name` is a live layer.
+    pub fn is_layer(&self, name: &str) -> bool {
+        self.layers
+            .binary_search_by(|l| l.as_str().cmp(name))
+            .is_ok()
+    }
+
+    /// True if device `id` is registered.
+    pub fn has_device(&self, id: &str) -> bool {
+        self.reg.devices.contains_key(id)
+    }
+
+    /// Who `secret` is: an ingest key (`ik_…`, may report for any device) or a device's own
+    /// secret. With `device` (the device a request is addressed to, as CoAP's `/r/{id}`), that
+    /// device must be registered and a device secret must be its own. One registry look-up
+    /// and one SHA-256 for a device secret: the CoAP hot path.
+    pub fn authenticate(&self, secret: &str, device: Option<&str>) -> Result<Principal, AuthError> {
+        let entry = match device {
+            Some(d) => Some(
+                self.reg
+                    .devices
+                    .get(d)
+                    .ok_or_else(|| AuthError::UnknownDevice(d.to_string()))?,
+            ),
+            None => None,
+        };
+        if secret.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let hash = hash_secret(secret);
+        if secret.starts_with("ik_") {
+            return self
+                .reg
+                .ingest_keys
+                .iter()
+                .find(|(_, h)| same_hash(h, &hash))
+                .map(|(name, _)| Principal::Ingest(name.clone()))
+                .ok_or(AuthError::Unknown);
+        }
+        match (device, entry) {
+            (Some(d), Some(e)) if same_hash(&e.secret_sha256, &hash) => {
+                Ok(Principal::Device(d.to_string()))
+            }
+            (Some(_), _) => Err(AuthError::Unknown),
+            (None, _) => self
+                .by_hash
+                .get(&hash)
+                .map(|id| Principal::Device(id.clone()))
+                .ok_or(AuthError::Unknown),
+        }
+    }
 }
 
 /// A registry problem.
@@ -191,10 +335,23 @@ impl RegistryFile {
     pub fn load(&self) -> Result<Registry, RegistryError> {
         let path = self.path();
         match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| RegistryError::Parse {
-                path,
-                message: e.to_string(),
-            }),
+            Ok(b) => {
+                let reg: Registry =
+                    serde_json::from_slice(&b).map_err(|e| RegistryError::Parse {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                if reg.format_version > FORMAT_VERSION {
+                    return Err(RegistryError::Parse {
+                        path,
+                        message: format!(
+                            "format version {} was written by a newer Urbis; this one reads version {FORMAT_VERSION}",
+                            reg.format_version
+                        ),
+                    });
+                }
+                Ok(reg)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
             Err(source) => Err(RegistryError::Io { path, source }),
         }
@@ -224,6 +381,7 @@ impl RegistryFile {
         lock.lock().map_err(self.io(&lock_path))?;
         let mut reg = self.load()?;
         let out = f(&mut reg)?;
+        reg.format_version = FORMAT_VERSION;
         let tmp = self.dir.join("devices.json.tmp");
         let mut file = File::create(&tmp).map_err(self.io(&tmp))?;
         let text =

@@ -1,9 +1,13 @@
 //! The live state: every device's last fix, state and telemetry, an R-tree of current positions
-//! per live layer, the geofences and who is inside them. Changed only by the committer thread
-//! (through [`LiveState::apply`]), read by handlers and the tile renderer.
+//! per live layer, the geofences and who is inside them. Read by the hub's views and the tile
+//! renderer; changed only through [`LiveState::apply`], by the committer once a group is in the
+//! log, and by recovery replaying the log: one function for both, so the state after a restart
+//! is the state before it. [`LiveState::plan`] decides, without changing anything, what a group
+//! will log (late flags, the geofence events its reports raise) before it is written.
 
 use super::fence::{Fence, FenceEventKind, FenceSet};
 use super::registry::{DeviceKind, Registry};
+use super::snapshot::Snapshot;
 use super::wal::{Record, ReportRec};
 use crate::tile::mercator::lonlat_to_grid;
 use rstar::RTree;
@@ -101,6 +105,25 @@ pub struct Device {
     pub state: DevState,
 }
 
+impl Device {
+    /// The device as the API shows it (`/devices`, the stream's `position` events).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "layer": self.layer,
+            "kind": self.kind,
+            "interval_s": self.interval_s,
+            "state": self.state,
+            "position": self.pos,
+            "t": self.t,
+            "last_seen": self.last_seen,
+            "telemetry": self.telemetry,
+            "reports": self.reports,
+            "late_reports": self.late,
+        })
+    }
+}
+
 /// A point of a live layer's R-tree: grid position and the device's slot (see
 /// [`LiveState::ids`]); a number, not the id, so that moving a point allocates nothing and
 /// compares 4 bytes.
@@ -187,24 +210,22 @@ pub struct LiveState {
     pub reports_total: u64,
 }
 
-/// The snapshot file's content.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// Last sequence number included.
-    pub seq: u64,
-    /// Devices.
-    pub devices: Vec<Device>,
-    /// Fences (their JSON).
-    pub fences: Vec<serde_json::Value>,
-    /// Open alarms.
-    pub inside: Vec<(String, String)>,
-    /// Reports applied in all.
-    pub reports_total: u64,
-}
-
 fn grid(pos: [f64; 2]) -> [i64; 2] {
     let g = lonlat_to_grid(pos[0], pos[1]);
     [i64::from(g[0]), i64::from(g[1])]
+}
+
+/// The fences of `set` with the one of id `id` replaced by `fence` (or removed), sorted by id.
+fn with_fence(set: &FenceSet, id: &str, fence: Option<Fence>) -> FenceSet {
+    let mut all: Vec<Fence> = set
+        .fences()
+        .iter()
+        .filter(|f| f.id != id)
+        .cloned()
+        .collect();
+    all.extend(fence);
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    FenceSet::new(all)
 }
 
 /// Parses a stored fence JSON (as logged by `FencePut`).
@@ -320,52 +341,126 @@ impl LiveState {
         }
     }
 
-    /// Applies one logged record with sequence number `seq`. Live reports may raise geofence
-    /// events: they are returned as records to log (with their own numbers, given by
-    /// `next_seq`), unless `replay` (then the log already holds them).
-    pub fn apply(
-        &mut self,
-        seq: u64,
-        rec: &mut Record,
-        replay: bool,
-        next_seq: &mut dyn FnMut() -> u64,
-        changes: &mut Vec<Change>,
-        derived: &mut Vec<(u64, Record)>,
-    ) {
+    /// Plans a group of records against this state without changing it: numbers them from
+    /// `*next_seq` in order, flags late reports (older than the device's last fix, counting
+    /// the group's earlier reports) and, after each report that moves a device, adds the
+    /// geofence events it raises, numbered right after it. The result, in log order, is what
+    /// the log will hold, and applying it with [`LiveState::apply`] gives the same outcome
+    /// as applying the records one by one would.
+    pub fn plan(&self, records: Vec<Record>, next_seq: &mut u64, out: &mut Vec<(u64, Record)>) {
+        // The group's own effect on what planning reads: each touched device's last fix time
+        // and position, and the fences once a record of the group changes them.
+        let mut fixes: HashMap<&str, (Option<f64>, Option<[f64; 2]>)> = HashMap::new();
+        let mut fences: Option<FenceSet> = None;
+        for mut rec in records {
+            let seq = *next_seq;
+            *next_seq += 1;
+            let mut raised = Vec::new();
+            match &mut rec {
+                Record::Report(r) => {
+                    if let Some(d) = self.devices.get(r.device.as_str()) {
+                        let fix = fixes.entry(d.id.as_str()).or_insert((d.t, d.pos));
+                        r.late = fix.0.is_some_and(|t| r.t < t);
+                        if !r.late {
+                            fix.0 = Some(r.t);
+                            if let Some(p) = r.pos {
+                                let from = fix.1.replace(p);
+                                let set = fences.as_ref().unwrap_or(&self.fence_set);
+                                for (i, kind) in set.events(&d.layer, from, p) {
+                                    raised.push(Record::FenceEvent {
+                                        t: r.t,
+                                        kind: kind as u8,
+                                        fence: set.fences()[i].id.clone(),
+                                        device: r.device.clone(),
+                                        pos: p,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                Record::FencePut(json) => {
+                    if let Some(f) = serde_json::from_str(json)
+                        .ok()
+                        .and_then(|v| fence_from_json(&v))
+                    {
+                        let set = fences.as_ref().unwrap_or(&self.fence_set);
+                        fences = Some(with_fence(set, &f.id.clone(), Some(f)));
+                    }
+                }
+                Record::FenceDel(id) => {
+                    let set = fences.as_ref().unwrap_or(&self.fence_set);
+                    fences = Some(with_fence(set, id, None));
+                }
+                Record::Removed { device, .. } => {
+                    if let Some(d) = self.devices.get(device.as_str()) {
+                        fixes.insert(d.id.as_str(), (None, None));
+                    }
+                }
+                Record::FenceEvent { .. } | Record::State { .. } => {}
+            }
+            out.push((seq, rec));
+            for r in raised {
+                out.push((*next_seq, r));
+                *next_seq += 1;
+            }
+        }
+    }
+
+    /// Applies one logged record with sequence number `seq` and says what changed (for the
+    /// stream and the tile cache). Geofence events are not derived here: they are records of
+    /// their own, planned before the log was written ([`LiveState::plan`]).
+    pub fn apply(&mut self, seq: u64, rec: &Record, changes: &mut Vec<Change>) {
         self.seq = self.seq.max(seq);
         match rec {
-            Record::Report(r) => self.apply_report(seq, r, replay, next_seq, changes, derived),
+            Record::Report(r) => self.apply_report(seq, r, changes),
             Record::FenceEvent {
+                t,
                 kind,
                 fence,
                 device,
-                ..
+                pos,
             } => {
-                // Replayed events only rebuild the open-alarm set.
-                match kind {
+                let key = (fence.clone(), device.clone());
+                let kind = match kind {
                     0 => {
-                        self.inside.insert((fence.clone(), device.clone()));
+                        self.inside.insert(key);
+                        FenceEventKind::Enter
                     }
                     1 => {
-                        self.inside.remove(&(fence.clone(), device.clone()));
+                        self.inside.remove(&key);
+                        FenceEventKind::Exit
                     }
-                    _ => {}
-                }
+                    _ => FenceEventKind::Cross,
+                };
+                let Some(d) = self.devices.get(device.as_str()) else {
+                    return;
+                };
+                changes.push(Change::Fence {
+                    fence: fence.clone(),
+                    name: self
+                        .fence_set
+                        .get(fence)
+                        .map_or_else(|| fence.clone(), |f| f.name.clone()),
+                    kind,
+                    device: device.clone(),
+                    layer: d.layer.clone(),
+                    pos: *pos,
+                    t: *t,
+                    seq,
+                });
             }
             Record::FencePut(json) => {
                 if let Some(f) = serde_json::from_str(json)
                     .ok()
                     .and_then(|v| fence_from_json(&v))
                 {
-                    let mut all = self.fences_without(&f.id);
-                    all.push(f);
-                    self.set_fences(all);
+                    self.fence_set = with_fence(&self.fence_set, &f.id.clone(), Some(f));
                     changes.push(Change::Fences { seq });
                 }
             }
             Record::FenceDel(id) => {
-                let rest = self.fences_without(id);
-                self.set_fences(rest);
+                self.fence_set = with_fence(&self.fence_set, id, None);
                 self.inside.retain(|(f, _)| f != id);
                 changes.push(Change::Fences { seq });
             }
@@ -394,29 +489,7 @@ impl LiveState {
         }
     }
 
-    fn fences_without(&self, id: &str) -> Vec<Fence> {
-        self.fence_set
-            .fences()
-            .iter()
-            .filter(|f| f.id != id)
-            .cloned()
-            .collect()
-    }
-
-    fn set_fences(&mut self, mut fences: Vec<Fence>) {
-        fences.sort_by(|a, b| a.id.cmp(&b.id));
-        self.fence_set = FenceSet::new(fences);
-    }
-
-    fn apply_report(
-        &mut self,
-        seq: u64,
-        r: &mut ReportRec,
-        replay: bool,
-        next_seq: &mut dyn FnMut() -> u64,
-        changes: &mut Vec<Change>,
-        derived: &mut Vec<(u64, Record)>,
-    ) {
+    fn apply_report(&mut self, seq: u64, r: &ReportRec, changes: &mut Vec<Change>) {
         let Some(d) = self.devices.get_mut(r.device.as_str()) else {
             return; // removed from the registry since
         };
@@ -425,67 +498,27 @@ impl LiveState {
         d.last_seen = Some(d.last_seen.map_or(recv, |l| l.max(recv)));
         // Device-time order: a fix older than the last one is history only.
         if d.t.is_some_and(|t| r.t < t) {
-            r.late = true;
             d.late += 1;
             return;
         }
-        r.late = false;
         d.reports += 1;
         d.t = Some(r.t);
         for (k, v) in &r.telemetry {
             d.telemetry.insert(k.clone(), *v);
         }
         let from = d.pos;
-        let layer = d.layer.clone();
         d.state = DevState::Live;
-        if let Some(p) = r.pos {
-            if from != Some(p) {
-                let slot = self.slot(&r.device);
-                let tree = self.trees.entry(layer.clone()).or_default();
-                if let Some(old) = from {
-                    tree.remove(&LivePoint::new(grid(old), slot));
-                }
-                tree.insert(LivePoint::new(grid(p), slot));
-                if let Some(d) = self.devices.get_mut(r.device.as_str()) {
-                    d.pos = Some(p);
-                }
+        if let Some(p) = r.pos
+            && from != Some(p)
+        {
+            d.pos = Some(p);
+            let layer = d.layer.clone();
+            let slot = self.slot(&r.device);
+            let tree = self.trees.entry(layer).or_default();
+            if let Some(old) = from {
+                tree.remove(&LivePoint::new(grid(old), slot));
             }
-            if !replay {
-                for (i, kind) in self.fence_set.events(&layer, from, p) {
-                    let f = &self.fence_set.fences()[i];
-                    let key = (f.id.clone(), r.device.clone());
-                    match kind {
-                        FenceEventKind::Enter => {
-                            self.inside.insert(key);
-                        }
-                        FenceEventKind::Exit => {
-                            self.inside.remove(&key);
-                        }
-                        FenceEventKind::Cross => {}
-                    }
-                    let s = next_seq();
-                    derived.push((
-                        s,
-                        Record::FenceEvent {
-                            t: r.t,
-                            kind: kind as u8,
-                            fence: f.id.clone(),
-                            device: r.device.clone(),
-                            pos: p,
-                        },
-                    ));
-                    changes.push(Change::Fence {
-                        fence: f.id.clone(),
-                        name: f.name.clone(),
-                        kind,
-                        device: r.device.clone(),
-                        layer: layer.clone(),
-                        pos: p,
-                        t: r.t,
-                        seq: s,
-                    });
-                }
-            }
+            tree.insert(LivePoint::new(grid(p), slot));
         }
         changes.push(Change::Moved {
             device: r.device.clone(),
@@ -501,6 +534,7 @@ impl LiveState {
         let mut devices: Vec<Device> = self.devices.values().cloned().collect();
         devices.sort_by(|a, b| a.id.cmp(&b.id));
         Snapshot {
+            format_version: super::snapshot::FORMAT_VERSION,
             seq: self.seq,
             devices,
             fences: self
@@ -528,7 +562,9 @@ impl LiveState {
             self.insert_point(&d);
             self.devices.insert(d.id.clone(), d);
         }
-        self.set_fences(snap.fences.iter().filter_map(fence_from_json).collect());
+        let mut fences: Vec<Fence> = snap.fences.iter().filter_map(fence_from_json).collect();
+        fences.sort_by(|a, b| a.id.cmp(&b.id));
+        self.fence_set = FenceSet::new(fences);
         self.inside = snap.inside.into_iter().collect();
     }
 }

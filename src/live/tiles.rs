@@ -6,12 +6,18 @@
 //! cross-tile merging; a cell with one device shows the device itself. Cluster points carry
 //! `cluster = true` and `point_count` (as supercluster and tippecanoe name it) and the count of
 //! devices per state.
+//!
+//! The [`TileCache`] keeps rendered tiles per layer until a device they show changes: the
+//! committer drops exactly the tiles (at every cached zoom) whose buffered area holds a
+//! changed position, so a busy fleet does not empty the cache of the quiet parts of a city.
 
 use super::state::{DevState, LiveState};
+use crate::tile::mercator::lonlat_to_grid;
 use crate::tile::mvt::{EncodedLayer, MvtLayer, TileGeometry, TileValue};
-use crate::tile::{EXTENT, TileId};
+use crate::tile::{EXTENT, TileBody, TileId};
 use rstar::AABB;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Highest zoom advertised for live layers.
 pub const LIVE_MAXZOOM: u8 = 22;
@@ -19,6 +25,19 @@ pub const LIVE_MAXZOOM: u8 = 22;
 pub const CLUSTER_BELOW: u8 = 15;
 /// Cluster cell size in tile units (of 4096).
 pub const CELL: i64 = 256;
+
+/// Live tiles cached, at most (then the cache starts over).
+const MAX_CACHED_TILES: usize = 20_000;
+
+/// The properties of a live layer's devices, with their TileJSON types.
+pub const FIELDS: [(&str, &str); 6] = [
+    ("id", "String"),
+    ("kind", "String"),
+    ("state", "String"),
+    ("t", "Number"),
+    ("cluster", "Boolean"),
+    ("point_count", "Number"),
+];
 
 /// Names a device property may not take from telemetry.
 const RESERVED: [&str; 8] = [
@@ -52,11 +71,18 @@ pub fn tiles_showing(g: [u32; 2], z: u8, buffer: u32) -> Vec<TileId> {
     out
 }
 
-/// Renders one live layer's tile.
-pub fn render<'s>(st: &'s LiveState, layer: &str, tile: TileId, buffer: u32) -> EncodedLayer {
+/// Renders one live layer's tile within `budget` bytes.
+pub fn render<'s>(
+    st: &'s LiveState,
+    layer: &str,
+    tile: TileId,
+    buffer: u32,
+    budget: usize,
+) -> EncodedLayer {
+    let budget = Some(budget);
     let mut out: MvtLayer<'s> = MvtLayer::new(layer, EXTENT as u32);
     let Some(tree) = st.trees.get(layer) else {
-        return out.encode(None);
+        return out.encode(budget);
     };
     let tf = tile.transform();
     let clustered = tile.z < CLUSTER_BELOW;
@@ -92,7 +118,7 @@ pub fn render<'s>(st: &'s LiveState, layer: &str, tile: TileId, buffer: u32) -> 
         for p in tree.locate_in_envelope(&env) {
             add_device(&mut out, &st.ids[p.data as usize], local(p.geom()));
         }
-        return out.encode(None);
+        return out.encode(budget);
     }
     struct Cell<'a> {
         n: i64,
@@ -133,5 +159,79 @@ pub fn render<'s>(st: &'s LiveState, layer: &str, tile: TileId, buffer: u32) -> 
         }
         out.add(None, cg, 0, props);
     }
-    out.encode(None)
+    out.encode(budget)
+}
+
+/// Key of a cached live tile: the tile, gzip or not, and the byte budget it was made for.
+type TileKey = (TileId, bool, usize);
+
+/// The cached tiles of one live layer, the zooms they are at (a bit per zoom) and the
+/// budgets they were made for (one per number of layers composed: a handful).
+#[derive(Default)]
+struct LayerTiles {
+    tiles: HashMap<TileKey, Arc<TileBody>>,
+    zooms: u32,
+    budgets: Vec<usize>,
+}
+
+/// Live tiles by layer: a hit and an invalidation look the layer up by `&str` and allocate
+/// nothing (invalidation runs on the committer thread for every applied report).
+#[derive(Default)]
+pub struct TileCache {
+    layers: HashMap<String, LayerTiles>,
+    /// Tiles cached in all layers.
+    entries: usize,
+    /// Bumped by every invalidation: a tile rendered before one is not cached after it.
+    generation: u64,
+}
+
+impl TileCache {
+    /// A cached tile, or the generation to hand to [`TileCache::insert`] after rendering.
+    pub fn get(&self, layer: &str, key: TileKey) -> Result<Arc<TileBody>, u64> {
+        self.layers
+            .get(layer)
+            .and_then(|l| l.tiles.get(&key))
+            .map(Arc::clone)
+            .ok_or(self.generation)
+    }
+
+    /// Keeps a tile rendered at `generation`, unless an invalidation came since (then the
+    /// state it was drawn from is already out of date).
+    pub fn insert(&mut self, layer: &str, key: TileKey, generation: u64, body: &Arc<TileBody>) {
+        if self.generation != generation {
+            return;
+        }
+        if self.entries >= MAX_CACHED_TILES {
+            self.layers.clear();
+            self.entries = 0;
+        }
+        let l = self.layers.entry(layer.to_string()).or_default();
+        l.zooms |= 1 << key.0.z.min(31);
+        if !l.budgets.contains(&key.2) {
+            l.budgets.push(key.2);
+        }
+        let added = l.tiles.insert(key, Arc::clone(body)).is_none();
+        self.entries += usize::from(added);
+    }
+
+    /// Drops the cached tiles of `layer` that show position `pos` (with the buffer), at every
+    /// zoom that has cached tiles: only those tiles change when a device there does.
+    pub fn invalidate(&mut self, layer: &str, pos: [f64; 2], buffer: u32) {
+        let g = lonlat_to_grid(pos[0], pos[1]);
+        self.generation += 1;
+        let Some(l) = self.layers.get_mut(layer) else {
+            return;
+        };
+        let mut removed = 0;
+        for z in (0..32u8).filter(|z| l.zooms & (1 << z) != 0) {
+            for t in tiles_showing(g, z, buffer) {
+                for &b in &l.budgets {
+                    for gz in [false, true] {
+                        removed += usize::from(l.tiles.remove(&(t, gz, b)).is_some());
+                    }
+                }
+            }
+        }
+        self.entries -= removed;
+    }
 }

@@ -23,13 +23,14 @@
 //! acknowledged is thrown away by a downgrade.
 //!
 //! Written by one thread ([`super::Hub`]'s committer), which appends a whole group of frames
-//! and calls `fdatasync` once before acknowledging any of them (group commit). Recovery reads
+//! and calls `fdatasync` once before acknowledging any of them (group commit); an append that
+//! fails is cut back off the segment, so the log never holds a refused group. Recovery reads
 //! segments in order and stops at the first frame that is short or fails its checksum: a
 //! torn write at the tail (a crash mid-append) is cut off there, and since nothing in it was
 //! acknowledged, nothing acknowledged is lost.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// A segment is closed and a new one started past this size (by default).
@@ -354,7 +355,6 @@ impl Wal {
         std::fs::create_dir_all(dir)?;
         let (file, seg_len) = match last {
             Some((path, valid)) if valid < segment_bytes => {
-                use std::io::Seek;
                 let mut f = OpenOptions::new().write(true).open(&path)?;
                 f.set_len(valid)?;
                 f.sync_all()?;
@@ -391,8 +391,21 @@ impl Wal {
             self.file = Self::create_segment(&self.dir, first_seq)?;
             self.seg_len = 0;
         }
-        self.file.write_all(frames)?;
-        self.file.sync_data()?;
+        if let Err(e) = self
+            .file
+            .write_all(frames)
+            .and_then(|()| self.file.sync_data())
+        {
+            // Nothing of a group that is not acknowledged stays in the log, where recovery
+            // would find its whole frames: cut the segment back to where the group began.
+            // (If even that fails, the hub is out of service anyway and an operator decides.)
+            let _ = self
+                .file
+                .set_len(self.seg_len)
+                .and_then(|()| self.file.seek(io::SeekFrom::Start(self.seg_len)))
+                .and_then(|_| self.file.sync_data());
+            return Err(e);
+        }
         self.seg_len += frames.len() as u64;
         Ok(())
     }

@@ -7,10 +7,12 @@
 //! tile-local coordinate of a grid point at zoom `z ≤ 20` with extent 4096 is an integer shift:
 //! `(wx >> (20 - z)) - (x << 12)`.
 
+pub mod body;
 pub mod clip;
 pub mod mercator;
 pub mod mvt;
 pub mod tile_id;
 
+pub use body::TileBody;
 pub use mercator::{GridBox, GridPoint, grid_to_lonlat, lonlat_to_grid, mercator_to_grid};
 pub use tile_id::{EXTENT, TileId, TileTransform};

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: the real `urbis` binary, the committed data.
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

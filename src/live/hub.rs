@@ -1,0 +1,544 @@
+//! The hub: the live room's front door. It opens the live data of a store (registry,
+//! snapshot, log replay) and starts the committer; everything else reaches devices through
+//! it: [`Hub::admit`] and [`Hub::commit`] for reports, [`Hub::put_fence`] and
+//! [`Hub::delete_fence`] for geofences, and read views ([`Hub::device`], [`Hub::devices`],
+//! [`Hub::track`], [`Hub::subscribe`], [`Hub::layer_info`], [`Hub::tile`]) that hand out
+//! copies, never the state itself.
+
+use super::committer::{self, Job};
+use super::fence::Fence;
+use super::registry::{RegIndex, RegistryFile, same_hash};
+use super::snapshot;
+use super::state::{Change, DevState, Device, LiveState};
+use super::stream::{self, Rate, Stream, Subscription};
+use super::tiles::{self, TileCache};
+use super::wal::{self, Record, Wal};
+use super::{LiveConfig, LiveError, lock, now_s, payload, read_lock, write_lock};
+use crate::tile::{TileBody, TileId};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+/// The live hub: registry, state, committer, stream and live tile cache.
+pub struct Hub {
+    pub(super) cfg: LiveConfig,
+    registry_file: RegistryFile,
+    registry: RwLock<Arc<RegIndex>>,
+    /// The registry file's modification time when last read; held while reading it again.
+    reg_stamp: Mutex<Option<SystemTime>>,
+    pub(super) state: RwLock<LiveState>,
+    /// Held by the committer from planning a group to applying it, and by a registry
+    /// refresh while it changes the state: the two never interleave.
+    pub(super) commit_lock: Mutex<()>,
+    pub(super) tx: SyncSender<Job>,
+    pub(super) failed: Mutex<Option<String>>,
+    /// `failed.is_some()`, readable without the lock on every submission.
+    pub(super) failed_flag: AtomicBool,
+    stream: Stream,
+    tiles: Mutex<TileCache>,
+    rate: Mutex<Rate>,
+    pub(super) snapshot_busy: AtomicBool,
+    /// Sequence number covered by the last snapshot on disk.
+    pub(super) snapshot_seq: AtomicU64,
+}
+
+/// One fix of a device's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fix {
+    /// Device time, seconds since the epoch.
+    pub t: f64,
+    /// `[lon, lat]`.
+    pub pos: Option<[f64; 2]>,
+    /// Older than the device's last fix when it arrived: history only.
+    pub late: bool,
+    /// Telemetry sent with it.
+    pub telemetry: Vec<(String, f64)>,
+}
+
+/// Devices and counts, as `/devices` shows them.
+#[derive(Debug, Clone)]
+pub struct DeviceList {
+    /// The devices that passed the filter, by id.
+    pub devices: Vec<Device>,
+    /// How many of them are in each state.
+    pub states: BTreeMap<&'static str, u64>,
+    /// Open geofence alarms (a device inside a fence), all layers.
+    pub open_alarms: usize,
+    /// Reports acknowledged in the last 60 seconds.
+    pub reports_last_minute: u64,
+    /// Reports applied in all.
+    pub reports_total: u64,
+}
+
+/// What a catalog or TileJSON says of a live layer.
+#[derive(Debug, Clone)]
+pub struct LiveLayerInfo {
+    /// Name.
+    pub name: String,
+    /// Registered devices on it.
+    pub devices: usize,
+    /// The extent `[w, s, e, n]` of its devices' positions, if any has one.
+    pub bounds: Option<[f64; 4]>,
+    /// Properties of its features, with TileJSON types.
+    pub fields: &'static [(&'static str, &'static str)],
+    /// Lowest zoom served.
+    pub minzoom: u8,
+    /// Highest zoom advertised.
+    pub maxzoom: u8,
+    /// Zooms below this are clustered.
+    pub clustered_below: u8,
+}
+
+impl Hub {
+    /// Opens the live layer of a store: reads the registry, restores the snapshot, replays the
+    /// log after it, and starts the committer thread.
+    pub fn open(cfg: LiveConfig) -> Result<Arc<Hub>, LiveError> {
+        let dir = cfg.store_dir.join("live");
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir)
+            .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
+        let registry_file = RegistryFile::new(&cfg.store_dir);
+        let reg = registry_file.load()?;
+        let mut st = LiveState::default();
+        snapshot::restore(&dir.join("snapshot.json"), &mut st, &reg).map_err(LiveError::Io)?;
+        // Devices registered since the snapshot (or all, without one) start as `new`.
+        st.sync_registry(&reg);
+        // Replay the log after the snapshot, through the committer's own `apply`.
+        let segs = wal::segments(&wal_dir)
+            .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
+        let mut last: Option<(PathBuf, u64)> = None;
+        let mut max_seq = st.seq;
+        let mut changes: Vec<Change> = Vec::new();
+        for (i, (_, path)) in segs.iter().enumerate() {
+            let next_first = segs.get(i + 1).map(|s| s.0);
+            if next_first.is_some_and(|n| n <= st.seq + 1) {
+                continue; // wholly covered by the snapshot
+            }
+            let snap_seq = st.seq;
+            let valid = wal::read_segment(path, |seq, rec| {
+                max_seq = max_seq.max(seq);
+                if seq > snap_seq {
+                    st.apply(seq, &rec, &mut changes);
+                    changes.clear();
+                }
+            })
+            .map_err(|e| LiveError::Io(format!("{}: {e}", path.display())))?;
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if valid < len && next_first.is_some() {
+                return Err(LiveError::Io(format!(
+                    "{}: damaged at byte {valid} of {len}, before the last segment; \
+                     restore it from backup or move it away",
+                    path.display()
+                )));
+            }
+            last = Some((path.clone(), valid));
+        }
+        // A `Removed` record of a device registered again brought it back as `new`; one no
+        // longer registered leaves now.
+        st.sync_registry(&reg);
+        let next_seq = max_seq + 1;
+        let wal = Wal::open(&wal_dir, last, next_seq, cfg.segment_bytes)
+            .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
+        let stamp = std::fs::metadata(registry_file.path())
+            .and_then(|m| m.modified())
+            .ok();
+        let hub = Arc::new(Hub {
+            cfg,
+            registry_file,
+            registry: RwLock::new(Arc::new(RegIndex::new(reg))),
+            reg_stamp: Mutex::new(stamp),
+            state: RwLock::new(st),
+            commit_lock: Mutex::new(()),
+            tx,
+            failed: Mutex::new(None),
+            failed_flag: AtomicBool::new(false),
+            stream: Stream::new(),
+            tiles: Mutex::new(TileCache::default()),
+            rate: Mutex::new(Rate::default()),
+            snapshot_busy: AtomicBool::new(false),
+            snapshot_seq: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&hub);
+        std::thread::Builder::new()
+            .name("urbis-wal".into())
+            .spawn(move || committer::run(weak, rx, wal, next_seq))
+            .map_err(|e| LiveError::Io(format!("cannot start the log thread: {e}")))?;
+        let snap = read_lock(&hub.state).snapshot();
+        hub.persist_snapshot(&snap);
+        Ok(hub)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LiveConfig {
+        &self.cfg
+    }
+
+    /// `STORE/live`.
+    pub(super) fn live_dir(&self) -> PathBuf {
+        self.cfg.store_dir.join("live")
+    }
+
+    /// Re-reads the registry if its file changed; true if it did. Devices that left it
+    /// (removed, or removed and registered again with a new secret) are logged as removed and
+    /// announced on the stream as `removed`; a name registered again starts afresh. If the
+    /// queue has no room for the removals, nothing changes and the next call tries again.
+    pub fn refresh_registry(&self) -> Result<bool, LiveError> {
+        let mut last = lock(&self.reg_stamp);
+        let stamp = std::fs::metadata(self.registry_file.path())
+            .and_then(|m| m.modified())
+            .ok();
+        if *last == stamp {
+            return Ok(false);
+        }
+        let reg = self.registry_file.load()?;
+        let old = self.registry();
+        let left: Vec<&String> = old
+            .reg
+            .devices
+            .iter()
+            .filter(|(id, e)| {
+                reg.devices
+                    .get(*id)
+                    .is_none_or(|n| !same_hash(&n.secret_sha256, &e.secret_sha256))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        // The committer waits: what it plans against is what it applies to.
+        let _commit = lock(&self.commit_lock);
+        let now = now_s();
+        let removed: Vec<Record> = {
+            let st = read_lock(&self.state);
+            left.iter()
+                .filter_map(|id| st.devices.get(id.as_str()))
+                .map(|d| Record::Removed {
+                    t: now,
+                    device: d.id.clone(),
+                    layer: d.layer.clone(),
+                    pos: d.pos,
+                })
+                .collect()
+        };
+        // Queued before the new registry admits anything: a name registered again starts
+        // afresh (when this record applies) before its first new report.
+        if !removed.is_empty() {
+            match self.submit(removed, None) {
+                Ok(()) | Err(LiveError::Storage(_)) => {}
+                Err(_) => return Ok(false),
+            }
+        }
+        let touched = write_lock(&self.state).sync_registry(&reg);
+        // Tiles that showed a device where it no longer is because it changed layer (those
+        // that left are redrawn when their removal applies).
+        {
+            let mut cache = lock(&self.tiles);
+            for (id, pos, layer) in touched {
+                if let Some(p) = pos
+                    && !left.contains(&&id)
+                {
+                    cache.invalidate(&layer, p, self.cfg.buffer);
+                }
+            }
+        }
+        *write_lock(&self.registry) = Arc::new(RegIndex::new(reg));
+        *last = stamp;
+        Ok(true)
+    }
+
+    /// The registry as last read.
+    pub(super) fn registry(&self) -> Arc<RegIndex> {
+        Arc::clone(&read_lock(&self.registry))
+    }
+
+    /// True while reports are being acknowledged (no storage failure); else why not.
+    pub fn is_ready(&self) -> Result<(), String> {
+        if !self.failed_flag.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match &*lock(&self.failed) {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Subscribes to the stream; `last_id` is the last event the client has (for resume).
+    pub fn subscribe(&self, last_id: Option<u64>) -> Subscription {
+        let applied = read_lock(&self.state).seq;
+        self.stream.subscribe(last_id, applied)
+    }
+
+    /// One device, as it is now (the registry is re-read first if it changed).
+    pub fn device(&self, id: &str) -> Option<Device> {
+        let _ = self.refresh_registry();
+        read_lock(&self.state).devices.get(id).cloned()
+    }
+
+    /// The devices of `layer` (all, without) in `state` (any, without), sorted by id, with
+    /// counts by state, open alarms and report rates.
+    pub fn devices(&self, layer: Option<&str>, state: Option<&str>) -> DeviceList {
+        let _ = self.refresh_registry();
+        let (devices, open_alarms, reports_total) = {
+            let st = read_lock(&self.state);
+            let mut v: Vec<Device> = st
+                .devices
+                .values()
+                .filter(|d| layer.is_none_or(|l| l == d.layer))
+                .filter(|d| state.is_none_or(|x| x == d.state.as_str()))
+                .cloned()
+                .collect();
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+            (v, st.inside.len(), st.reports_total)
+        };
+        let mut states = BTreeMap::new();
+        for d in &devices {
+            *states.entry(d.state.as_str()).or_default() += 1;
+        }
+        DeviceList {
+            devices,
+            states,
+            open_alarms,
+            reports_last_minute: lock(&self.rate).last_minute(now_s() as u64),
+            reports_total,
+        }
+    }
+
+    /// Position history of a device between device times `from` and `to` (seconds), oldest
+    /// first, at most `limit` fixes; late reports are included and flagged. It starts after
+    /// the device's last removal: a name registered again is a new device. Reads the log
+    /// files: call it off the async threads.
+    pub fn track(
+        &self,
+        device: &str,
+        from: f64,
+        to: f64,
+        limit: usize,
+    ) -> Result<Vec<Fix>, LiveError> {
+        if !self.registry().has_device(device) {
+            return Err(LiveError::UnknownDevice(device.to_string()));
+        }
+        let segs = wal::segments(&self.live_dir().join("wal"))
+            .map_err(|e| LiveError::Io(e.to_string()))?;
+        let mut out = Vec::new();
+        for (_, path) in segs {
+            // A segment last written before `from` (less the clock skew allowed) cannot hold a
+            // fix at or after `from`.
+            let skip = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .is_some_and(|m| m.as_secs_f64() + payload::MAX_CLOCK_AHEAD < from);
+            if skip {
+                continue;
+            }
+            let _ = wal::read_segment(&path, |_, rec| match rec {
+                Record::Removed { device: d, .. } if d == device => out.clear(),
+                Record::Report(r)
+                    if r.device == device && r.pos.is_some() && r.t >= from && r.t <= to =>
+                {
+                    out.push(Fix {
+                        t: r.t,
+                        pos: r.pos,
+                        late: r.late,
+                        telemetry: r.telemetry,
+                    })
+                }
+                _ => {}
+            });
+        }
+        out.sort_by(|a, b| a.t.total_cmp(&b.t));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The geofences, sorted by id.
+    pub fn fences(&self) -> Vec<Fence> {
+        read_lock(&self.state).fence_set.fences().to_vec()
+    }
+
+    /// One geofence.
+    pub fn fence(&self, id: &str) -> Option<Fence> {
+        read_lock(&self.state).fence_set.get(id).cloned()
+    }
+
+    /// Creates or replaces a geofence from GeoJSON (see [`Fence::from_geojson`]); returns it
+    /// once durable.
+    pub async fn put_fence(&self, geojson: &serde_json::Value) -> Result<Fence, LiveError> {
+        let fence = Fence::from_geojson(geojson, now_s()).map_err(LiveError::BadFence)?;
+        let text = serde_json::to_string(&fence).map_err(|e| LiveError::BadFence(e.to_string()))?;
+        self.commit(super::Batch {
+            records: vec![Record::FencePut(text)],
+        })
+        .await?;
+        Ok(fence)
+    }
+
+    /// Deletes a geofence, once durable.
+    pub async fn delete_fence(&self, id: &str) -> Result<(), LiveError> {
+        if self.fence(id).is_none() {
+            return Err(LiveError::UnknownFence(id.to_string()));
+        }
+        self.commit(super::Batch {
+            records: vec![Record::FenceDel(id.to_string())],
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Names of the live layers (every layer with a registered device).
+    pub fn layer_names(&self) -> Vec<String> {
+        self.registry().layers().to_vec()
+    }
+
+    /// True if `name` is a live layer (no allocation: asked on every tile request).
+    pub fn is_live_layer(&self, name: &str) -> bool {
+        read_lock(&self.registry).is_layer(name)
+    }
+
+    /// What a catalog says of live layer `name`, if it is one.
+    pub fn layer_info(&self, name: &str) -> Option<LiveLayerInfo> {
+        if !self.is_live_layer(name) {
+            return None;
+        }
+        let st = read_lock(&self.state);
+        let mut devices = 0;
+        let mut bounds: Option<[f64; 4]> = None;
+        for d in st.devices.values().filter(|d| d.layer == name) {
+            devices += 1;
+            if let Some(p) = d.pos {
+                let b = bounds.get_or_insert([p[0], p[1], p[0], p[1]]);
+                *b = [
+                    b[0].min(p[0]),
+                    b[1].min(p[1]),
+                    b[2].max(p[0]),
+                    b[3].max(p[1]),
+                ];
+            }
+        }
+        Some(LiveLayerInfo {
+            name: name.to_string(),
+            devices,
+            bounds,
+            fields: &tiles::FIELDS,
+            minzoom: 0,
+            maxzoom: tiles::LIVE_MAXZOOM,
+            clustered_below: tiles::CLUSTER_BELOW,
+        })
+    }
+
+    /// A live layer's tile within `budget` raw bytes, from the cache or rendered (with the
+    /// buffer the hub was opened with).
+    pub fn tile(&self, layer: &str, tile: TileId, budget: usize, gzip: bool) -> Arc<TileBody> {
+        let key = (tile, gzip, budget);
+        let generation = match lock(&self.tiles).get(layer, key) {
+            Ok(hit) => return hit,
+            Err(generation) => generation,
+        };
+        let encoded = {
+            let st = read_lock(&self.state);
+            tiles::render(&st, layer, tile, self.cfg.buffer, budget)
+        };
+        let body = Arc::new(TileBody::new(
+            encoded.bytes,
+            gzip,
+            encoded.features,
+            encoded.dropped,
+        ));
+        lock(&self.tiles).insert(layer, key, generation, &body);
+        body
+    }
+
+    /// A cached live tile, if there is one (cheap: no rendering).
+    pub fn cached_tile(
+        &self,
+        layer: &str,
+        tile: TileId,
+        budget: usize,
+        gzip: bool,
+    ) -> Option<Arc<TileBody>> {
+        lock(&self.tiles).get(layer, (tile, gzip, budget)).ok()
+    }
+
+    /// Checks device states against the clock and logs the changes (called every second).
+    pub fn tick_states(&self) {
+        let now = now_s();
+        let changes: Vec<Record> = {
+            let st = read_lock(&self.state);
+            st.devices
+                .values()
+                .filter_map(|d| {
+                    let seen = d.last_seen?;
+                    let s = DevState::from_age(now - seen, d.interval_s);
+                    (s != d.state).then(|| Record::State {
+                        t: now,
+                        state: s.code(),
+                        device: d.id.clone(),
+                    })
+                })
+                .collect()
+        };
+        if !changes.is_empty() {
+            // A full queue just means the change is logged on a later tick.
+            let _ = self.submit(changes, None);
+        }
+    }
+
+    pub(super) fn count_reports(&self, n: u64) {
+        lock(&self.rate).add(now_s() as u64, n);
+    }
+
+    /// Turns applied changes into stream events and drops the live tiles they changed.
+    pub(super) fn publish(&self, changes: Vec<Change>) {
+        let events = {
+            let st = read_lock(&self.state);
+            let mut cache = lock(&self.tiles);
+            let b = self.cfg.buffer;
+            for c in &changes {
+                match c {
+                    Change::Moved {
+                        device, from, to, ..
+                    } => {
+                        let Some(d) = st.devices.get(device) else {
+                            continue;
+                        };
+                        // The new position's tiles change even if it did not move: the state
+                        // and telemetry are drawn too.
+                        for p in from.iter().chain(to.iter()) {
+                            cache.invalidate(&d.layer, *p, b);
+                        }
+                    }
+                    Change::State { device, .. } => {
+                        if let Some(d) = st.devices.get(device)
+                            && let Some(p) = d.pos
+                        {
+                            cache.invalidate(&d.layer, p, b);
+                        }
+                    }
+                    Change::Removed {
+                        layer,
+                        pos: Some(p),
+                        ..
+                    } => cache.invalidate(layer, *p, b),
+                    _ => {}
+                }
+            }
+            drop(cache);
+            stream::events(&st, &self.registry(), changes)
+        };
+        self.stream.send(events);
+    }
+
+    /// Writes a snapshot of the state now.
+    pub(super) fn persist_snapshot(&self, snap: &snapshot::Snapshot) {
+        match snapshot::persist(&self.live_dir(), snap) {
+            Ok(()) => {
+                self.snapshot_seq.fetch_max(snap.seq, Ordering::AcqRel);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the live snapshot; the log still has everything")
+            }
+        }
+    }
+}
