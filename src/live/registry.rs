@@ -494,6 +494,57 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_without_a_version_is_version_1_and_a_later_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = RegistryFile::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("live")).unwrap();
+        std::fs::write(
+            r.path(),
+            r#"{"devices":{"a":{"layer":"l","kind":"meter","interval_s":60,"secret_sha256":"00","created":0}}}"#,
+        )
+        .unwrap();
+        let reg = r.load().unwrap();
+        assert_eq!((reg.format_version, reg.devices.len()), (1, 1));
+        // Written back, the file says its version.
+        r.add_ingest_key("gw").unwrap();
+        let text = std::fs::read_to_string(r.path()).unwrap();
+        assert!(text.contains("\"format_version\": 1"), "{text}");
+        std::fs::write(r.path(), r#"{"format_version":2,"devices":{}}"#).unwrap();
+        let e = r.load().unwrap_err().to_string();
+        assert!(e.contains("format version 2") && e.contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn authentication_names_who_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = RegistryFile::new(dir.path());
+        let s1 = r.add_device("d1", "l", DeviceKind::Tracker, 60).unwrap();
+        let s2 = r.add_device("d2", "l", DeviceKind::Tracker, 60).unwrap();
+        let key = r.add_ingest_key("gw").unwrap();
+        let idx = RegIndex::new(r.load().unwrap());
+        assert_eq!(
+            idx.authenticate(&s1, None),
+            Ok(Principal::Device("d1".into()))
+        );
+        assert_eq!(
+            idx.authenticate(&s1, Some("d1")),
+            Ok(Principal::Device("d1".into()))
+        );
+        assert_eq!(idx.authenticate(&s2, Some("d1")), Err(AuthError::Unknown));
+        assert_eq!(
+            idx.authenticate(&key, Some("d2")),
+            Ok(Principal::Ingest("gw".into()))
+        );
+        assert_eq!(idx.authenticate("ik_nope", None), Err(AuthError::Unknown));
+        assert_eq!(idx.authenticate("", Some("d1")), Err(AuthError::Missing));
+        assert_eq!(
+            idx.authenticate(&s1, Some("d9")),
+            Err(AuthError::UnknownDevice("d9".into()))
+        );
+        assert!(idx.is_layer("l") && !idx.is_layer("m"));
+    }
+
+    #[test]
     fn intervals() {
         assert_eq!(parse_interval("15m"), Ok(900));
         assert_eq!(parse_interval("90"), Ok(90));

@@ -116,3 +116,33 @@ pub fn expire_segments(wal_dir: &Path, retention: Duration, snap_seq: u64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_of_a_later_version_is_refused_and_one_without_a_version_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.json");
+        let reg = Registry::default();
+        std::fs::write(
+            &path,
+            r#"{"seq":7,"devices":[],"fences":[],"inside":[],"reports_total":3}"#,
+        )
+        .unwrap();
+        let mut st = LiveState::default();
+        restore(&path, &mut st, &reg).unwrap();
+        assert_eq!((st.seq, st.reports_total), (7, 3));
+        std::fs::write(
+            &path,
+            r#"{"format_version":2,"seq":7,"devices":[],"fences":[],"inside":[],"reports_total":3}"#,
+        )
+        .unwrap();
+        let e = restore(&path, &mut LiveState::default(), &reg).unwrap_err();
+        assert!(e.contains("format version 2") && e.contains("newer"), "{e}");
+        // No snapshot at all is an empty start.
+        std::fs::remove_file(&path).unwrap();
+        restore(&path, &mut LiveState::default(), &reg).unwrap();
+    }
+}

@@ -573,6 +573,74 @@ impl LiveState {
 mod tests {
     use super::*;
 
+    fn report(t: f64, lon: f64) -> Record {
+        Record::Report(ReportRec {
+            recv_ms: 0,
+            t,
+            pos: Some([lon, 0.5]),
+            late: false,
+            device: "d".into(),
+            telemetry: vec![("n".into(), t)],
+        })
+    }
+
+    #[test]
+    fn a_planned_group_sees_its_own_earlier_records_and_applies_as_planned() {
+        let mut reg = Registry::default();
+        reg.devices.insert(
+            "d".into(),
+            crate::live::registry::DeviceEntry {
+                layer: "l".into(),
+                kind: DeviceKind::Tracker,
+                interval_s: 60,
+                secret_sha256: String::new(),
+                created: 0,
+            },
+        );
+        let mut st = LiveState::default();
+        st.sync_registry(&reg);
+        let fence = r#"{"id":"f","name":"F","layers":[],"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1],[0,0]]]}}"#;
+        let group = vec![
+            Record::FencePut(fence.into()),
+            report(10.0, -0.5), // outside
+            report(20.0, 0.5),  // inside: enter, against the fence put in this group
+            report(15.0, 0.7),  // older than the last fix of this group: late
+            Record::FenceDel("f".into()),
+            report(30.0, -0.5), // leaves, but the fence is gone: no event
+        ];
+        let mut next = 100;
+        let mut planned = Vec::new();
+        st.plan(group, &mut next, &mut planned);
+        assert_eq!(st.seq, 0, "planning changes nothing");
+        assert!(st.devices["d"].pos.is_none() && st.fence_set.fences().is_empty());
+        let seqs: Vec<u64> = planned.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (100..107).collect::<Vec<_>>());
+        assert_eq!(next, 107);
+        assert!(matches!(&planned[3].1, Record::FenceEvent { kind: 0, fence, .. } if fence == "f"));
+        assert!(matches!(&planned[4].1, Record::Report(r) if r.late && r.t == 15.0));
+        let lates = planned
+            .iter()
+            .filter(|(_, r)| matches!(r, Record::Report(r) if r.late))
+            .count();
+        assert_eq!(lates, 1);
+        let mut changes = Vec::new();
+        for (seq, rec) in &planned {
+            st.apply(*seq, rec, &mut changes);
+        }
+        let d = &st.devices["d"];
+        assert_eq!(
+            (d.t, d.pos, d.reports, d.late),
+            (Some(30.0), Some([-0.5, 0.5]), 3, 1)
+        );
+        assert_eq!(st.seq, 106);
+        assert!(st.inside.is_empty(), "the deleted fence closed its alarm");
+        let fence_events = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Fence { name, .. } if name == "F"))
+            .count();
+        assert_eq!(fence_events, 1);
+    }
+
     #[test]
     fn states_follow_the_interval() {
         let i = 900; // 15 min
