@@ -16,6 +16,7 @@
 //! retention_days = 90            # --retention-days / URBIS_RETENTION_DAYS (position history)
 //! ingest_queue = 1024            # --ingest-queue / URBIS_INGEST_QUEUE (then 4.29 / 429)
 //! wal_segment_mb = 64            # --wal-segment-mb / URBIS_WAL_SEGMENT_MB (history file size)
+//! policy = "policy.toml"         # --policy / URBIS_POLICY (roles and layer rules; see `security::policy`)
 //! ```
 
 use serde::Deserialize;
@@ -53,6 +54,8 @@ pub struct FileConfig {
     pub ingest_queue: Option<usize>,
     /// Log segment size in MiB.
     pub wal_segment_mb: Option<u64>,
+    /// Policy file (roles and layer rules).
+    pub policy: Option<PathBuf>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -86,6 +89,8 @@ pub struct Config {
     pub ingest_queue: usize,
     /// Log segment size, MiB.
     pub wal_segment_mb: u64,
+    /// Policy file, if any (else the built-in roles).
+    pub policy: Option<PathBuf>,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -213,6 +218,7 @@ impl Config {
             4096,
         )?;
         Ok(Config {
+            policy: o.policy.or(f.policy),
             wal_segment_mb,
             coap_bind,
             retention_s: retention_days * 86_400,

@@ -16,6 +16,7 @@ pub mod config;
 pub mod engine;
 pub mod import;
 pub mod live;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod tile;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use urbis::import::{ImportObserver, ImportOptions, Progress, import_file};
+use urbis::store::db::{Classification, Db};
 use urbis::store::{LayerReader, Store};
 
 /// Urbis: a lightweight GIS engine and map tile server for smart-city operations.
@@ -66,6 +67,10 @@ enum Command {
         /// Attribution (licence notice) shown by map clients, e.g. "© OpenStreetMap contributors".
         #[arg(long)]
         attribution: Option<String>,
+        /// Who may see the layer: public (anyone, without a key), internal, restricted or
+        /// confidential (roles with that clearance or a rule for the layer).
+        #[arg(long, value_enum, default_value = "internal")]
+        classification: Classification,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -99,6 +104,21 @@ enum Command {
     Devices {
         #[command(subcommand)]
         action: DevicesAction,
+    },
+    /// Create, list and revoke API keys of people and programs (map clients, dashboards).
+    ///
+    /// A key is printed once and stored only as its SHA-256 in the store's database. Send it
+    /// as `Authorization: Bearer KEY` or `?key=KEY`. Its role (from the policy: anonymous,
+    /// viewer, operator, analyst, admin, auditor, or one of a --policy file) decides what it
+    /// may see and do. Revocation and expiry take effect within a second on running servers.
+    ///
+    /// Examples:
+    ///   urbis keys create --role viewer --name ops-wall --expires 90d
+    ///   urbis keys list --json
+    ///   urbis keys revoke key_1a2b3c4d
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
     },
     /// List the layers of a store, or remove one (`urbis layers rm NAME`).
     Layers {
@@ -158,6 +178,11 @@ struct ServeArgs {
     /// whole segments.
     #[arg(long, env = "URBIS_WAL_SEGMENT_MB")]
     wal_segment_mb: Option<u64>,
+    /// Policy file (TOML): roles with their clearance, rights and per-layer rules, over the
+    /// built-in roles (anonymous, viewer, operator, analyst, admin, auditor). Re-read when it
+    /// changes.
+    #[arg(long, env = "URBIS_POLICY")]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +203,10 @@ enum DevicesAction {
         /// sleeping, then overdue (after its interval), then lost (after three).
         #[arg(long, default_value = "15m")]
         interval: String,
+        /// Set who may see the live layer (public, internal, restricted, confidential); a live
+        /// layer nobody classified is internal.
+        #[arg(long, value_enum)]
+        classification: Option<Classification>,
     },
     /// List the registered devices.
     List {
@@ -210,6 +239,124 @@ enum LayersAction {
         /// The layer to remove.
         name: String,
     },
+    /// Set who may see a layer (a layer file or a live layer): public, internal,
+    /// restricted or confidential. Running servers apply it within a second.
+    Classify {
+        /// The layer.
+        name: String,
+        /// Its classification.
+        #[arg(value_enum)]
+        classification: Classification,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it (shown once).
+    Create {
+        /// Its role: anonymous, viewer, operator, analyst, admin, auditor, or a role of the
+        /// server's policy file.
+        #[arg(long)]
+        role: String,
+        /// What or who it is for.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime, e.g. 90d, 12h [default: no expiry].
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// List the keys (never the keys themselves).
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id.
+    Revoke {
+        /// The key's id (from `urbis keys list`).
+        id: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+fn classify(db: &Db, layer: &str, classification: Classification) -> anyhow::Result<()> {
+    if !urbis::store::catalog::valid_layer_name(layer) {
+        anyhow::bail!("{layer:?} is not a layer name (1-64 of A-Z a-z 0-9 _ -)");
+    }
+    let mut meta = db.layer_meta(layer)?.unwrap_or_default();
+    meta.classification = classification;
+    db.set_layer_meta(layer, meta)?;
+    Ok(())
+}
+
+fn keys(action: KeysAction) -> anyhow::Result<()> {
+    use urbis::security::{keys, policy};
+    match action {
+        KeysAction::Create {
+            role,
+            name,
+            expires,
+            store,
+        } => {
+            if !policy::valid_name(&role) {
+                anyhow::bail!("role {role:?}: a role name is 1-64 of a-z 0-9 _ -");
+            }
+            let lifetime = expires
+                .as_deref()
+                .map(keys::parse_lifetime)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--expires {e}"))?;
+            let db = Db::open(&store.store)?;
+            let (k, secret) = keys::create(&db, &role, &name, lifetime)?;
+            if policy::Policy::builtin().role(&role).is_none() {
+                eprintln!(
+                    "note: {role} is not a built-in role; the key works on servers whose --policy file defines it"
+                );
+            }
+            println!("{secret}");
+            eprintln!(
+                "key {} for role {}{}: shown once, stored only as its SHA-256",
+                k.id,
+                k.role,
+                k.expires
+                    .map(|e| format!(", expires at {e} (unix time)"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        KeysAction::List { store, json } => {
+            let db = Db::open(&store.store)?;
+            let list = keys::list(&db)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            let now = keys::now();
+            for k in &list {
+                let status = match k.valid_at(now) {
+                    Ok(()) => "valid",
+                    Err(why) => why,
+                };
+                println!("{}  {:<10} {:<8} {}", k.id, k.role, status, k.name);
+            }
+            Ok(())
+        }
+        KeysAction::Revoke { id, store } => {
+            let db = Db::open(&store.store)?;
+            match keys::revoke(&db, &id)? {
+                Some(k) => {
+                    println!("revoked {} ({}, role {})", k.id, k.name, k.role);
+                    Ok(())
+                }
+                None => anyhow::bail!("no key {id}; see `urbis keys list`"),
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -233,9 +380,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             minzoom,
             maxzoom,
             attribution,
+            classification,
             json,
         } => {
             let store = Store::open(&store.store, true)?;
+            // Classified before the first version is visible, so it is never served as
+            // internal for a moment when it is meant to be restricted.
+            let db = Db::open(store.dir())?;
+            if let Some(l) = &layer {
+                classify(&db, l, classification)?;
+            }
             let opts = ImportOptions {
                 file,
                 layer,
@@ -249,6 +403,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let result = import_file(&store, &opts, &observer);
             observer.finish();
             let outcomes = result?;
+            for o in &outcomes {
+                classify(&db, &o.layer, classification)?;
+            }
             if json {
                 let v: Vec<_> = outcomes
                     .iter()
@@ -306,6 +463,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 retention_days: a.retention_days,
                 ingest_queue: a.ingest_queue,
                 wal_segment_mb: a.wal_segment_mb,
+                policy: a.policy,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             tracing_subscriber::fmt()
@@ -326,6 +484,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => list_layers(&store.store, json),
         Command::Devices { action } => devices(action),
+        Command::Keys { action } => keys(action),
+        Command::Layers {
+            action:
+                Some(LayersAction::Classify {
+                    name,
+                    classification,
+                }),
+            store,
+            ..
+        } => {
+            Store::open(&store.store, false)?;
+            classify(&Db::open(&store.store)?, &name, classification)?;
+            println!("{name} is {classification}");
+            Ok(())
+        }
     }
 }
 
@@ -338,6 +511,7 @@ fn devices(action: DevicesAction) -> anyhow::Result<()> {
             layer,
             kind,
             interval,
+            classification,
         } => {
             let interval_s = parse_interval(&interval).map_err(anyhow::Error::msg)?;
             let st = Store::open(&store.store, true)?;
@@ -345,6 +519,9 @@ fn devices(action: DevicesAction) -> anyhow::Result<()> {
                 anyhow::bail!(
                     "{layer} is an imported (static) layer; give live devices a layer of their own"
                 );
+            }
+            if let Some(c) = classification {
+                classify(&Db::open(&store.store)?, &layer, c)?;
             }
             let secret =
                 RegistryFile::new(&store.store).add_device(&id, &layer, kind, interval_s)?;

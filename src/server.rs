@@ -53,6 +53,14 @@ pub fn import_demo_if_empty(store: &Store) -> anyhow::Result<()> {
             attribution: Some(DEMO_ATTRIBUTION.to_string()),
         };
         for o in import_file(store, &opts, &Silent)? {
+            // The demo layers are open data: anyone may see them, without a key.
+            crate::store::db::Db::open(store.dir())?.set_layer_meta(
+                &o.layer,
+                crate::store::db::LayerPolicyMeta {
+                    classification: crate::store::db::Classification::Public,
+                    personal: false,
+                },
+            )?;
             eprintln!(
                 "urbis:   {} v{}: {} features",
                 o.layer, o.version.version, o.version.features
@@ -152,7 +160,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await;
         }
     });
+    let security = {
+        let (dir, policy) = (config.store.clone(), config.policy.clone());
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::security::Security::open(&dir, policy))
+                .await??,
+        )
+    };
+    let watcher = Arc::clone(&security);
+    tokio::spawn(async move {
+        // Four times a second: a revoked key stops working within a second.
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&watcher);
+            let _ = tokio::task::spawn_blocking(move || s.refresh()).await;
+        }
+    });
     let state = AppState {
+        security,
         engine: Arc::clone(&engine),
         public_url: config.public_url.clone(),
         max_age: config.max_age,

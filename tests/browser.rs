@@ -46,7 +46,7 @@ fn viewer_and_big_screen_in_chromium_against_the_readme_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbis"));
     cmd.arg("serve").current_dir(dir.path());
-    let server = Server::spawn(cmd);
+    let mut server = Server::spawn(cmd);
     assert_eq!(server.base, "http://127.0.0.1:8080", "the default address");
 
     // Three trams on a live layer and an ingest key, registered while the server runs.
@@ -69,6 +69,10 @@ fn viewer_and_big_screen_in_chromium_against_the_readme_server() {
         secret(&out, "ds_");
     }
     let key = secret(&urbis(&["devices", "key", "e2e", "--store", s]), "ik_");
+    // The pages sign in with an operator's API key (live layers are internal: anonymous
+    // callers see the public demo layers only).
+    let api_key = common::api_key(&store, "operator");
+    server.key = Some(api_key.clone());
     wait_for_layer(&server, "vehicles");
 
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-e2e");
@@ -76,6 +80,7 @@ fn viewer_and_big_screen_in_chromium_against_the_readme_server() {
         .arg(e2e.join("e2e.mjs"))
         .env("URBIS_URL", &server.base)
         .env("URBIS_KEY", &key)
+        .env("URBIS_API_KEY", &api_key)
         .env("URBIS_DEVICES", "tram-1,tram-2,tram-3")
         .env("URBIS_LAYER", "vehicles")
         .env("CHROMIUM", chromium())

@@ -6,7 +6,7 @@ mod common;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use common::live::*;
-use common::{Server, Sse, add_device};
+use common::{Server, add_device};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ fn coap_client_reports_show_up_in_devices_tiles_and_the_stream() {
     let s2 = add_device(&store, "tr-2", "vehicles", "30s");
     let s3 = add_device(&store, "mh-3", "vehicles", "6h");
     let server = Server::start(&store, &[]);
-    let stream = Sse::connect(&server.addr, "/stream?layers=vehicles", &[]);
+    let stream = server.stream("/stream?layers=vehicles", &[]);
     assert_eq!(stream.status, 200);
 
     // CON, SenML JSON with a base name and telemetry.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::live::*;
-use common::{Server, Sse, add_device, http_request};
+use common::{Server, add_device, http_request};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -22,9 +22,9 @@ fn http_batches_geofence_events_and_stream_resume() {
     // A fence around a square in Helsinki, for the vehicles layer.
     let fence = r#"{"type":"Feature","id":"depot","properties":{"name":"Depot","layers":["vehicles"]},
         "geometry":{"type":"Polygon","coordinates":[[[24.90,60.10],[24.92,60.10],[24.92,60.12],[24.90,60.12],[24.90,60.10]]]}}"#;
-    let r = http_request(&server.addr, "POST", "/geofences", &[], fence.as_bytes());
+    let r = server.request("POST", "/geofences", &[], fence.as_bytes());
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let stream = Sse::connect(&server.addr, "/stream", &[]);
+    let stream = server.stream("/stream", &[]);
 
     let t0 = now() - 100.0;
     // outside -> inside (enter) -> outside (exit) -> through (cross), plus bad records.
@@ -68,7 +68,7 @@ fn http_batches_geofence_events_and_stream_resume() {
     assert_eq!(kinds, ["enter", "exit", "cross"]);
 
     // Resume after the first geofence event: the later ones are replayed.
-    let resumed = Sse::connect(&server.addr, "/stream", &[("Last-Event-ID", &ids[0])]);
+    let resumed = server.stream("/stream", &[("Last-Event-ID", &ids[0])]);
     let mut again = Vec::new();
     while again.len() < 2 {
         let e = resumed
@@ -128,11 +128,15 @@ fn http_batches_geofence_events_and_stream_resume() {
     let fc = server.get("/geofences", &[]).json();
     assert_eq!(fc["features"][0]["id"], "depot");
     assert_eq!(
-        http_request(&server.addr, "DELETE", "/geofences/depot", &[], b"").status,
+        server
+            .request("DELETE", "/geofences/depot", &[], b"")
+            .status,
         204
     );
     assert_eq!(
-        http_request(&server.addr, "DELETE", "/geofences/depot", &[], b"").status,
+        server
+            .request("DELETE", "/geofences/depot", &[], b"")
+            .status,
         404
     );
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::live::*;
-use common::{Server, Sse, add_device, urbis};
+use common::{Server, add_device, urbis};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -24,7 +24,7 @@ fn a_removed_device_leaves_state_tiles_and_stream_and_its_name_starts_afresh() {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.json()
     };
-    let stream = Sse::connect(&server.addr, "/stream", &[]);
+    let stream = server.stream("/stream", &[]);
     let (p1, p2) = ([24.9401, 60.1702], [24.9444, 60.1688]);
     let j = ingest(
         &server,
@@ -76,8 +76,7 @@ fn a_removed_device_leaves_state_tiles_and_stream_and_its_name_starts_afresh() {
     assert!(!in_tile(&server, "bus-1", p1), "bus-1 still in its tile");
     assert!(in_tile(&server, "bus-2", p2), "bus-2 stays");
     // A client resuming from before the removal hears of it.
-    let resumed = Sse::connect(
-        &server.addr,
+    let resumed = server.stream(
         "/stream",
         &[("Last-Event-ID", &(removed_id - 1).to_string())],
     );
@@ -146,7 +145,7 @@ fn a_removed_device_leaves_state_tiles_and_stream_and_its_name_starts_afresh() {
     );
 
     // The last device of a layer removed: the event says the layer is gone, and so it is.
-    let stream = Sse::connect(&server.addr, "/stream", &[]);
+    let stream = server.stream("/stream", &[]);
     assert!(
         urbis(&["devices", "rm", "bus-2", "--store", st])
             .status

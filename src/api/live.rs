@@ -5,9 +5,10 @@
 use super::AppState;
 use super::problem::Problem;
 use crate::live::{AdmitError, Format, Hub, LiveError, StreamEvent, now_s};
+use crate::security::{Principal, Security};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -161,11 +162,27 @@ pub async fn ingest(
 
 /// `GET /devices[?layer=&state=&summary=true]`: every device with its state and last fix
 /// (`null` with `summary=true`), and counts.
-pub async fn devices(LiveHub(hub): LiveHub, Query(q): Query<HashMap<String, String>>) -> Response {
-    let list = hub.devices(
+pub async fn devices(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    LiveHub(hub): LiveHub,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut list = hub.devices(
         q.get("layer").map(String::as_str),
         q.get("state").map(String::as_str),
     );
+    // Devices of live layers the principal may not see are not there for it.
+    let mut seen = HashMap::new();
+    list.devices.retain(|d| {
+        *seen
+            .entry(d.layer.clone())
+            .or_insert_with(|| st.security.layer(&principal, &d.layer).is_some())
+    });
+    list.states.clear();
+    for d in &list.devices {
+        *list.states.entry(d.state.as_str()).or_default() += 1;
+    }
     let count = list.devices.len();
     // `summary=true`: the counts only, for dashboards that poll (the list can be long).
     let devices = match q.get("summary").map(String::as_str) {
@@ -184,8 +201,16 @@ pub async fn devices(LiveHub(hub): LiveHub, Query(q): Query<HashMap<String, Stri
 }
 
 /// `GET /devices/{id}`: last fix, state, telemetry.
-pub async fn device(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
-    match hub.device(&id) {
+pub async fn device(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    LiveHub(hub): LiveHub,
+    Path(id): Path<String>,
+) -> Response {
+    match hub
+        .device(&id)
+        .filter(|d| st.security.layer(&principal, &d.layer).is_some())
+    {
         Some(d) => Json(d.json()).into_response(),
         None => live_problem(LiveError::UnknownDevice(id)),
     }
@@ -210,10 +235,18 @@ fn seconds(q: &HashMap<String, String>, key: &str, default: f64) -> Result<f64, 
 /// `GET /devices/{id}/track?from=&to=&limit=`: position history (device times in seconds
 /// since the epoch; default the last 24 hours), oldest first, late fixes flagged.
 pub async fn track(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
     LiveHub(hub): LiveHub,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    if hub
+        .device(&id)
+        .is_none_or(|d| st.security.layer(&principal, &d.layer).is_none())
+    {
+        return live_problem(LiveError::UnknownDevice(id));
+    }
     let now = now_s();
     let (from, to) = match (
         seconds(&q, "from", now - 86_400.0),
@@ -256,10 +289,19 @@ pub async fn track(
 struct Filter {
     layers: Option<Vec<String>>,
     bbox: Option<[f64; 4]>,
+    /// Who watches: events of layers it may not see are not sent (decided per event, so a
+    /// classification changed while it watches applies at once).
+    principal: Principal,
+    security: Arc<Security>,
 }
 
 impl Filter {
     fn pass(&self, e: &StreamEvent) -> bool {
+        if let Some(l) = &e.layer
+            && self.security.layer(&self.principal, l).is_none()
+        {
+            return false;
+        }
         if let Some(ls) = &self.layers
             && let Some(l) = &e.layer
             && !ls.contains(l)
@@ -288,6 +330,8 @@ fn sse_event(e: &StreamEvent) -> Event {
 /// that falls [`crate::live::STREAM_BUFFER`] events behind gets a final `cutoff` event and
 /// is disconnected; ingest never waits for it.
 pub async fn stream(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
     LiveHub(hub): LiveHub,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -326,7 +370,12 @@ pub async fn stream(
         replay,
         missed,
     } = hub.subscribe(last_id);
-    let filter = Filter { layers, bbox };
+    let filter = Filter {
+        layers,
+        bbox,
+        principal,
+        security: Arc::clone(&st.security),
+    };
     let mut head: Vec<Event> = Vec::new();
     if missed {
         head.push(

@@ -2,6 +2,7 @@
 //! ingest, devices, stream and geofences ([`live`]). Handlers are thin: parse, call the
 //! engine or the live hub, respond. Errors are `application/problem+json` (RFC 9457).
 
+pub mod access;
 pub mod live;
 pub mod problem;
 pub mod styles;
@@ -9,14 +10,15 @@ pub mod viewer;
 
 use crate::engine::{Engine, EngineError, ServedLayer};
 use crate::live::LiveLayerInfo;
+use crate::security::{Principal, Security};
 use crate::store::FieldType;
-use crate::tile::{TileBody, TileId};
+use crate::store::db::Classification;
+use crate::tile::{LayerView, TileBody, TileId};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use problem::Problem;
 use serde_json::json;
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub max_age: u32,
     /// The live layer, when on.
     pub live: Option<Arc<crate::live::Hub>>,
+    /// Keys, roles and classifications.
+    pub security: Arc<Security>,
 }
 
 /// The router of the tile API.
@@ -39,40 +43,10 @@ pub fn router(state: AppState) -> Router {
     use tower_http::cors::{Any, CorsLayer};
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([
-            axum::http::Method::GET,
-            axum::http::Method::HEAD,
-            axum::http::Method::POST,
-            axum::http::Method::DELETE,
-        ])
+        .allow_methods(access::methods())
         .allow_headers(Any)
         .expose_headers([header::ETAG, header::CONTENT_ENCODING]);
-    Router::new()
-        // axum 0.8 panics on `{y}.mvt`: take the whole segment and strip the extension.
-        .route("/tiles/{layers}/{z}/{x}/{y}", get(tile))
-        .route("/tiles/{tilejson}", get(tilejson))
-        .route("/", get(viewer::index))
-        .route("/ops", get(viewer::ops))
-        .route("/viewer/{file}", get(viewer::file))
-        .route("/favicon.ico", get(viewer::favicon))
-        .route("/catalog", get(catalog))
-        .route("/styles", get(style_list))
-        .route("/styles/{file}", get(style))
-        .route("/health", get(health))
-        .route("/ready", get(live::ready))
-        .route(
-            "/ingest",
-            post(live::ingest).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
-        )
-        .route("/devices", get(live::devices))
-        .route("/devices/{id}", get(live::device))
-        .route("/devices/{id}/track", get(live::track))
-        .route("/stream", get(live::stream))
-        .route("/geofences", get(live::list_fences).post(live::put_fence))
-        .route(
-            "/geofences/{id}",
-            get(live::get_fence).delete(live::delete_fence),
-        )
+    access::router(&state)
         .fallback(not_found)
         .layer(cors)
         .with_state(state)
@@ -140,6 +114,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 async fn tile(
     State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((layers, z, x, y)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -151,18 +126,40 @@ async fn tile(
     if names.iter().any(String::is_empty) {
         return Problem::bad_request("empty layer name in the layer list").into_response();
     }
+    // A layer the principal may not see does not exist for it, and a composite tile with one
+    // is refused whole.
+    let mut views = Vec::with_capacity(names.len());
+    for n in &names {
+        match st.security.layer(&principal, n) {
+            Some(a) => views.push(a),
+            None => return engine_problem(EngineError::UnknownLayer(n.clone())).into_response(),
+        }
+    }
     let gzip = accepts_gzip(&headers);
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    // Live data changes at any moment: clients revalidate (cheap with the ETag).
-    let cache_control = if refs.iter().any(|n| st.engine.is_live_layer(n)) {
+    let request: Vec<(&str, &LayerView)> = names.iter().map(String::as_str).zip(&views).collect();
+    // Live data changes at any moment: clients revalidate (cheap with the ETag). A tile that
+    // not everyone may see is private to shared caches.
+    let public = names
+        .iter()
+        .all(|n| st.security.layer_meta(n).classification == Classification::Public);
+    let cache_control = if names.iter().any(|n| st.engine.is_live_layer(n)) {
         "no-cache".to_string()
-    } else {
+    } else if public {
         format!("public, max-age={}", st.max_age)
+    } else {
+        format!("private, max-age={}", st.max_age)
     };
     // Cache hits are answered here; generation runs on the blocking pool.
-    let body = match st.engine.cached(&refs, tile, gzip) {
+    let body = match st.engine.cached_as(&request, tile, gzip) {
         Ok(Some(hit)) => hit,
-        Ok(None) => match generate(&st.engine, names, tile, gzip).await {
+        Ok(None) => match generate(
+            &st.engine,
+            names.into_iter().zip(views).collect(),
+            tile,
+            gzip,
+        )
+        .await
+        {
             Ok(b) => b,
             Err(p) => return p.into_response(),
         },
@@ -175,14 +172,14 @@ async fn tile(
 /// pool.
 async fn generate(
     engine: &Arc<Engine>,
-    names: Vec<String>,
+    layers: Vec<(String, LayerView)>,
     tile: TileId,
     gzip: bool,
 ) -> Result<Arc<TileBody>, Problem> {
     let engine = Arc::clone(engine);
     let generated = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        engine.tile(&refs, tile, gzip)
+        let refs: Vec<(&str, &LayerView)> = layers.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        engine.tile_as(&refs, tile, gzip)
     })
     .await;
     match generated {
@@ -259,18 +256,25 @@ fn field_type_name(t: &[FieldType]) -> &'static str {
     }
 }
 
-fn vector_layer(l: &ServedLayer) -> serde_json::Value {
-    let meta = l.reader.meta();
-    let fields: serde_json::Map<String, serde_json::Value> = meta
+/// The fields of a layer file a view keeps, with their TileJSON types.
+fn file_fields(l: &ServedLayer, view: &LayerView) -> serde_json::Map<String, serde_json::Value> {
+    l.reader
+        .meta()
         .fields
         .iter()
+        .filter(|(k, _)| view.keeps(k))
         .map(|(k, t)| (k.clone(), json!(field_type_name(t))))
-        .collect();
+        .collect()
+}
+
+fn vector_layer(l: &ServedLayer, view: &LayerView) -> serde_json::Value {
+    let fields = file_fields(l, view);
     json!({ "id": l.name, "fields": fields, "minzoom": l.reader.minzoom(), "maxzoom": l.reader.maxzoom() })
 }
 
 async fn tilejson(
     State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(file): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -285,12 +289,18 @@ async fn tilejson(
         .into_response();
     };
     let mut layers = Vec::new();
-    let mut live: Vec<LiveLayerInfo> = Vec::new();
+    let mut live: Vec<(LiveLayerInfo, LayerView)> = Vec::new();
+    let mut views = std::collections::HashMap::new();
     for name in spec.split(',') {
+        // Hidden layers are 404, as unknown ones: their existence is not confirmed.
+        let Some(view) = st.security.layer(&principal, name) else {
+            return engine_problem(EngineError::UnknownLayer(name.to_string())).into_response();
+        };
         if let Some(info) = st.live.as_ref().and_then(|h| h.layer_info(name)) {
-            live.push(info);
+            live.push((info, view));
             continue;
         }
+        views.insert(name.to_string(), view);
         match st.engine.layer(name) {
             Some(l) => layers.push(l),
             None => {
@@ -312,12 +322,14 @@ async fn tilejson(
         .max()
         .unwrap_or(14);
     let mut bounds = [180.0f64, 85.0511, -180.0, -85.0511];
-    let mut vector_layers: Vec<serde_json::Value> =
-        layers.iter().map(|l| vector_layer(l)).collect();
-    for info in &live {
+    let mut vector_layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| vector_layer(l, views.get(&l.name).unwrap_or(&LayerView::ALL)))
+        .collect();
+    for (info, view) in &live {
         minzoom = minzoom.min(info.minzoom);
         maxzoom = maxzoom.max(info.maxzoom);
-        vector_layers.push(live_vector_layer(info));
+        vector_layers.push(live_vector_layer(info, view));
         match info.bounds {
             Some(b) => {
                 bounds = [
@@ -372,32 +384,41 @@ fn json_response(v: &serde_json::Value) -> Response {
     r
 }
 
-/// The fields of a live layer, with their TileJSON types.
-fn live_fields(info: &LiveLayerInfo) -> serde_json::Map<String, serde_json::Value> {
+/// The fields of a live layer a view keeps, with their TileJSON types.
+fn live_fields(
+    info: &LiveLayerInfo,
+    view: &LayerView,
+) -> serde_json::Map<String, serde_json::Value> {
     info.fields
         .iter()
+        .filter(|(k, _)| view.keeps(k) || matches!(*k, "cluster" | "point_count"))
         .map(|(k, t)| (k.to_string(), json!(t)))
         .collect()
 }
 
 /// The TileJSON vector layer of a live layer: device points, clustered at low zooms.
-fn live_vector_layer(info: &LiveLayerInfo) -> serde_json::Value {
+fn live_vector_layer(info: &LiveLayerInfo, view: &LayerView) -> serde_json::Value {
     json!({
         "id": info.name,
-        "fields": live_fields(info),
+        "fields": live_fields(info, view),
         "minzoom": info.minzoom,
         "maxzoom": info.maxzoom,
     })
 }
 
-async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
+async fn catalog(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
     let _ = st.engine.refresh();
     let base = base_url(&st, &headers);
     let layers: Vec<serde_json::Value> = st
         .engine
         .layers()
         .values()
-        .map(|l| {
+        .filter_map(|l| Some((l, st.security.layer(&principal, &l.name)?)))
+        .map(|(l, view)| {
             let meta = l.reader.meta();
             json!({
                 "name": l.name,
@@ -407,7 +428,8 @@ async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
                 "minzoom": l.reader.minzoom(),
                 "maxzoom": l.reader.maxzoom(),
                 "geometry_types": meta.quality.geometry_types,
-                "fields": meta.fields.iter().map(|(k, t)| (k.clone(), json!(field_type_name(t)))).collect::<serde_json::Map<_, _>>(),
+                "classification": st.security.layer_meta(&l.name).classification,
+                "fields": file_fields(l, &view),
                 "attribution": meta.attribution,
                 "source": meta.source,
                 "tilejson": format!("{base}/tiles/{}.json", l.name),
@@ -418,8 +440,12 @@ async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let mut layers = layers;
     if let Some(hub) = &st.live {
         let _ = hub.refresh_registry();
-        for info in hub.layer_names().iter().filter_map(|n| hub.layer_info(n)) {
-            let name = &info.name;
+        for name in hub.layer_names() {
+            let (Some(view), Some(info)) =
+                (st.security.layer(&principal, &name), hub.layer_info(&name))
+            else {
+                continue;
+            };
             layers.push(json!({
                 "name": name,
                 "live": true,
@@ -429,7 +455,8 @@ async fn catalog(State(st): State<AppState>, headers: HeaderMap) -> Response {
                 "maxzoom": info.maxzoom,
                 "clustered_below": info.clustered_below,
                 "geometry_types": {"Point": info.devices},
-                "fields": live_fields(&info),
+                "classification": st.security.layer_meta(&name).classification,
+                "fields": live_fields(&info, &view),
                 "tilejson": format!("{base}/tiles/{name}.json"),
                 "tiles": format!("{base}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt"),
             }));
@@ -448,6 +475,7 @@ async fn style_list(State(st): State<AppState>, headers: HeaderMap) -> Response 
 
 async fn style(
     State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(file): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -455,7 +483,10 @@ async fn style(
     let _ = st.engine.refresh();
     let base = base_url(&st, &headers);
     let layers = st.engine.layers();
-    let has = |l: &str| layers.contains_key(l) || st.engine.is_live_layer(l);
+    let has = |l: &str| {
+        (layers.contains_key(l) || st.engine.is_live_layer(l))
+            && st.security.layer(&principal, l).is_some()
+    };
     match styles::style(name, &base, has) {
         Some(s) => json_response(&s),
         None => Problem::new(

@@ -17,12 +17,12 @@
 mod render;
 mod source;
 
-pub use render::render_layer;
+pub use render::{render_layer, render_layer_as};
 pub use source::{LiveLayer, TileSource};
 
 use crate::live::Hub;
 use crate::store::{LayerReader, Store, StoreError};
-use crate::tile::{TileBody, TileId};
+use crate::tile::{LayerView, TileBody, TileId};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -72,8 +72,8 @@ pub enum EngineError {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TileKey {
-    /// The layers and versions, in the order of the request.
-    layers: Vec<(String, u64)>,
+    /// The layers, versions and views, in the order of the request.
+    layers: Vec<(String, u64, LayerView)>,
     tile: TileId,
     gzip: bool,
     /// The byte budget of each layer's part.
@@ -199,16 +199,20 @@ impl Engine {
         self.live.as_ref().is_some_and(|h| h.is_live_layer(name))
     }
 
-    /// The sources of a request, in its order.
-    fn sources(&self, names: &[&str]) -> Result<Vec<Source>, EngineError> {
+    /// The sources of a request, in its order, each with its view.
+    fn sources(&self, names: &[(&str, &LayerView)]) -> Result<Vec<Source>, EngineError> {
         let mut layers = self.layers();
         let mut out = Vec::with_capacity(names.len());
-        for name in names {
+        for (name, view) in names {
+            let view = (*view).clone();
             if let Some(hub) = self.live.as_ref().filter(|h| h.is_live_layer(name)) {
-                out.push(Source::Live(LiveLayer {
-                    hub: Arc::clone(hub),
-                    name: name.to_string(),
-                }));
+                out.push(Source::Live(
+                    LiveLayer {
+                        hub: Arc::clone(hub),
+                        name: name.to_string(),
+                    },
+                    view,
+                ));
                 continue;
             }
             let l = match layers.get(*name) {
@@ -225,9 +229,14 @@ impl Engine {
                     )
                 }
             };
-            out.push(Source::File(l));
+            out.push(Source::File(l, view));
         }
         Ok(out)
+    }
+
+    /// Every property of each named layer.
+    fn all_of<'a>(names: &[&'a str]) -> Vec<(&'a str, &'static LayerView)> {
+        names.iter().map(|n| (*n, &LayerView::ALL)).collect()
     }
 
     /// The budget of each part of a tile of `parts` layers.
@@ -242,23 +251,44 @@ impl Engine {
         tile: TileId,
         gzip: bool,
     ) -> Result<Option<Arc<TileBody>>, EngineError> {
-        let sources = self.sources(names)?;
+        self.cached_as(&Self::all_of(names), tile, gzip)
+    }
+
+    /// A cached tile of layers seen through views, if there is one.
+    pub fn cached_as(
+        &self,
+        layers: &[(&str, &LayerView)],
+        tile: TileId,
+        gzip: bool,
+    ) -> Result<Option<Arc<TileBody>>, EngineError> {
+        let sources = self.sources(layers)?;
         let share = self.share(sources.len());
         Ok(match sources.as_slice() {
-            [Source::Live(l)] => l.hub.cached_tile(&l.name, tile, share, gzip),
+            [Source::Live(l, view)] => l.hub.cached_tile(&l.name, tile, share, gzip, view),
             s => key(s, tile, gzip, share).and_then(|k| self.cache.get(&k)),
         })
     }
 
     /// The tile for `names` (one layer, or several for a composite) at `tile`, from the cache
-    /// or generated.
+    /// or generated, with every property.
     pub fn tile(
         &self,
         names: &[&str],
         tile: TileId,
         gzip: bool,
     ) -> Result<Arc<TileBody>, EngineError> {
-        let sources = self.sources(names)?;
+        self.tile_as(&Self::all_of(names), tile, gzip)
+    }
+
+    /// The tile of layers each seen through its view (the properties it keeps): what a
+    /// security rule allows. The views are part of the cache keys.
+    pub fn tile_as(
+        &self,
+        layers: &[(&str, &LayerView)],
+        tile: TileId,
+        gzip: bool,
+    ) -> Result<Arc<TileBody>, EngineError> {
+        let sources = self.sources(layers)?;
         Ok(self.compose(&sources, tile, gzip))
     }
 
@@ -274,14 +304,14 @@ impl Engine {
             return hit;
         }
         let body = match sources {
-            [one] => one.get().part(tile, buffer, share, gzip),
+            [one] => one.get().part(tile, buffer, share, gzip, one.view()),
             _ => {
                 let (mut raw, mut features, mut dropped) = (Vec::new(), 0, 0);
                 for s in sources {
                     let part = match (whole.is_none(), s) {
                         // A layer file's part of a tile with live layers: cached on its own.
-                        (true, Source::File(_)) => self.cached_part(s, tile, share),
-                        _ => s.get().part(tile, buffer, share, false),
+                        (true, Source::File(..)) => self.cached_part(s, tile, share),
+                        _ => s.get().part(tile, buffer, share, false, s.view()),
                     };
                     if part.features > 0 {
                         raw.extend_from_slice(&part.bytes);
@@ -304,7 +334,9 @@ impl Engine {
         if let Some(hit) = k.as_ref().and_then(|k| self.cache.get(k)) {
             return hit;
         }
-        let part = source.get().part(tile, self.config.buffer, budget, false);
+        let part = source
+            .get()
+            .part(tile, self.config.buffer, budget, false, source.view());
         if let Some(k) = k {
             self.remember(k, &part);
         }
@@ -318,19 +350,25 @@ impl Engine {
     }
 }
 
-/// A resolved layer of a request.
+/// A resolved layer of a request, with the view it is seen through.
 enum Source {
     /// A layer file version.
-    File(Arc<ServedLayer>),
+    File(Arc<ServedLayer>, LayerView),
     /// A live layer.
-    Live(LiveLayer),
+    Live(LiveLayer, LayerView),
 }
 
 impl Source {
     fn get(&self) -> &dyn TileSource {
         match self {
-            Source::File(l) => l.as_ref(),
-            Source::Live(l) => l,
+            Source::File(l, _) => l.as_ref(),
+            Source::Live(l, _) => l,
+        }
+    }
+
+    fn view(&self) -> &LayerView {
+        match self {
+            Source::File(_, v) | Source::Live(_, v) => v,
         }
     }
 }
@@ -340,8 +378,9 @@ fn key(sources: &[Source], tile: TileId, gzip: bool, budget: usize) -> Option<Ti
     let layers = sources
         .iter()
         .map(|s| {
+            let view = s.view().clone();
             let s = s.get();
-            s.version().map(|v| (s.name().to_string(), v))
+            s.version().map(|v| (s.name().to_string(), v, view))
         })
         .collect::<Option<Vec<_>>>()?;
     Some(TileKey {

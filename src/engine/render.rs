@@ -10,7 +10,7 @@ use crate::tile::clip::{ClipBox, TilePoint, clip_line, clip_ring};
 use crate::tile::mvt::{
     EncodedLayer, MvtLayer, TileGeometry, TileValue, ValueSlots, encode_lines, encode_polygons,
 };
-use crate::tile::{EXTENT, TileId};
+use crate::tile::{EXTENT, LayerView, TileId};
 
 /// Generates one layer of one tile, without the cache: level choice, R-tree query, integer
 /// transform, clipping, encoding and the byte budget.
@@ -20,13 +20,31 @@ pub fn render_layer(
     buffer: u32,
     budget: Option<usize>,
 ) -> EncodedLayer {
+    render_layer_as(layer, tile, buffer, budget, &LayerView::ALL)
+}
+
+/// Like [`render_layer`], writing only the properties `view` keeps.
+pub fn render_layer_as(
+    layer: &ServedLayer,
+    tile: TileId,
+    buffer: u32,
+    budget: Option<usize>,
+    view: &LayerView,
+) -> EncodedLayer {
     thread_local! {
         static SLOTS: std::cell::RefCell<ValueSlots> = std::cell::RefCell::default();
     }
     SLOTS.with(|slots| match slots.try_borrow_mut() {
-        Ok(mut slots) => render_layer_with(layer, tile, buffer, budget, &mut slots),
+        Ok(mut slots) => render_layer_with(layer, tile, buffer, budget, view, &mut slots),
         // Not reentrant in practice; a fresh scratch keeps it correct if it ever is.
-        Err(_) => render_layer_with(layer, tile, buffer, budget, &mut ValueSlots::default()),
+        Err(_) => render_layer_with(
+            layer,
+            tile,
+            buffer,
+            budget,
+            view,
+            &mut ValueSlots::default(),
+        ),
     })
 }
 
@@ -35,6 +53,7 @@ fn render_layer_with(
     tile: TileId,
     buffer: u32,
     budget: Option<usize>,
+    view: &LayerView,
     slots: &mut ValueSlots,
 ) -> EncodedLayer {
     let reader = &layer.reader;
@@ -113,6 +132,9 @@ fn render_layer_with(
         let numbers = reader.value_ids(f.feature);
         let props = record.zip(numbers).filter_map(|((k, v), &no)| {
             let key = reader.key(k)?;
+            if !view.keeps(key) {
+                return None;
+            }
             let value = match v {
                 PropRef::String(s) => TileValue::String(s),
                 PropRef::Int(i) => TileValue::Int(i),

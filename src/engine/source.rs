@@ -4,9 +4,9 @@
 //! [`super::Engine`] treats them alike and divides the budget the same way for all.
 
 use super::ServedLayer;
-use super::render::render_layer;
+use super::render::render_layer_as;
 use crate::live::Hub;
-use crate::tile::{TileBody, TileId};
+use crate::tile::{LayerView, TileBody, TileId};
 use std::sync::Arc;
 
 /// A layer that draws its part of a tile.
@@ -19,8 +19,16 @@ pub trait TileSource {
     fn version(&self) -> Option<u64>;
     /// This layer's part of `tile` with a buffer of `buffer` tile units, at most `budget` raw
     /// bytes (the least important features dropped first), gzip-compressed when `gzip`. A
-    /// part alone is a valid one-layer tile, and raw parts concatenate into a valid tile.
-    fn part(&self, tile: TileId, buffer: u32, budget: usize, gzip: bool) -> Arc<TileBody>;
+    /// part alone is a valid one-layer tile, and raw parts concatenate into a valid tile. Only
+    /// the properties `view` keeps are written.
+    fn part(
+        &self,
+        tile: TileId,
+        buffer: u32,
+        budget: usize,
+        gzip: bool,
+        view: &LayerView,
+    ) -> Arc<TileBody>;
 }
 
 impl TileSource for ServedLayer {
@@ -32,8 +40,15 @@ impl TileSource for ServedLayer {
         Some(self.version)
     }
 
-    fn part(&self, tile: TileId, buffer: u32, budget: usize, gzip: bool) -> Arc<TileBody> {
-        let e = render_layer(self, tile, buffer, Some(budget));
+    fn part(
+        &self,
+        tile: TileId,
+        buffer: u32,
+        budget: usize,
+        gzip: bool,
+        view: &LayerView,
+    ) -> Arc<TileBody> {
+        let e = render_layer_as(self, tile, buffer, Some(budget), view);
         let raw = if e.features > 0 { e.bytes } else { Vec::new() };
         Arc::new(TileBody::new(raw, gzip, e.features, e.dropped))
     }
@@ -58,7 +73,14 @@ impl TileSource for LiveLayer {
 
     /// The hub renders with the buffer it was opened with (its tile invalidation relies on
     /// it; the server gives both rooms the same setting), so `buffer` is not used here.
-    fn part(&self, tile: TileId, _buffer: u32, budget: usize, gzip: bool) -> Arc<TileBody> {
-        self.hub.tile(&self.name, tile, budget, gzip)
+    fn part(
+        &self,
+        tile: TileId,
+        _buffer: u32,
+        budget: usize,
+        gzip: bool,
+        view: &LayerView,
+    ) -> Arc<TileBody> {
+        self.hub.tile(&self.name, tile, budget, gzip, view)
     }
 }

@@ -14,7 +14,7 @@ use super::stream::{self, Rate, Stream, Subscription};
 use super::tiles::{self, TileCache};
 use super::wal::{self, Record, Wal};
 use super::{LiveConfig, LiveError, lock, now_s, payload, read_lock, write_lock};
-use crate::tile::{TileBody, TileId};
+use crate::tile::{LayerView, TileBody, TileId};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -428,17 +428,24 @@ impl Hub {
         })
     }
 
-    /// A live layer's tile within `budget` raw bytes, from the cache or rendered (with the
-    /// buffer the hub was opened with).
-    pub fn tile(&self, layer: &str, tile: TileId, budget: usize, gzip: bool) -> Arc<TileBody> {
-        let key = (tile, gzip, budget);
-        let generation = match lock(&self.tiles).get(layer, key) {
+    /// A live layer's tile within `budget` raw bytes with the properties `view` keeps, from
+    /// the cache or rendered (with the buffer the hub was opened with).
+    pub fn tile(
+        &self,
+        layer: &str,
+        tile: TileId,
+        budget: usize,
+        gzip: bool,
+        view: &LayerView,
+    ) -> Arc<TileBody> {
+        let key = (tile, gzip, budget, view.clone());
+        let generation = match lock(&self.tiles).get(layer, &key) {
             Ok(hit) => return hit,
             Err(generation) => generation,
         };
         let encoded = {
             let st = read_lock(&self.state);
-            tiles::render(&st, layer, tile, self.cfg.buffer, budget)
+            tiles::render(&st, layer, tile, self.cfg.buffer, budget, view)
         };
         let body = Arc::new(TileBody::new(
             encoded.bytes,
@@ -457,8 +464,11 @@ impl Hub {
         tile: TileId,
         budget: usize,
         gzip: bool,
+        view: &LayerView,
     ) -> Option<Arc<TileBody>> {
-        lock(&self.tiles).get(layer, (tile, gzip, budget)).ok()
+        lock(&self.tiles)
+            .get(layer, &(tile, gzip, budget, view.clone()))
+            .ok()
     }
 
     /// Checks device states against the clock and logs the changes (called every second).

@@ -14,7 +14,7 @@
 use super::state::{DevState, LiveState};
 use crate::tile::mercator::lonlat_to_grid;
 use crate::tile::mvt::{EncodedLayer, MvtLayer, TileGeometry, TileValue};
-use crate::tile::{EXTENT, TileBody, TileId};
+use crate::tile::{EXTENT, LayerView, TileBody, TileId};
 use rstar::AABB;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -71,13 +71,15 @@ pub fn tiles_showing(g: [u32; 2], z: u8, buffer: u32) -> Vec<TileId> {
     out
 }
 
-/// Renders one live layer's tile within `budget` bytes.
+/// Renders one live layer's tile within `budget` bytes, with the properties `view` keeps
+/// (cluster counts always: they are the drawing, not data).
 pub fn render<'s>(
     st: &'s LiveState,
     layer: &str,
     tile: TileId,
     buffer: u32,
     budget: usize,
+    view: &LayerView,
 ) -> EncodedLayer {
     let budget = Some(budget);
     let mut out: MvtLayer<'s> = MvtLayer::new(layer, EXTENT as u32);
@@ -112,6 +114,7 @@ pub fn render<'s>(
                 props.push((k.as_str(), TileValue::Double(*v)));
             }
         }
+        props.retain(|(k, _)| view.keeps(k));
         out.add(None, geom.clone(), 0, props);
     };
     if !clustered {
@@ -155,23 +158,27 @@ pub fn render<'s>(
             ("point_count", TileValue::Int(c.n)),
         ];
         for (s, n) in &c.states {
-            props.push((s.as_str(), TileValue::Int(*n)));
+            if view.keeps(s.as_str()) {
+                props.push((s.as_str(), TileValue::Int(*n)));
+            }
         }
         out.add(None, cg, 0, props);
     }
     out.encode(budget)
 }
 
-/// Key of a cached live tile: the tile, gzip or not, and the byte budget it was made for.
-type TileKey = (TileId, bool, usize);
+/// Key of a cached live tile: the tile, gzip or not, the byte budget and the view it was made
+/// for.
+type TileKey = (TileId, bool, usize, LayerView);
 
 /// The cached tiles of one live layer, the zooms they are at (a bit per zoom) and the
-/// budgets they were made for (one per number of layers composed: a handful).
+/// (budget, view) pairs they were made for (one per number of layers composed and role: a
+/// handful).
 #[derive(Default)]
 struct LayerTiles {
     tiles: HashMap<TileKey, Arc<TileBody>>,
     zooms: u32,
-    budgets: Vec<usize>,
+    variants: Vec<(usize, LayerView)>,
 }
 
 /// Live tiles by layer: a hit and an invalidation look the layer up by `&str` and allocate
@@ -187,10 +194,10 @@ pub struct TileCache {
 
 impl TileCache {
     /// A cached tile, or the generation to hand to [`TileCache::insert`] after rendering.
-    pub fn get(&self, layer: &str, key: TileKey) -> Result<Arc<TileBody>, u64> {
+    pub fn get(&self, layer: &str, key: &TileKey) -> Result<Arc<TileBody>, u64> {
         self.layers
             .get(layer)
-            .and_then(|l| l.tiles.get(&key))
+            .and_then(|l| l.tiles.get(key))
             .map(Arc::clone)
             .ok_or(self.generation)
     }
@@ -207,8 +214,9 @@ impl TileCache {
         }
         let l = self.layers.entry(layer.to_string()).or_default();
         l.zooms |= 1 << key.0.z.min(31);
-        if !l.budgets.contains(&key.2) {
-            l.budgets.push(key.2);
+        let variant = (key.2, key.3.clone());
+        if !l.variants.contains(&variant) {
+            l.variants.push(variant);
         }
         let added = l.tiles.insert(key, Arc::clone(body)).is_none();
         self.entries += usize::from(added);
@@ -225,9 +233,9 @@ impl TileCache {
         let mut removed = 0;
         for z in (0..32u8).filter(|z| l.zooms & (1 << z) != 0) {
             for t in tiles_showing(g, z, buffer) {
-                for &b in &l.budgets {
+                for (b, v) in &l.variants {
                     for gz in [false, true] {
-                        removed += usize::from(l.tiles.remove(&(t, gz, b)).is_some());
+                        removed += usize::from(l.tiles.remove(&(t, gz, *b, v.clone())).is_some());
                     }
                 }
             }

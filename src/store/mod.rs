@@ -48,6 +48,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod db;
 pub mod geometry;
 pub mod lod;
 pub mod meta;

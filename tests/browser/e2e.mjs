@@ -3,6 +3,8 @@
 // command), registers devices, and runs this with:
 //   URBIS_URL       the server, e.g. http://127.0.0.1:8080
 //   URBIS_KEY       an ingest key (`urbis devices key`)
+//   URBIS_API_KEY   an operator's API key (`urbis keys create --role operator`): the pages
+//                   sign in with it (`#key=`); anonymous pages see the public layers only
 //   URBIS_DEVICES   three device ids of one live layer, comma-separated
 //   URBIS_LAYER     that live layer
 //   URBIS_BIN       the urbis binary and URBIS_STORE its store, to register a device on a
@@ -21,19 +23,23 @@ import { dirname, join } from 'node:path';
 
 const base = process.env.URBIS_URL ?? 'http://127.0.0.1:8080';
 const key = process.env.URBIS_KEY;
+const apiKey = process.env.URBIS_API_KEY;
+/** GET a JSON document of the API with the operator's key. */
+const read = async (path) => (await fetch(base + path, { headers: { Authorization: `Bearer ${apiKey}` } })).json();
 const devices = (process.env.URBIS_DEVICES ?? '').split(',').filter(Boolean);
 const liveLayer = process.env.URBIS_LAYER;
 const out = process.env.OUT_DIR ?? 'target/browser';
-assert.ok(key && devices.length >= 3 && liveLayer, 'URBIS_KEY, URBIS_DEVICES (3+) and URBIS_LAYER are needed');
+assert.ok(key && apiKey && devices.length >= 3 && liveLayer, 'URBIS_KEY, URBIS_API_KEY, URBIS_DEVICES (3+) and URBIS_LAYER are needed');
 mkdirSync(out, { recursive: true });
 
 const log = (...a) => console.log('[e2e]', ...a);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** A request with a JSON body: reports with the ingest key, the rest with the API key. */
 async function api(method, path, body) {
   const r = await fetch(base + path, {
     method,
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` },
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${path === '/ingest' ? key : apiKey}` },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await r.text();
@@ -139,15 +145,26 @@ try {
   // ---- Before the pages: the devices report where they are.
   const P2 = [P0[0] - 0.0004, P0[1] + 0.0002];
   await report([devices[0], ...P0], [devices[1], ...P0.map((x) => x + 0.0004)], [devices[2], ...P2]);
-  const catalog = await (await fetch(`${base}/catalog`)).json();
+  const catalog = await read('/catalog');
   const names = catalog.layers.map((l) => l.name);
   assert.ok(names.includes(liveLayer), `${liveLayer} is in /catalog: ${names}`);
 
-  // ---- 1. The viewer.
+  // ---- 0. Signed out: the public demo layers only, and a sign-in form.
+  const anon = await context.newPage();
+  await anon.goto(`${base}/`);
+  await anon.waitForFunction(() => window.urbis?.ready === true, null, { timeout: 90000 });
+  const seen = await anon.evaluate(() => window.urbis.catalog.layers.map((l) => l.name));
+  assert.ok(seen.length > 0 && !seen.includes(liveLayer), `anonymous sees public layers only: ${seen}`);
+  assert.ok(await anon.$('form.signin input'), 'a sign-in form is offered');
+  await anon.close();
+  log(`signed out: ${seen.length} public layers, no ${liveLayer}`);
+
+  // ---- 1. The viewer, signed in with the key in the fragment (never sent to the server).
   const page = await context.newPage();
   const w = watch(page, 'viewer');
   const t0 = Date.now();
-  const csp = (await page.goto(`${base}/`)).headers()['content-security-policy'] ?? '';
+  const csp = (await page.goto(`${base}/#key=${apiKey}`)).headers()['content-security-policy'] ?? '';
+  assert.ok(!page.url().includes('key='), `the key left the address bar: ${page.url()}`);
   // Served under a strict policy (no inline or foreign script): the zero console errors
   // below also mean MapLibre and our code need nothing it forbids.
   assert.ok(csp.includes("script-src 'self'") && csp.includes("connect-src 'self'"), `CSP of /: ${csp}`);
@@ -299,7 +316,7 @@ try {
     source: window.urbis.map.getSource(`urbis:${n}`) !== undefined,
   }), lateLayer);
   assert.deepEqual(lateGone, { row: false, source: false }, `${lateLayer} off the list and the map`);
-  const cat = await (await fetch(`${base}/catalog`)).json();
+  const cat = await read('/catalog');
   assert.ok(!cat.layers.some((l) => l.name === lateLayer), `${lateLayer} left /catalog`);
   // The list's device count of the live layer follows /catalog.
   const want = String(cat.layers.find((l) => l.name === liveLayer).features);
@@ -354,7 +371,7 @@ try {
   const ops = await context.newPage();
   await ops.setViewportSize({ width: 1920, height: 1080 });
   const wo = watch(ops, 'ops');
-  const opsCsp = (await ops.goto(`${base}/ops`)).headers()['content-security-policy'] ?? '';
+  const opsCsp = (await ops.goto(`${base}/ops#key=${apiKey}`)).headers()['content-security-policy'] ?? '';
   assert.ok(opsCsp.includes("script-src 'self'"), `CSP of /ops: ${opsCsp}`);
   await ops.waitForFunction(() => window.urbis?.ready === true && document.body.dataset.updated, null, { timeout: 90000 });
   await idle(ops);
@@ -367,8 +384,7 @@ try {
     let last = null;
     const until = Date.now() + 12000;
     while (Date.now() < until) {
-      const [k, d, c] = await Promise.all([kpis(), (await fetch(`${base}/devices?summary=true`)).json(),
-        (await fetch(`${base}/catalog`)).json()]);
+      const [k, d, c] = await Promise.all([kpis(), read('/devices?summary=true'), read('/catalog')]);
       const want = { devices: d.count, live: d.states.live ?? 0, sleeping: d.states.sleeping ?? 0, overdue: d.states.overdue ?? 0,
         lost: d.states.lost ?? 0, reports_per_minute: d.reports_last_minute, open_alarms: d.open_alarms, layers: c.layers.length };
       const got = Object.fromEntries(Object.keys(want).map((n) => [n, num(k[n])]));
@@ -459,7 +475,7 @@ try {
   const ops4k = await context.newPage();
   await ops4k.setViewportSize({ width: 3840, height: 2160 });
   const w4 = watch(ops4k, 'ops-4k');
-  await ops4k.goto(`${base}/ops`);
+  await ops4k.goto(`${base}/ops#key=${apiKey}`);
   await ops4k.waitForFunction(() => window.urbis?.ready === true && document.body.dataset.updated, null, { timeout: 120000 });
   await idle(ops4k);
   await readable(ops4k, 128, 48, '3840x2160');

@@ -74,6 +74,31 @@ pub struct Server {
     pub addr: String,
     /// The CoAP (UDP) address, `127.0.0.1:PORT`.
     pub coap: String,
+    /// An API key that `get`, `request` and `stream` send (an admin key of the store for
+    /// servers started with `--store`; none, anonymous, otherwise until a test sets one).
+    pub key: Option<String>,
+}
+
+/// Creates an API key of `role` in the store with `urbis keys create`; returns the key.
+pub fn api_key(store: &Path, role: &str) -> String {
+    let out = urbis(&[
+        "keys",
+        "create",
+        "--role",
+        role,
+        "--name",
+        "tests",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "keys create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(key.starts_with("uk_"), "{key}");
+    key
 }
 
 impl Server {
@@ -103,6 +128,17 @@ impl Server {
     /// for that line.
     pub fn spawn(mut cmd: Command) -> Server {
         use std::io::{BufRead, BufReader};
+        // The tests read what an administrator may: an admin key of the store, when the
+        // command names it.
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let key = args
+            .iter()
+            .position(|a| a == "--store")
+            .and_then(|i| args.get(i + 1))
+            .map(|store| api_key(Path::new(store), "admin"));
         let mut child = cmd
             .env("URBIS_LOG", "warn")
             .stdout(std::process::Stdio::piped())
@@ -129,12 +165,67 @@ impl Server {
             base: format!("http://{addr}"),
             addr,
             coap,
+            key,
         }
     }
 
-    /// GET `path` with extra request headers.
+    /// `headers` with the server's key as `Authorization: Bearer`, unless they carry one.
+    fn with_key<'a>(
+        &'a self,
+        headers: &[(&'a str, &'a str)],
+        bearer: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut h = headers.to_vec();
+        if self.key.is_some()
+            && !h
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            h.push(("Authorization", bearer));
+        }
+        h
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.key.as_deref().unwrap_or(""))
+    }
+
+    /// GET `path` with extra request headers (and the server's key).
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        http_get(&self.addr, path, headers)
+        let b = self.bearer();
+        http_get(&self.addr, path, &self.with_key(headers, &b))
+    }
+
+    /// GET `path` with no key at all: what anyone may see.
+    pub fn get_anonymous(&self, path: &str) -> HttpResponse {
+        http_get(&self.addr, path, &[])
+    }
+
+    /// GET `path` with API key `key`.
+    pub fn get_with(&self, path: &str, key: &str) -> HttpResponse {
+        http_get(
+            &self.addr,
+            path,
+            &[("Authorization", &format!("Bearer {key}"))],
+        )
+    }
+
+    /// A request with a body (and the server's key).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        let b = self.bearer();
+        http_request(&self.addr, method, path, &self.with_key(headers, &b), body)
+    }
+
+    /// `/stream` (or another event stream) with the server's key.
+    pub fn stream(&self, path: &str, headers: &[(&str, &str)]) -> Sse {
+        let b = self.bearer();
+        Sse::connect(&self.addr, path, &self.with_key(headers, &b))
     }
 }
 

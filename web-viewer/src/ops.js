@@ -3,7 +3,7 @@
 // keeps FEED_MAX entries, one timer drives the polling, a poll is skipped while the previous
 // one is still out, and the stream is one EventSource that reconnects by itself.
 
-import { maplibregl, Live, dataBounds, el, getJSON } from './urbis.js';
+import { maplibregl, Live, dataBounds, el, getJSON, apiKey, signInForm, transformRequest } from './urbis.js';
 
 const FEED_MAX = 12;
 const POLL_MS = 5000;
@@ -45,6 +45,10 @@ async function poll() {
       getJSON('ready'),
       wantCatalog ? getJSON('catalog') : Promise.resolve(null),
     ]);
+    if (devices.status === 'rejected' && !signin && / 40[13] /.test(devices.reason.message)) {
+      // The big screen needs a key with the devices right: ask for one.
+      signin = signInForm(document.getElementById('side'), apiKey ? 'This key may not read devices.' : 'Sign in with a key to see devices.');
+    }
     if (devices.status === 'fulfilled') {
       const d = devices.value;
       show('devices', d.count);
@@ -78,6 +82,7 @@ function alarm(kind, text, t) {
   while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
 }
 
+let signin = null;
 let soon = null;
 /** A figure changed (an alarm or a state): refresh within a moment rather than in 5 s. */
 function pollSoon() {
@@ -105,6 +110,7 @@ async function main() {
     center: bounds ? undefined : [0, 20],
     zoom: bounds ? undefined : 1,
     attributionControl: { compact: false },
+    transformRequest,
   });
   window.urbis = { map, ready: false };
   await map.once('load');

@@ -25,6 +25,62 @@ export function url(path) {
   return new URL(path, document.baseURI).href;
 }
 
+const KEY_ITEM = 'urbis-api-key';
+
+/**
+ * The API key of this tab, or null (anonymous). A page opened as `…#key=uk_…` takes the key
+ * from the fragment (which browsers never send to the server), keeps it for the tab's session
+ * in sessionStorage, and takes it out of the address bar at once. Never put in a cookie.
+ */
+export const apiKey = (() => {
+  const m = location.hash.match(/(?:^#|&)key=([^&]*)/);
+  if (m) {
+    const key = decodeURIComponent(m[1]);
+    if (key) sessionStorage.setItem(KEY_ITEM, key);
+    else sessionStorage.removeItem(KEY_ITEM);
+    const rest = location.hash.slice(1).split('&').filter((p) => !p.startsWith('key=')).join('&');
+    history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+  }
+  return sessionStorage.getItem(KEY_ITEM);
+})();
+
+/** Signs in with `key` (or out, with null) and reloads the page. */
+export function signIn(key) {
+  if (key) sessionStorage.setItem(KEY_ITEM, key.trim());
+  else sessionStorage.removeItem(KEY_ITEM);
+  location.reload();
+}
+
+/** Headers that carry the key to this server. */
+function authHeaders() {
+  return apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+}
+
+/**
+ * MapLibre's request hook: the key goes with every request to this server (style, TileJSON,
+ * tiles) as a header, never in a URL; other origins get nothing.
+ */
+export function transformRequest(u) {
+  return apiKey && new URL(u, document.baseURI).origin === location.origin
+    ? { url: u, headers: authHeaders() }
+    : { url: u };
+}
+
+/**
+ * A small sign-in form in `parent`: a key field and a button (and "sign out" when signed in),
+ * for the case where what anonymous callers may see is not enough.
+ */
+export function signInForm(parent, why) {
+  const input = el('input', { type: 'password', placeholder: 'API key (uk_…)', autocomplete: 'off', id: 'urbis-key' });
+  const form = el('form', { className: 'signin', onsubmit: (e) => { e.preventDefault(); signIn(input.value); } },
+    why ? el('p', { textContent: why }) : null,
+    input,
+    el('button', { type: 'submit', textContent: 'Sign in' }),
+    apiKey ? el('button', { type: 'button', textContent: 'Sign out', onclick: () => signIn(null) }) : null);
+  parent.append(form);
+  return form;
+}
+
 /** GET a JSON document; rejects with the server's problem detail when there is one. */
 export async function getJSON(path, { signal, timeout = 10000 } = {}) {
   const ctl = new AbortController();
@@ -32,7 +88,7 @@ export async function getJSON(path, { signal, timeout = 10000 } = {}) {
   const abort = () => ctl.abort(signal.reason);
   signal?.addEventListener('abort', abort, { once: true });
   try {
-    const r = await fetch(url(path), { signal: ctl.signal, headers: { Accept: 'application/json' } });
+    const r = await fetch(url(path), { signal: ctl.signal, headers: { Accept: 'application/json', ...authHeaders() } });
     if (!r.ok) {
       let detail = r.statusText;
       try { detail = (await r.json()).detail || detail; } catch { /* not problem+json */ }
@@ -293,8 +349,11 @@ export class Live {
     // nothing is missed (or the server says `reset`). An HTTP error instead (a proxy's 502
     // while the server restarts) closes it for good: then a new one is opened here, with
     // backoff, resuming from the last event heard.
-    const since = this.lastEventId ? `?last_event_id=${encodeURIComponent(this.lastEventId)}` : '';
-    const es = new EventSource(url('stream') + since);
+    // EventSource cannot set headers: the key goes as ?key= on this one request.
+    const q = new URLSearchParams();
+    if (this.lastEventId) q.set('last_event_id', this.lastEventId);
+    if (apiKey) q.set('key', apiKey);
+    const es = new EventSource(url('stream') + (q.size ? `?${q}` : ''));
     this.source = es;
     const on = (type, f) => es.addEventListener(type, (m) => {
       if (m.lastEventId) this.lastEventId = m.lastEventId;

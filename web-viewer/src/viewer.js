@@ -3,7 +3,7 @@
 
 import {
   maplibregl, STATE_COLOURS, STATES, Live, addUnstyledLayers, catalogLayerOf, dataBounds, el, fmt,
-  getJSON, propertyTable, url,
+  getJSON, propertyTable, url, apiKey, signInForm, transformRequest,
 } from './urbis.js';
 
 const params = new URLSearchParams(location.search);
@@ -16,6 +16,9 @@ const say = (text, error = false) => {
 async function main() {
   const [catalog, styles] = await Promise.all([getJSON('catalog'), getJSON('styles')]);
   const layers = catalog.layers;
+  // Anonymous callers see public layers only: offer to sign in (and out, once signed in).
+  signInForm(document.getElementById('panel-body'),
+    apiKey ? null : layers.length ? 'Signed out: public layers only.' : 'No public layers: sign in with a key.');
   const styleName = params.get('style') || 'city';
   const picker = document.getElementById('style');
   for (const s of styles.styles) picker.append(el('option', { value: s.name, textContent: s.name, selected: s.name === styleName }));
@@ -34,6 +37,7 @@ async function main() {
     zoom: bounds ? undefined : 1,
     hash: true,
     attributionControl: { compact: false },
+    transformRequest,
   });
   // For the end-to-end tests and for anyone at the console.
   window.urbis = { map, catalog, ready: false, live: null };

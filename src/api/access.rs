@@ -1,0 +1,202 @@
+//! Who may call what: every route of the API is declared in one table ([`routes`]) with what
+//! it needs ([`Need`]), and the router is built from that table only, so a route cannot be
+//! added without saying who may call it (`tests/security.rs` walks the table and proves that
+//! nothing outside the public entries answers an anonymous request with data).
+//!
+//! The guard turns the request's key (`Authorization: Bearer` or `?key=`) into a
+//! [`Principal`] through the security room and puts it in the request's extensions for the
+//! handler: 401 for a bad, expired or revoked key, or for an anonymous caller of a route that
+//! needs a right; 403 for a key whose role lacks it.
+
+use super::problem::Problem;
+use super::{AppState, live, viewer};
+use crate::security::Principal;
+use crate::security::policy::Right;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post};
+
+/// What a route asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: health, the viewer's files, the styles' list.
+    Public,
+    /// A principal, anonymous or not; each layer is then decided on its own (tiles,
+    /// TileJSON, the catalog, styles): what it may not see does not exist for it.
+    Layers,
+    /// A right of the principal's role.
+    Right(Right),
+    /// A device credential, checked by the live room's one admission path (ingest).
+    Device,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    /// Method.
+    pub method: &'static str,
+    /// Path pattern (axum syntax).
+    pub path: &'static str,
+    /// What it needs.
+    pub need: Need,
+}
+
+type Entry = (RouteSpec, MethodRouter<AppState>);
+
+fn entry(
+    method: &'static str,
+    path: &'static str,
+    need: Need,
+    handler: MethodRouter<AppState>,
+) -> Entry {
+    (RouteSpec { method, path, need }, handler)
+}
+
+/// The table: every route, its handler and what it needs.
+fn table() -> Vec<Entry> {
+    use crate::security::policy::Right as R;
+    use Need::*;
+    vec![
+        // axum 0.8 panics on `{y}.mvt`: take the whole segment and strip the extension.
+        entry(
+            "GET",
+            "/tiles/{layers}/{z}/{x}/{y}",
+            Layers,
+            get(super::tile),
+        ),
+        entry("GET", "/tiles/{tilejson}", Layers, get(super::tilejson)),
+        entry("GET", "/catalog", Layers, get(super::catalog)),
+        entry("GET", "/styles/{file}", Layers, get(super::style)),
+        entry("GET", "/styles", Public, get(super::style_list)),
+        entry("GET", "/", Public, get(viewer::index)),
+        entry("GET", "/ops", Public, get(viewer::ops)),
+        entry("GET", "/viewer/{file}", Public, get(viewer::file)),
+        entry("GET", "/favicon.ico", Public, get(viewer::favicon)),
+        entry("GET", "/health", Public, get(super::health)),
+        entry("GET", "/ready", Public, get(live::ready)),
+        entry(
+            "POST",
+            "/ingest",
+            Device,
+            post(live::ingest).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
+        ),
+        entry("GET", "/devices", Right(R::Devices), get(live::devices)),
+        entry("GET", "/devices/{id}", Right(R::Devices), get(live::device)),
+        entry(
+            "GET",
+            "/devices/{id}/track",
+            Right(R::Tracks),
+            get(live::track),
+        ),
+        entry("GET", "/stream", Right(R::Stream), get(live::stream)),
+        entry(
+            "GET",
+            "/geofences",
+            Right(R::Devices),
+            get(live::list_fences),
+        ),
+        entry(
+            "POST",
+            "/geofences",
+            Right(R::GeofencesWrite),
+            post(live::put_fence),
+        ),
+        entry(
+            "GET",
+            "/geofences/{id}",
+            Right(R::Devices),
+            get(live::get_fence),
+        ),
+        entry(
+            "DELETE",
+            "/geofences/{id}",
+            Right(R::GeofencesWrite),
+            delete(live::delete_fence),
+        ),
+    ]
+}
+
+/// Every route of the API with what it needs.
+pub fn routes() -> Vec<RouteSpec> {
+    table().into_iter().map(|(spec, _)| spec).collect()
+}
+
+/// The routes of the table, each behind the guard of its need.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let mut r = Router::new();
+    for (spec, handler) in table() {
+        let need = spec.need;
+        let guarded = handler.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            move |st: State<AppState>, req: Request, next: Next| guard(st, need, req, next),
+        ));
+        r = r.route(spec.path, guarded);
+    }
+    r
+}
+
+/// The API key of a request: `Authorization: Bearer KEY`, else `?key=KEY`.
+pub fn request_key(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(v.trim().to_string());
+    }
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("key="))
+        .map(str::to_string)
+}
+
+async fn guard(State(st): State<AppState>, need: Need, mut req: Request, next: Next) -> Response {
+    if matches!(need, Need::Public | Need::Device) {
+        return next.run(req).await;
+    }
+    let key = request_key(req.headers(), req.uri());
+    let principal = match st.security.authenticate(key.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            return Problem::new(StatusCode::UNAUTHORIZED, "Key refused", e.to_string())
+                .into_response();
+        }
+    };
+    if let Need::Right(right) = need
+        && !principal.has(right)
+    {
+        return refused(&principal, right);
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// 401 for an anonymous caller (a key would help), 403 for a key whose role lacks `right`.
+pub fn refused(p: &Principal, right: Right) -> Response {
+    if p.is_anonymous() {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "API key needed",
+            format!(
+                "this needs the right {:?}: send a key as `Authorization: Bearer KEY` or ?key=KEY",
+                right.as_str()
+            ),
+        )
+        .into_response()
+    } else {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            format!("the role {} has no right {:?}", p.role.name, right.as_str()),
+        )
+        .into_response()
+    }
+}
+
+/// Method names of the table, for CORS.
+pub fn methods() -> Vec<Method> {
+    vec![Method::GET, Method::HEAD, Method::POST, Method::DELETE]
+}

@@ -1,0 +1,219 @@
+//! Security: who is asking, and what they may see and do.
+//!
+//! A request carries an API key (`Authorization: Bearer uk_…` or `?key=uk_…`, since map
+//! clients and `EventSource` cannot always set headers) or nothing. [`Security::authenticate`]
+//! turns it into a [`Principal`]: the key's role from the [`policy::Policy`], or the
+//! `anonymous` role. The API declares the right each route needs and refuses the rest (default
+//! deny); layers are decided one by one ([`Principal::layer`]): visible when the role's
+//! clearance reaches the layer's classification or a rule allows it, never when a rule denies
+//! it, with an attribute allow-list applied inside tile generation (so the cache keys carry
+//! it and a tile made for one role is never served to another).
+//!
+//! Keys live in the store's database ([`keys`]), the classifications of layers too
+//! (`store::db`); a running server re-reads them within a second of a change by another
+//! process ([`Security::refresh`]), and the policy file when it changes. Device credentials
+//! are not here: they go through the live room's one admission path. Depends on `store` (the
+//! database, the layer-name rule) and `live` (the one secret hash of the house).
+
+pub mod keys;
+pub mod policy;
+
+use crate::store::db::{Classification, Db, DbError, LayerPolicyMeta};
+use keys::ApiKey;
+use policy::{Access, Policy, Right, Role};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key's id (`None`: anonymous). Never the key.
+    pub key_id: Option<String>,
+    /// The role.
+    pub role: Arc<Role>,
+}
+
+/// What a principal may see of one layer: the tile room's view (the properties it keeps).
+pub type LayerAccess = crate::tile::LayerView;
+
+impl Principal {
+    /// True if the role has `right`.
+    pub fn has(&self, right: Right) -> bool {
+        self.role.rights.has(right)
+    }
+
+    /// True without a key.
+    pub fn is_anonymous(&self) -> bool {
+        self.key_id.is_none()
+    }
+
+    /// What this principal may see of a layer of `meta`, or `None` if it may not see it.
+    pub fn layer(&self, name: &str, meta: LayerPolicyMeta) -> Option<LayerAccess> {
+        if !self.has(Right::Tiles) {
+            return None;
+        }
+        match self.role.layers.get(name) {
+            Some(rule) if rule.access == Access::Deny => None,
+            Some(rule) => Some(LayerAccess {
+                attributes: rule.attributes.clone(),
+            }),
+            None if self.role.clearance >= meta.classification => Some(LayerAccess::default()),
+            None => None,
+        }
+    }
+}
+
+/// Why a request's key was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyError {
+    /// Not an API key at all.
+    #[error("not an API key: keys start with uk_ and have 64 hex digits")]
+    Malformed,
+    /// No such key.
+    #[error("unknown API key")]
+    Unknown,
+    /// Revoked or expired.
+    #[error("this API key is {0}")]
+    NotValid(&'static str),
+    /// The key's role is not in the policy.
+    #[error("the role {0:?} of this key is not in the policy")]
+    UnknownRole(String),
+}
+
+/// The security state of a running server.
+pub struct Security {
+    db: Mutex<Db>,
+    data_version: Mutex<i64>,
+    keys: RwLock<Arc<HashMap<String, ApiKey>>>,
+    layers: RwLock<Arc<HashMap<String, LayerPolicyMeta>>>,
+    policy: RwLock<Arc<Policy>>,
+    policy_file: Option<PathBuf>,
+    policy_stamp: Mutex<Option<SystemTime>>,
+}
+
+fn read_policy(path: &Path) -> Result<Policy, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Policy::parse(&text, &path.display().to_string())
+}
+
+impl Security {
+    /// Opens the store's database and reads the keys, the classifications and the policy
+    /// file (if any; a bad one is an error at start).
+    pub fn open(store_dir: &Path, policy_file: Option<PathBuf>) -> anyhow::Result<Security> {
+        let db = Db::open(store_dir)?;
+        let policy = match &policy_file {
+            Some(p) => read_policy(p).map_err(anyhow::Error::msg)?,
+            None => Policy::builtin(),
+        };
+        let stamp = policy_file
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        let s = Security {
+            data_version: Mutex::new(db.data_version()?),
+            db: Mutex::new(db),
+            keys: RwLock::default(),
+            layers: RwLock::default(),
+            policy: RwLock::new(Arc::new(policy)),
+            policy_file,
+            policy_stamp: Mutex::new(stamp),
+        };
+        s.reload()?;
+        Ok(s)
+    }
+
+    fn reload(&self) -> Result<(), DbError> {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = keys::list(&db)?
+            .into_iter()
+            .map(|k| (k.sha256.clone(), k))
+            .collect();
+        let layers = db.all_layer_meta()?.into_iter().collect();
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        *self.layers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(layers);
+        Ok(())
+    }
+
+    /// Picks up changes: keys and classifications changed by another process, and a changed
+    /// policy file (kept as it was, with a warning, if the new one is bad). Called every
+    /// second by the server.
+    pub fn refresh(&self) {
+        let changed = {
+            let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+            let v = db.data_version().unwrap_or(0);
+            let mut last = self.data_version.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *last, v) != v
+        };
+        if changed && let Err(e) = self.reload() {
+            tracing::warn!(error = %e, "cannot re-read the keys and classifications");
+        }
+        if let Some(path) = &self.policy_file {
+            let stamp = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            let mut last = self.policy_stamp.lock().unwrap_or_else(|e| e.into_inner());
+            if *last != stamp {
+                *last = stamp;
+                match read_policy(path) {
+                    Ok(p) => {
+                        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+                        tracing::info!(file = %path.display(), "policy reloaded");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "policy file not reloaded; the last good one stays")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The policy now.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The principal of a request's key (`None`: anonymous).
+    pub fn authenticate(&self, key: Option<&str>) -> Result<Principal, KeyError> {
+        let policy = self.policy();
+        let Some(key) = key else {
+            let role = policy
+                .role("anonymous")
+                .cloned()
+                .ok_or_else(|| KeyError::UnknownRole("anonymous".into()))?;
+            return Ok(Principal { key_id: None, role });
+        };
+        let hex = key.strip_prefix(keys::PREFIX).ok_or(KeyError::Malformed)?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(KeyError::Malformed);
+        }
+        let hash = crate::live::registry::hash_secret(key);
+        let all = Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()));
+        let k = all.get(&hash).ok_or(KeyError::Unknown)?;
+        k.valid_at(keys::now()).map_err(KeyError::NotValid)?;
+        let role = policy
+            .role(&k.role)
+            .cloned()
+            .ok_or_else(|| KeyError::UnknownRole(k.role.clone()))?;
+        Ok(Principal {
+            key_id: Some(k.id.clone()),
+            role,
+        })
+    }
+
+    /// The classification of a layer (internal when nobody set one).
+    pub fn layer_meta(&self, name: &str) -> LayerPolicyMeta {
+        self.layers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// What `p` may see of layer `name`, or `None`.
+    pub fn layer(&self, p: &Principal, name: &str) -> Option<LayerAccess> {
+        p.layer(name, self.layer_meta(name))
+    }
+}
+
+/// The classification a layer gets when nobody says: internal.
+pub const DEFAULT_CLASSIFICATION: Classification = Classification::Internal;

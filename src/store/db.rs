@@ -1,0 +1,244 @@
+//! The store's embedded database, `STORE/urbis.db`: the mutable records beside the immutable
+//! layer files. SQLite (the bundled rusqlite the GeoPackage reader already uses) in WAL mode,
+//! so readers never wait for a writer and every change is one transaction.
+//!
+//! ```text
+//! schema version 1 (PRAGMA user_version)
+//! api_keys(id TEXT PRIMARY KEY, name TEXT, role TEXT, sha256 TEXT UNIQUE,
+//!          created INTEGER, expires INTEGER NULL, revoked INTEGER NULL)   seconds since 1970
+//! layer_meta(name TEXT PRIMARY KEY, classification TEXT, personal INTEGER)
+//! ```
+//! A database of a later schema version is refused with a message naming it. A running
+//! server learns of changes made by other processes (the CLI) from SQLite's `data_version`,
+//! which changes whenever another connection commits: one cheap pragma a second, and a
+//! re-read only then.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Sensitivity of a layer, lowest first: a principal sees a layer when its clearance is at
+/// least the layer's classification (and no rule denies it).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Classification {
+    /// Anyone may see it, without a key.
+    Public,
+    /// Staff of the city.
+    Internal,
+    /// Named roles only.
+    Restricted,
+    /// The most sensitive data.
+    Confidential,
+}
+
+impl Classification {
+    /// All, lowest first.
+    pub const ALL: [Classification; 4] = [
+        Classification::Public,
+        Classification::Internal,
+        Classification::Restricted,
+        Classification::Confidential,
+    ];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Classification::Public => "public",
+            Classification::Internal => "internal",
+            Classification::Restricted => "restricted",
+            Classification::Confidential => "confidential",
+        }
+    }
+
+    /// From its name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Classification> {
+        Classification::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Classification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl clap::ValueEnum for Classification {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Classification::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
+/// What governance says of a layer (static or live).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerPolicyMeta {
+    /// Its classification.
+    pub classification: Classification,
+    /// Positions of people or personal vehicles: served at reduced precision to roles
+    /// without exact-position rights.
+    pub personal: bool,
+}
+
+impl Default for LayerPolicyMeta {
+    /// A layer nobody classified is internal: never public by accident.
+    fn default() -> Self {
+        LayerPolicyMeta {
+            classification: Classification::Internal,
+            personal: false,
+        }
+    }
+}
+
+/// A database problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DbError {
+    /// The database file.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The store's database.
+pub struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens (creating if needed) `STORE/urbis.db` and brings its schema up to date.
+    pub fn open(store_dir: &Path) -> Result<Db, DbError> {
+        let path = store_dir.join("urbis.db");
+        let err = |e: rusqlite::Error| DbError {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(store_dir).map_err(|e| DbError {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "wal")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "full")
+            .map_err(err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(DbError {
+                path,
+                message: format!(
+                    "schema version {version} was written by a newer Urbis; this one reads version {SCHEMA_VERSION}"
+                ),
+            });
+        }
+        if version < 1 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS api_keys(
+                     id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+                     sha256 TEXT NOT NULL UNIQUE, created INTEGER NOT NULL,
+                     expires INTEGER, revoked INTEGER);
+                 CREATE TABLE IF NOT EXISTS layer_meta(
+                     name TEXT PRIMARY KEY, classification TEXT NOT NULL,
+                     personal INTEGER NOT NULL DEFAULT 0);
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
+        Ok(Db { conn, path })
+    }
+
+    /// The connection.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The error of a failed statement, naming the file.
+    pub fn error(&self, e: rusqlite::Error) -> DbError {
+        DbError {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// SQLite's `data_version`: changes when another connection commits.
+    pub fn data_version(&self) -> Result<i64, DbError> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.error(e))
+    }
+
+    /// Sets a layer's classification and personal flag.
+    pub fn set_layer_meta(&self, name: &str, meta: LayerPolicyMeta) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT INTO layer_meta(name, classification, personal) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET classification = ?2, personal = ?3",
+                params![name, meta.classification.as_str(), meta.personal],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    /// A layer's classification, if one was set.
+    pub fn layer_meta(&self, name: &str) -> Result<Option<LayerPolicyMeta>, DbError> {
+        self.conn
+            .query_row(
+                "SELECT classification, personal FROM layer_meta WHERE name = ?1",
+                [name],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.error(e))
+            .map(|o| {
+                o.map(|(c, personal)| LayerPolicyMeta {
+                    classification: Classification::parse(&c)
+                        .unwrap_or(Classification::Confidential),
+                    personal,
+                })
+            })
+    }
+
+    /// Every classified layer.
+    pub fn all_layer_meta(&self) -> Result<Vec<(String, LayerPolicyMeta)>, DbError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, classification, personal FROM layer_meta ORDER BY name")
+            .map_err(|e| self.error(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, c, personal) = row.map_err(|e| self.error(e))?;
+            out.push((
+                name,
+                LayerPolicyMeta {
+                    // An unreadable value is treated as the most sensitive, never as public.
+                    classification: Classification::parse(&c)
+                        .unwrap_or(Classification::Confidential),
+                    personal,
+                },
+            ));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,393 @@
+//! Security over the real server: default deny on every route, layer classification, roles and
+//! rights, attribute rules applied inside tiles (and never leaking through the cache), key
+//! expiry and revocation on a running server, and hostile input.
+
+mod common;
+
+use common::live::decode_tile;
+use common::{Server, api_key, import_json, urbis};
+use std::time::{Duration, Instant};
+use urbis::api::access::{Need, routes};
+
+/// A small layer of parcels with a public and a private attribute, in Helsinki.
+fn parcels(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("parcels.geojson");
+    let features: Vec<String> = (0..20)
+        .map(|i| {
+            let (x, y) = (24.90 + f64::from(i) * 0.002, 60.17);
+            format!(
+                r#"{{"type":"Feature","properties":{{"parcel":"p{i}","landuse":"housing","owner":"Person {i}"}},
+                   "geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{},{y}],[{},{}],[{x},{}],[{x},{y}]]]}}}}"#,
+                x + 0.001,
+                x + 0.001,
+                y + 0.001,
+                y + 0.001
+            )
+        })
+        .collect();
+    std::fs::write(
+        &p,
+        format!(
+            r#"{{"type":"FeatureCollection","features":[{}]}}"#,
+            features.join(",")
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// A store with `parcels` (restricted) and `parks` (public), and a policy that lets analysts
+/// see parcels without their owners.
+fn setup(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let store = dir.join("store");
+    let file = parcels(dir);
+    import_json(
+        &file,
+        &store,
+        &["--layer", "parcels", "--classification", "restricted"],
+    );
+    import_json(
+        &file,
+        &store,
+        &["--layer", "parks", "--classification", "public"],
+    );
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[roles.analyst]
+clearance = "restricted"
+rights = ["tiles", "devices", "tracks", "stream"]
+[[roles.analyst.layers]]
+layer = "parcels"
+attributes = ["parcel", "landuse"]
+"#,
+    )
+    .unwrap();
+    (store, policy)
+}
+
+const TILE: &str = "14/9325/4742"; // holds the first parcels
+
+#[test]
+fn anonymous_callers_see_public_layers_only_and_roles_get_their_rights() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, policy) = setup(dir.path());
+    let viewer = api_key(&store, "viewer");
+    let operator = api_key(&store, "operator");
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    let anon = |p: &str| server.get_anonymous(p).status;
+    // Public tiles and TileJSON: 200; restricted: 404, as if they did not exist.
+    assert_eq!(anon(&format!("/tiles/parks/{TILE}.mvt")), 200);
+    assert_eq!(anon("/tiles/parks.json"), 200);
+    assert_eq!(anon(&format!("/tiles/parcels/{TILE}.mvt")), 404);
+    assert_eq!(anon("/tiles/parcels.json"), 404);
+    assert_eq!(
+        anon(&format!("/tiles/parks,parcels/{TILE}.mvt")),
+        404,
+        "a composite with a hidden layer is refused whole"
+    );
+    let names = |r: common::HttpResponse| -> Vec<String> {
+        r.json()["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(server.get_anonymous("/catalog")), ["parks"]);
+    // Device data and writes: 401 without a key.
+    assert_eq!(anon("/devices"), 401);
+    assert_eq!(anon("/stream"), 401);
+    let fence =
+        br#"{"type":"Polygon","coordinates":[[[24.9,60.1],[25,60.1],[25,60.2],[24.9,60.1]]]}"#;
+    assert_eq!(
+        common::http_request(&server.addr, "POST", "/geofences", &[], fence).status,
+        401
+    );
+    // A viewer may read devices but not write geofences (403); an operator may.
+    let post = |key: &str| {
+        common::http_request(
+            &server.addr,
+            "POST",
+            "/geofences",
+            &[("Authorization", &format!("Bearer {key}"))],
+            fence,
+        )
+    };
+    assert_eq!(server.get_with("/devices", &viewer).status, 200);
+    let r = post(&viewer);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("geofences:write"));
+    assert_eq!(post(&operator).status, 201);
+    // A viewer (internal clearance) does not see the restricted parcels either.
+    assert_eq!(names(server.get_with("/catalog", &viewer)), ["parks"]);
+    assert_eq!(
+        server
+            .get_with(&format!("/tiles/parcels/{TILE}.mvt"), &viewer)
+            .status,
+        404
+    );
+}
+
+#[test]
+fn attribute_rules_strip_tiles_tilejson_and_catalog_and_never_leak_through_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, policy) = setup(dir.path());
+    let analyst = api_key(&store, "analyst");
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    let path = format!("/tiles/parcels/{TILE}.mvt");
+    // The admin first: the full tile goes into the cache.
+    let full = server.get(&path, &[]);
+    assert_eq!(full.status, 200);
+    let f = decode_tile(&full.body, "parcels");
+    assert!(
+        !f.is_empty() && f[0]["properties"]["owner"].is_string(),
+        "{f:?}"
+    );
+    // Then the analyst, same z/x/y: the owners are not in its tile (independent decoder).
+    let r = server.get_with(&path, &analyst);
+    assert_eq!(r.status, 200);
+    let a = decode_tile(&r.body, "parcels");
+    assert_eq!(a.len(), f.len(), "the same features");
+    for feature in &a {
+        let props = feature["properties"].as_object().unwrap();
+        assert!(!props.contains_key("owner"), "{feature}");
+        assert!(
+            props.contains_key("parcel") && props.contains_key("landuse"),
+            "{feature}"
+        );
+    }
+    assert_ne!(
+        r.header("etag"),
+        full.header("etag"),
+        "another tile, another ETag"
+    );
+    assert_eq!(r.header("cache-control").unwrap(), "private, max-age=300");
+    // And the admin again: still the full tile.
+    let again = decode_tile(&server.get(&path, &[]).body, "parcels");
+    assert!(again[0]["properties"]["owner"].is_string());
+    // TileJSON and the catalog name only the kept fields.
+    let tj = server.get_with("/tiles/parcels.json", &analyst).json();
+    let fields = tj["vector_layers"][0]["fields"].as_object().unwrap();
+    assert!(
+        fields.contains_key("parcel") && !fields.contains_key("owner"),
+        "{tj}"
+    );
+    let cat = server.get_with("/catalog", &analyst).json();
+    let parcels = cat["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "parcels")
+        .expect("the analyst sees parcels");
+    assert!(parcels["fields"].get("owner").is_none(), "{parcels}");
+    assert_eq!(parcels["classification"], "restricted");
+}
+
+#[test]
+fn every_route_but_the_public_ones_refuses_an_anonymous_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, policy) = setup(dir.path());
+    let _ = urbis(&[
+        "devices",
+        "add",
+        "bus-1",
+        "--layer",
+        "buses",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    let table = routes();
+    assert!(table.len() >= 20, "{} routes", table.len());
+    let mut public = Vec::new();
+    for r in &table {
+        // Every parameter filled with something that exists but is not public.
+        let path = r
+            .path
+            .replace("{layers}", "parcels")
+            .replace("{tilejson}", "parcels.json")
+            .replace("{z}/{x}/{y}", TILE)
+            .replace("{id}", "bus-1")
+            .replace("{file}", "city.json");
+        let path = if r.path.contains("{y}") {
+            format!("{path}.mvt")
+        } else {
+            path
+        };
+        let resp = common::http_request(&server.addr, r.method, &path, &[], b"{}");
+        let status = resp.status;
+        match r.need {
+            Need::Public => public.push(r.path),
+            // Layers: what is not public does not exist for an anonymous caller.
+            Need::Layers if r.path == "/catalog" => {
+                assert_eq!(status, 200);
+                let layers = resp.json()["layers"].as_array().unwrap().len();
+                assert_eq!(layers, 1, "only the public layer");
+            }
+            Need::Layers if r.path.starts_with("/styles/") => {
+                let style = String::from_utf8_lossy(&resp.body).to_string();
+                assert!(
+                    !style.contains("parcels") && !style.contains("buses"),
+                    "{style}"
+                );
+            }
+            Need::Layers => assert_eq!(status, 404, "{} {path}", r.method),
+            Need::Right(_) | Need::Device => {
+                assert_eq!(
+                    status, 401,
+                    "{} {path}: anonymous must be refused",
+                    r.method
+                )
+            }
+        }
+    }
+    // The public list is explicit and short: health, readiness, the viewer's files, the
+    // list of styles.
+    public.sort();
+    assert_eq!(
+        public,
+        [
+            "/",
+            "/favicon.ico",
+            "/health",
+            "/ops",
+            "/ready",
+            "/styles",
+            "/viewer/{file}"
+        ]
+    );
+}
+
+#[test]
+fn an_expired_or_revoked_key_is_refused_within_a_second_on_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, policy) = setup(dir.path());
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    let s = store.to_str().unwrap();
+    // Expiry: a key of two seconds.
+    let out = urbis(&[
+        "keys",
+        "create",
+        "--role",
+        "viewer",
+        "--expires",
+        "2s",
+        "--store",
+        s,
+    ]);
+    let short = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let created = Instant::now();
+    // A new key works within a second too.
+    while server.get_with("/devices", &short).status != 200 {
+        assert!(
+            created.elapsed() < Duration::from_secs(1),
+            "the new key never worked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while server.get_with("/devices", &short).status == 200 {
+        assert!(created.elapsed() < Duration::from_secs(4), "never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = server.get_with("/devices", &short);
+    assert_eq!(r.status, 401);
+    assert!(String::from_utf8_lossy(&r.body).contains("expired"));
+    // Revocation, by another process.
+    let key = api_key(&store, "viewer");
+    let made = Instant::now();
+    while server.get_with("/devices", &key).status != 200 {
+        assert!(
+            made.elapsed() < Duration::from_secs(1),
+            "the new key never worked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list = urbis(&["keys", "list", "--json", "--store", s]);
+    let keys: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&key),
+        "list never shows keys"
+    );
+    let id = keys.as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = urbis(&["keys", "revoke", &id, "--store", s]);
+    assert!(out.status.success());
+    let revoked = Instant::now();
+    while server.get_with("/devices", &key).status == 200 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = revoked.elapsed();
+    eprintln!("revocation took effect after {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let r = server.get_with("/devices", &key);
+    assert!(String::from_utf8_lossy(&r.body).contains("revoked"));
+}
+
+#[test]
+fn hostile_keys_paths_and_policies_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, policy) = setup(dir.path());
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    for bad in [
+        "uk_",
+        "uk_zz",
+        "nonsense",
+        &format!("uk_{}", "0".repeat(64)),
+        "ik_abc",
+    ] {
+        let r = server.get_with("/catalog", bad);
+        assert_eq!(r.status, 401, "{bad}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains("key"), "{bad}: {body}");
+    }
+    // Layer names that try to climb out of the store, or inject headers: 404 or 400, and the
+    // server goes on.
+    for path in [
+        "/tiles/..%2F..%2Fetc%2Fpasswd/0/0/0.mvt",
+        "/tiles/../catalog.json",
+        "/tiles/parks%0d%0aX-Injected:%201/0/0/0.mvt",
+        "/tiles/parks.json%00",
+    ] {
+        let r = server.get(path, &[]);
+        assert!(matches!(r.status, 400 | 404), "{path}: {}", r.status);
+        assert!(r.header("x-injected").is_none());
+    }
+    assert_eq!(server.get("/health", &[]).status, 200);
+    // Bad policy files stop the server at start with the place of the problem.
+    for (text, want) in [
+        (
+            "[roles.x]\nclearance = \"internal\"\nrigths = []\n",
+            "unknown field `rigths`",
+        ),
+        ("[roles.x]\nclearance = 2\n", "line 2, column 13"),
+        (
+            "[roles.x]\nclearance = \"public\"\n[[roles.x.layers]]\nlayer = \"a\"\n[[roles.x.layers]]\nlayer = \"a\"\n",
+            "a second rule",
+        ),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let out = urbis(&[
+            "serve",
+            "--store",
+            store.to_str().unwrap(),
+            "--no-demo",
+            "--bind",
+            "127.0.0.1:0",
+            "--coap-bind",
+            "127.0.0.1:0",
+            "--policy",
+            bad.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("bad.toml") && err.contains(want),
+            "{text:?}: {err}"
+        );
+    }
+}
