@@ -207,6 +207,10 @@ enum DevicesAction {
         /// layer nobody classified is internal.
         #[arg(long, value_enum)]
         classification: Option<Classification>,
+        /// The layer's positions are of people or personal vehicles: roles without the
+        /// exact_positions right see them snapped to a grid (100 m by default).
+        #[arg(long)]
+        personal: bool,
     },
     /// List the registered devices.
     List {
@@ -247,6 +251,10 @@ enum LayersAction {
         /// Its classification.
         #[arg(value_enum)]
         classification: Classification,
+        /// Positions of people or personal vehicles (live layers): roles without the
+        /// exact_positions right see them snapped to a grid. Without it the flag is cleared.
+        #[arg(long)]
+        personal: bool,
     },
 }
 
@@ -490,13 +498,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(LayersAction::Classify {
                     name,
                     classification,
+                    personal,
                 }),
             store,
             ..
         } => {
             Store::open(&store.store, false)?;
-            classify(&Db::open(&store.store)?, &name, classification)?;
-            println!("{name} is {classification}");
+            if !urbis::store::catalog::valid_layer_name(&name) {
+                anyhow::bail!("{name:?} is not a layer name (1-64 of A-Z a-z 0-9 _ -)");
+            }
+            Db::open(&store.store)?.set_layer_meta(
+                &name,
+                urbis::store::db::LayerPolicyMeta {
+                    classification,
+                    personal,
+                },
+            )?;
+            println!(
+                "{name} is {classification}{}",
+                if personal { ", personal" } else { "" }
+            );
             Ok(())
         }
     }
@@ -512,6 +533,7 @@ fn devices(action: DevicesAction) -> anyhow::Result<()> {
             kind,
             interval,
             classification,
+            personal,
         } => {
             let interval_s = parse_interval(&interval).map_err(anyhow::Error::msg)?;
             let st = Store::open(&store.store, true)?;
@@ -520,8 +542,12 @@ fn devices(action: DevicesAction) -> anyhow::Result<()> {
                     "{layer} is an imported (static) layer; give live devices a layer of their own"
                 );
             }
-            if let Some(c) = classification {
-                classify(&Db::open(&store.store)?, &layer, c)?;
+            if classification.is_some() || personal {
+                let db = Db::open(&store.store)?;
+                let mut meta = db.layer_meta(&layer)?.unwrap_or_default();
+                meta.classification = classification.unwrap_or(meta.classification);
+                meta.personal |= personal;
+                db.set_layer_meta(&layer, meta)?;
             }
             let secret =
                 RegistryFile::new(&store.store).add_device(&id, &layer, kind, interval_s)?;

@@ -146,7 +146,8 @@ fn concurrent_imports_of_one_layer_publish_one_after_the_other() {
             "hki.v3.urbis",
             "hki.v4.urbis",
             "hki.v5.urbis",
-            "store.lock"
+            "store.lock",
+            "urbis.db"
         ]
     );
 }
@@ -186,5 +187,5 @@ fn layers_lists_and_removes() {
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-    assert_eq!(files, ["catalog.json", "store.lock"]);
+    assert_eq!(files, ["catalog.json", "store.lock", "urbis.db"]);
 }

@@ -152,8 +152,9 @@ fn a_stream_client_that_stops_reading_is_cut_off_and_ingest_goes_on() {
     std::io::Write::write_all(
         &mut slow,
         format!(
-            "GET /stream HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            server.addr
+            "GET /stream HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            server.addr,
+            server.key.as_deref().unwrap()
         )
         .as_bytes(),
     )

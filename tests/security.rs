@@ -391,3 +391,162 @@ fn hostile_keys_paths_and_policies_get_clear_errors() {
         );
     }
 }
+
+/// True if `[lon, lat]` lies on the `m`-metre grid of `snap_lonlat`, within `tol` metres.
+fn on_grid(p: [f64; 2], m: f64, tol: f64) -> bool {
+    let dlat = m / 111_320.0;
+    let k = (p[1] / dlat).round();
+    let lat = k * dlat;
+    let dlon = m / (111_320.0 * lat.to_radians().cos());
+    let off_lat = (p[1] - lat).abs() * 111_320.0;
+    let off_lon = (p[0] / dlon - (p[0] / dlon).round()).abs() * m;
+    off_lat <= tol && off_lon <= tol
+}
+
+/// Tile coordinates (extent 4096) of tile z/x/y to lon/lat.
+fn tile_lonlat(z: u32, x: u32, y: u32, at: &serde_json::Value) -> [f64; 2] {
+    let n = f64::from(1u32 << z);
+    let fx = (f64::from(x) + at[0].as_f64().unwrap() / 4096.0) / n;
+    let fy = (f64::from(y) + at[1].as_f64().unwrap() / 4096.0) / n;
+    let lat = (std::f64::consts::PI * (1.0 - 2.0 * fy))
+        .sinh()
+        .atan()
+        .to_degrees();
+    [fx * 360.0 - 180.0, lat]
+}
+
+#[test]
+fn personal_positions_are_snapped_to_100_m_for_roles_without_exact_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let s = store.to_str().unwrap();
+    for i in 0..12 {
+        let out = urbis(&[
+            "devices",
+            "add",
+            &format!("nurse-{i}"),
+            "--layer",
+            "staff",
+            "--personal",
+            "--interval",
+            "1m",
+            "--store",
+            s,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ingest = common::live::ingest_key(&store, "gw");
+    let viewer = api_key(&store, "viewer");
+    let server = Server::start(&store, &[]);
+    let stream = common::Sse::connect(
+        &server.addr,
+        "/stream?layers=staff",
+        &[("Authorization", &format!("Bearer {viewer}"))],
+    );
+    // Twelve nurses around one z16 tile of central Helsinki, at precise positions.
+    let t = common::live::now() - 30.0;
+    let fixes: Vec<[f64; 2]> = (0..12)
+        .map(|i| {
+            let f = f64::from(i);
+            [
+                24.93011 + f * 0.000731,
+                60.16823 + (f * 0.37).sin() * 0.0009,
+            ]
+        })
+        .collect();
+    let body: Vec<String> = fixes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                r#"{{"device":"nurse-{i}","lon":{},"lat":{},"t":{t}}}"#,
+                p[0], p[1]
+            )
+        })
+        .collect();
+    let r = common::live::post_json(
+        &server.addr,
+        &format!("Bearer {ingest}"),
+        &format!("[{}]", body.join(",")),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (z, x, y) = {
+        let (x, y, _, _) = common::live::tile_of(fixes[6][0], fixes[6][1], 16);
+        (16, x, y)
+    };
+    let path = format!("/tiles/staff/{z}/{x}/{y}.mvt");
+    // The admin first (exact positions, cached), then the viewer: another tile.
+    let exact = decode_tile(&server.get(&path, &[]).body, "staff");
+    assert!(!exact.is_empty());
+    let off_grid = exact
+        .iter()
+        .filter(|f| {
+            !on_grid(
+                tile_lonlat(z, x, y, &f["geometry"]["coordinates"]),
+                100.0,
+                1.0,
+            )
+        })
+        .count();
+    assert!(off_grid > 0, "the admin sees exact positions");
+    let r = server.get_with(&path, &viewer);
+    assert_eq!(r.status, 200);
+    let coarse = decode_tile(&r.body, "staff");
+    assert!(!coarse.is_empty());
+    for f in &coarse {
+        let p = tile_lonlat(z, x, y, &f["geometry"]["coordinates"]);
+        // Within the tile's own quantization (under 0.3 m at z16).
+        assert!(
+            on_grid(p, 100.0, 0.5),
+            "{p:?} is not on the 100 m grid: {f}"
+        );
+    }
+    // /devices and /devices/{id}: on the grid; the admin's: exact.
+    let list = server.get_with("/devices", &viewer).json();
+    let devices = list["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 12);
+    for d in devices {
+        let p = [
+            d["position"][0].as_f64().unwrap(),
+            d["position"][1].as_f64().unwrap(),
+        ];
+        assert!(on_grid(p, 100.0, 1e-6), "{d}");
+    }
+    let one = server.get_with("/devices/nurse-3", &viewer).json();
+    assert!(on_grid(
+        [
+            one["position"][0].as_f64().unwrap(),
+            one["position"][1].as_f64().unwrap()
+        ],
+        100.0,
+        1e-6
+    ));
+    let admin = server.get("/devices/nurse-3", &[]).json();
+    assert_eq!(admin["position"][0].as_f64().unwrap(), fixes[3][0]);
+    // No history for a viewer (no tracks right).
+    assert_eq!(
+        server.get_with("/devices/nurse-3/track", &viewer).status,
+        403
+    );
+    // The stream: every position event on the grid.
+    let mut seen = 0;
+    while let Some(e) = stream.next(Duration::from_secs(3)) {
+        if e.event == "position" {
+            let d = e.json();
+            let p = [
+                d["position"][0].as_f64().unwrap(),
+                d["position"][1].as_f64().unwrap(),
+            ];
+            assert!(on_grid(p, 100.0, 1e-6), "stream: {d}");
+            seen += 1;
+            if seen == 12 {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, 12, "every report on the stream");
+}

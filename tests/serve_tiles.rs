@@ -30,7 +30,13 @@ fn setup() -> (tempfile::TempDir, PathBuf, Server) {
     common::import_json(
         &src,
         &store,
-        &["--attribution", "© OpenStreetMap contributors"],
+        // Public: these tests are about tile serving itself, as anyone (and a CDN) sees it.
+        &[
+            "--attribution",
+            "© OpenStreetMap contributors",
+            "--classification",
+            "public",
+        ],
     );
     let server = Server::start(&store, &[]);
     (dir, src, server)

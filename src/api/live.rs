@@ -6,6 +6,7 @@ use super::AppState;
 use super::problem::Problem;
 use crate::live::{AdmitError, Format, Hub, LiveError, StreamEvent, now_s};
 use crate::security::{Principal, Security};
+use crate::tile::LayerView;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
@@ -172,12 +173,14 @@ pub async fn devices(
         q.get("layer").map(String::as_str),
         q.get("state").map(String::as_str),
     );
-    // Devices of live layers the principal may not see are not there for it.
-    let mut seen = HashMap::new();
+    // Devices of live layers the principal may not see are not there for it; the others at
+    // the precision its view allows.
+    let mut views: HashMap<String, Option<LayerView>> = HashMap::new();
     list.devices.retain(|d| {
-        *seen
+        views
             .entry(d.layer.clone())
-            .or_insert_with(|| st.security.layer(&principal, &d.layer).is_some())
+            .or_insert_with(|| st.security.layer(&principal, &d.layer))
+            .is_some()
     });
     list.states.clear();
     for d in &list.devices {
@@ -187,7 +190,12 @@ pub async fn devices(
     // `summary=true`: the counts only, for dashboards that poll (the list can be long).
     let devices = match q.get("summary").map(String::as_str) {
         Some("true" | "1") => None,
-        _ => Some(list.devices.iter().map(|d| d.json()).collect::<Vec<_>>()),
+        _ => Some(
+            list.devices
+                .iter()
+                .map(|d| shown(views.get(&d.layer).and_then(Option::as_ref), d.json()))
+                .collect::<Vec<_>>(),
+        ),
     };
     Json(json!({
         "devices": devices,
@@ -200,6 +208,17 @@ pub async fn devices(
     .into_response()
 }
 
+/// A device's (or event's) JSON with its `position` as `view` may serve it.
+fn shown(view: Option<&LayerView>, mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(view) = view.filter(|v| v.precision_m.is_some())
+        && let Some(p) = v.get("position").and_then(|p| p.as_array())
+        && let [Some(lon), Some(lat)] = [p.first(), p.get(1)].map(|x| x.and_then(|x| x.as_f64()))
+    {
+        v["position"] = json!(view.position([lon, lat]));
+    }
+    v
+}
+
 /// `GET /devices/{id}`: last fix, state, telemetry.
 pub async fn device(
     State(st): State<AppState>,
@@ -207,11 +226,11 @@ pub async fn device(
     LiveHub(hub): LiveHub,
     Path(id): Path<String>,
 ) -> Response {
-    match hub
+    let found = hub
         .device(&id)
-        .filter(|d| st.security.layer(&principal, &d.layer).is_some())
-    {
-        Some(d) => Json(d.json()).into_response(),
+        .and_then(|d| Some((st.security.layer(&principal, &d.layer)?, d)));
+    match found {
+        Some((view, d)) => Json(shown(Some(&view), d.json())).into_response(),
         None => live_problem(LiveError::UnknownDevice(id)),
     }
 }
@@ -241,12 +260,12 @@ pub async fn track(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if hub
+    let Some(view) = hub
         .device(&id)
-        .is_none_or(|d| st.security.layer(&principal, &d.layer).is_none())
-    {
+        .and_then(|d| st.security.layer(&principal, &d.layer))
+    else {
         return live_problem(LiveError::UnknownDevice(id));
-    }
+    };
     let now = now_s();
     let (from, to) = match (
         seconds(&q, "from", now - 86_400.0),
@@ -270,14 +289,14 @@ pub async fn track(
     let coords: Vec<[f64; 2]> = fixes
         .iter()
         .filter(|f| !f.late)
-        .filter_map(|f| f.pos)
+        .filter_map(|f| f.pos.map(|p| view.position(p)))
         .collect();
     Json(json!({
         "device": id,
         "from": from,
         "to": to,
         "fixes": fixes.iter().map(|f| json!({
-            "t": f.t, "position": f.pos, "late": f.late,
+            "t": f.t, "position": f.pos.map(|p| view.position(p)), "late": f.late,
             "telemetry": f.telemetry.iter().cloned().collect::<HashMap<String, f64>>(),
         })).collect::<Vec<_>>(),
         "geojson": {"type": "Feature", "properties": {"device": id},
@@ -296,12 +315,30 @@ struct Filter {
 }
 
 impl Filter {
-    fn pass(&self, e: &StreamEvent) -> bool {
-        if let Some(l) = &e.layer
-            && self.security.layer(&self.principal, l).is_none()
-        {
-            return false;
+    /// The event as this client may see it: none for a layer it may not see, positions
+    /// snapped where its view limits their precision (the bounding box is tested on what it
+    /// sees).
+    fn shown(&self, e: &StreamEvent) -> Option<Event> {
+        let view = match &e.layer {
+            Some(l) => Some(self.security.layer(&self.principal, l)?),
+            None => None,
+        };
+        match view.filter(|v| v.precision_m.is_some()) {
+            None => self.pass(e).then(|| sse_event(e)),
+            Some(v) => {
+                let mut snapped = StreamEvent {
+                    pos: e.pos.map(|p| v.position(p)),
+                    ..e.clone()
+                };
+                if let Ok(data) = serde_json::from_str::<serde_json::Value>(&e.data) {
+                    snapped.data = shown(Some(&v), data).to_string();
+                }
+                self.pass(&snapped).then(|| sse_event(&snapped))
+            }
         }
+    }
+
+    fn pass(&self, e: &StreamEvent) -> bool {
         if let Some(ls) = &self.layers
             && let Some(l) = &e.layer
             && !ls.contains(l)
@@ -384,12 +421,7 @@ pub async fn stream(
                 .data(r#"{"reason":"events were missed; reload /devices"}"#),
         );
     }
-    head.extend(
-        replay
-            .iter()
-            .filter(|e| filter.pass(e))
-            .map(|e| sse_event(e)),
-    );
+    head.extend(replay.iter().filter_map(|e| filter.shown(e)));
     struct S {
         head: std::vec::IntoIter<Event>,
         rx: tokio::sync::broadcast::Receiver<Arc<StreamEvent>>,
@@ -412,8 +444,8 @@ pub async fn stream(
         loop {
             match s.rx.recv().await {
                 Ok(e) => {
-                    if s.filter.pass(&e) {
-                        return Some((Ok(sse_event(&e)), s));
+                    if let Some(ev) = s.filter.shown(&e) {
+                        return Some((Ok(ev), s));
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

@@ -90,12 +90,40 @@ pub fn render<'s>(
     let clustered = tile.z < CLUSTER_BELOW;
     // Clusters are made from the tile proper (no buffer), so a cell is never split.
     let gb = tile.grid_box(if clustered { 0 } else { buffer });
+    // With a precision limit every position is snapped first (clusters count snapped
+    // positions), so devices whose snapped position falls in the tile are looked for around
+    // it too.
+    let margin = view.precision_m.map_or(0, |m| {
+        let lat =
+            crate::tile::grid_to_lonlat([gb.min_x / 2 + gb.max_x / 2, gb.min_y / 2 + gb.max_y / 2])
+                .1;
+        let units_per_metre = 4_294_967_296.0 / (40_075_016.7 * lat.to_radians().cos().max(0.01));
+        (f64::from(m) * units_per_metre) as i64 + 1
+    });
     let env = AABB::from_corners(
-        [i64::from(gb.min_x), i64::from(gb.min_y)],
-        [i64::from(gb.max_x), i64::from(gb.max_y)],
+        [i64::from(gb.min_x) - margin, i64::from(gb.min_y) - margin],
+        [i64::from(gb.max_x) + margin, i64::from(gb.max_y) + margin],
     );
+    let (lo, hi) = if clustered {
+        (0, EXTENT - 1)
+    } else {
+        (-i64::from(buffer), EXTENT + i64::from(buffer))
+    };
+    // The tile position of a point of the tree, as the view may serve it; `None` outside.
+    let at = |p: &super::state::LivePoint| -> Option<[i64; 2]> {
+        let g = match view.precision_m {
+            None => *p.geom(),
+            Some(_) => {
+                let pos = st.devices.get(&st.ids[p.data as usize])?.pos?;
+                let [lon, lat] = view.position(pos);
+                let g = lonlat_to_grid(lon, lat);
+                [i64::from(g[0]), i64::from(g[1])]
+            }
+        };
+        let t = tf.apply([g[0] as u32, g[1] as u32]);
+        (t[0] >= lo && t[0] <= hi && t[1] >= lo && t[1] <= hi).then_some(t)
+    };
     let mut geom = TileGeometry::empty();
-    let local = |p: &[i64; 2]| tf.apply([p[0] as u32, p[1] as u32]);
     let mut add_device = |out: &mut MvtLayer<'s>, id: &str, at: [i64; 2]| {
         let Some(d) = st.devices.get(id) else {
             return;
@@ -119,7 +147,9 @@ pub fn render<'s>(
     };
     if !clustered {
         for p in tree.locate_in_envelope(&env) {
-            add_device(&mut out, &st.ids[p.data as usize], local(p.geom()));
+            if let Some(t) = at(p) {
+                add_device(&mut out, &st.ids[p.data as usize], t);
+            }
         }
         return out.encode(budget);
     }
@@ -131,7 +161,9 @@ pub fn render<'s>(
     }
     let mut cells: BTreeMap<(i64, i64), Cell> = BTreeMap::new();
     for p in tree.locate_in_envelope(&env) {
-        let at = local(p.geom());
+        let Some(at) = at(p) else {
+            continue;
+        };
         let key = (at[0].div_euclid(CELL), at[1].div_euclid(CELL));
         let c = cells.entry(key).or_insert_with(|| Cell {
             n: 0,
@@ -225,17 +257,29 @@ impl TileCache {
     /// Drops the cached tiles of `layer` that show position `pos` (with the buffer), at every
     /// zoom that has cached tiles: only those tiles change when a device there does.
     pub fn invalidate(&mut self, layer: &str, pos: [f64; 2], buffer: u32) {
-        let g = lonlat_to_grid(pos[0], pos[1]);
         self.generation += 1;
         let Some(l) = self.layers.get_mut(layer) else {
             return;
         };
         let mut removed = 0;
-        for z in (0..32u8).filter(|z| l.zooms & (1 << z) != 0) {
-            for t in tiles_showing(g, z, buffer) {
-                for (b, v) in &l.variants {
-                    for gz in [false, true] {
-                        removed += usize::from(l.tiles.remove(&(t, gz, *b, v.clone())).is_some());
+        // A view with a precision limit shows the device at its snapped position, which may
+        // be in another tile: drop the tiles showing either.
+        let mut points = vec![pos];
+        for (_, v) in &l.variants {
+            let p = v.position(pos);
+            if !points.contains(&p) {
+                points.push(p);
+            }
+        }
+        for p in points {
+            let g = lonlat_to_grid(p[0], p[1]);
+            for z in (0..32u8).filter(|z| l.zooms & (1 << z) != 0) {
+                for t in tiles_showing(g, z, buffer) {
+                    for (b, v) in &l.variants {
+                        for gz in [false, true] {
+                            removed +=
+                                usize::from(l.tiles.remove(&(t, gz, *b, v.clone())).is_some());
+                        }
                     }
                 }
             }

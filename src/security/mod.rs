@@ -54,14 +54,22 @@ impl Principal {
         if !self.has(Right::Tiles) {
             return None;
         }
-        match self.role.layers.get(name) {
-            Some(rule) if rule.access == Access::Deny => None,
-            Some(rule) => Some(LayerAccess {
-                attributes: rule.attributes.clone(),
-            }),
-            None if self.role.clearance >= meta.classification => Some(LayerAccess::default()),
-            None => None,
+        let rule = self.role.layers.get(name);
+        let visible = match rule {
+            Some(r) => r.access == Access::Allow,
+            None => self.role.clearance >= meta.classification,
+        };
+        if !visible {
+            return None;
         }
+        // Personal positions are coarse without exact-position rights; a rule may set its
+        // own precision (also on layers that are not personal).
+        let personal = (meta.personal && !self.has(Right::ExactPositions))
+            .then_some(self.role.personal_precision_m);
+        Some(LayerAccess {
+            attributes: rule.and_then(|r| r.attributes.clone()),
+            precision_m: rule.and_then(|r| r.precision_m).or(personal),
+        })
     }
 }
 

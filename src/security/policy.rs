@@ -14,7 +14,14 @@
 //! layer = "parcels"
 //! access = "allow"                    # or "deny"; allow also opens a layer above the clearance
 //! attributes = ["id", "landuse"]      # the only properties served (tiles, TileJSON, catalog)
+//!
+//! [[roles.analyst.layers]]
+//! layer = "buses"
+//! precision_m = 250                   # live positions snapped to a 250 m grid for this role
 //! ```
+//! A live layer flagged personal (positions of people or personal vehicles) is served to roles
+//! without `exact_positions` snapped to `personal_precision_m` (a top-level key, default 100)
+//! unless a rule sets another precision.
 //! Unknown keys, unknown rights, bad layer names and two rules for one layer in one role are
 //! refused with the key's place; the file is read at start and again when it changes (a bad
 //! edit keeps the last good policy and says why).
@@ -133,7 +140,12 @@ pub struct LayerRule {
     pub access: Access,
     /// The only attributes served, when set.
     pub attributes: Option<Arc<BTreeSet<String>>>,
+    /// Live positions snapped to a grid of this many metres, when set.
+    pub precision_m: Option<u32>,
 }
+
+/// The precision of personal positions for roles without `exact_positions`, by default.
+pub const PERSONAL_PRECISION_M: u32 = 100;
 
 /// A role.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +158,8 @@ pub struct Role {
     pub rights: Rights,
     /// Rules by layer name.
     pub layers: BTreeMap<String, LayerRule>,
+    /// Precision of personal positions without `exact_positions`, metres.
+    pub personal_precision_m: u32,
 }
 
 /// All roles.
@@ -158,6 +172,7 @@ pub struct Policy {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
+    personal_precision_m: Option<u32>,
     #[serde(default)]
     roles: BTreeMap<String, RoleFile>,
 }
@@ -179,6 +194,7 @@ struct LayerRuleFile {
     #[serde(default)]
     access: Access,
     attributes: Option<Vec<String>>,
+    precision_m: Option<u32>,
 }
 
 fn role(name: &str, clearance: Classification, rights: &[Right]) -> (String, Arc<Role>) {
@@ -189,6 +205,7 @@ fn role(name: &str, clearance: Classification, rights: &[Right]) -> (String, Arc
             clearance,
             rights: Rights::of(rights),
             layers: BTreeMap::new(),
+            personal_precision_m: PERSONAL_PRECISION_M,
         }),
     )
 }
@@ -231,7 +248,16 @@ impl Policy {
     /// the file in errors.
     pub fn parse(text: &str, source: &str) -> Result<Policy, String> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| format!("{source}: {e}"))?;
+        let personal = file.personal_precision_m.unwrap_or(PERSONAL_PRECISION_M);
+        if !(1..=100_000).contains(&personal) {
+            return Err(format!(
+                "{source}: personal_precision_m = {personal}: give 1 to 100000 metres"
+            ));
+        }
         let mut policy = Policy::builtin();
+        for r in policy.roles.values_mut() {
+            Arc::make_mut(r).personal_precision_m = personal;
+        }
         for (name, r) in file.roles {
             let at = format!("{source}: roles.{name}");
             if !valid_name(&name) {
@@ -257,9 +283,15 @@ impl Policy {
                 {
                     return Err(format!("{at}.attributes: {bad:?} is not an attribute name"));
                 }
+                if let Some(m) = l.precision_m
+                    && !(1..=100_000).contains(&m)
+                {
+                    return Err(format!("{at}.precision_m: {m}: give 1 to 100000 metres"));
+                }
                 let rule = LayerRule {
                     access: l.access,
                     attributes: l.attributes.map(|a| Arc::new(a.into_iter().collect())),
+                    precision_m: l.precision_m,
                 };
                 if layers.insert(l.layer.clone(), rule).is_some() {
                     return Err(format!(
@@ -275,6 +307,7 @@ impl Policy {
                     clearance: r.clearance,
                     rights: Rights::of(&rights),
                     layers,
+                    personal_precision_m: personal,
                 }),
             );
         }

@@ -178,6 +178,34 @@ pub fn lonlat_to_grid(lon: f64, lat: f64) -> GridPoint {
     [to_grid(x * GRID_SIZE), to_grid(y * GRID_SIZE)]
 }
 
+/// Metres on the ground per degree of latitude (and of longitude at the equator).
+pub const METRES_PER_DEGREE: f64 = 111_320.0;
+
+/// Snaps a WGS 84 position `[lon, lat]` to a grid of `metres` on the ground, to serve a
+/// position no more precisely than that: the latitude to a multiple of `metres / 111,320`
+/// degrees, then the longitude to a multiple of that many metres at the snapped latitude.
+/// Every position of a square of about `metres` goes to one point, the same everywhere.
+///
+/// ```
+/// use urbis::tile::mercator::{METRES_PER_DEGREE, snap_lonlat};
+/// let [lon, lat] = snap_lonlat([24.93851, 60.16952], 100.0);
+/// let dlat = 100.0 / METRES_PER_DEGREE;
+/// let dlon = 100.0 / (METRES_PER_DEGREE * lat.to_radians().cos());
+/// assert!(((lat / dlat) - (lat / dlat).round()).abs() < 1e-6);
+/// assert!(((lon / dlon) - (lon / dlon).round()).abs() < 1e-6);
+/// assert!((lat - 60.16952).abs() <= dlat / 2.0 && (lon - 24.93851).abs() <= dlon / 2.0);
+/// ```
+pub fn snap_lonlat(p: [f64; 2], metres: f64) -> [f64; 2] {
+    if metres.is_nan() || metres <= 0.0 {
+        return p;
+    }
+    let dlat = metres / METRES_PER_DEGREE;
+    let lat = ((p[1] / dlat).round() * dlat).clamp(-90.0, 90.0);
+    let dlon = metres / (METRES_PER_DEGREE * lat.to_radians().cos().max(1e-9));
+    let lon = ((p[0] / dlon).round() * dlon).clamp(-180.0, 180.0);
+    [lon, lat]
+}
+
 /// The exact (unrounded) grid position of longitude/latitude, for tests and error bounds.
 pub fn lonlat_to_grid_f64(lon: f64, lat: f64) -> [f64; 2] {
     let lat = lat.clamp(-MAX_LATITUDE, MAX_LATITUDE);

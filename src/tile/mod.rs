@@ -17,24 +17,42 @@ pub use body::TileBody;
 pub use mercator::{GridBox, GridPoint, grid_to_lonlat, lonlat_to_grid, mercator_to_grid};
 pub use tile_id::{EXTENT, TileId, TileTransform};
 
-/// What a tile may carry of a layer's properties: all of them, or only those of an
-/// allow-list (security rules strip the others inside tile generation, so every cache key
-/// that holds a tile holds the view it was made for).
+/// What a tile may carry of a layer: all its properties or only those of an allow-list, and
+/// positions exact or snapped to a grid of some metres (live layers). Security rules decide
+/// it and tile generation applies it, so every cache key that holds a tile holds the view it
+/// was made for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct LayerView {
     /// The only property names served, when set.
     pub attributes: Option<std::sync::Arc<std::collections::BTreeSet<String>>>,
+    /// Positions are served no more precisely than this many metres, when set (see
+    /// [`mercator::snap_lonlat`]).
+    pub precision_m: Option<u32>,
 }
 
 impl LayerView {
-    /// Every property.
-    pub const ALL: LayerView = LayerView { attributes: None };
+    /// Every property, exact positions.
+    pub const ALL: LayerView = LayerView {
+        attributes: None,
+        precision_m: None,
+    };
+
+    /// A position as this view may serve it.
+    pub fn position(&self, p: [f64; 2]) -> [f64; 2] {
+        match self.precision_m {
+            Some(m) => mercator::snap_lonlat(p, f64::from(m)),
+            None => p,
+        }
+    }
 
     /// True if property `key` may be served.
     ///
     /// ```
     /// use urbis::tile::LayerView;
-    /// let v = LayerView { attributes: Some(std::sync::Arc::new(["name".to_string()].into())) };
+    /// let v = LayerView {
+    ///     attributes: Some(std::sync::Arc::new(["name".to_string()].into())),
+    ///     precision_m: None,
+    /// };
     /// assert!(v.keeps("name") && !v.keeps("owner"));
     /// assert!(LayerView::ALL.keeps("owner"));
     /// ```

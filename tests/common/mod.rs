@@ -46,11 +46,19 @@ pub fn import_json(file: &Path, store: &Path, extra: &[&str]) -> serde_json::Val
     serde_json::from_slice(&out.stdout).expect("import --json prints JSON")
 }
 
-/// Every file name in a directory, sorted, with its bytes.
+/// Every file name in a directory, sorted, with its bytes; SQLite's journal files of the
+/// store's database (`urbis.db-wal`, `urbis.db-shm`), which come and go with its
+/// connections, left out.
 pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    !["-wal", "-shm", "-journal"]
+                        .iter()
+                        .any(|x| n.to_string_lossy().ends_with(x))
+                })
                 .map(|e| {
                     (
                         e.file_name().to_string_lossy().into_owned(),
