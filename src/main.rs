@@ -120,6 +120,15 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Check or show the audit log: key changes, classification and registry changes,
+    /// geofence changes, denied requests, reads of restricted layers; hash-chained.
+    ///
+    /// `urbis audit verify` recomputes every hash and exits 1 naming the first entry that was
+    /// changed, removed or reordered.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// List the layers of a store, or remove one (`urbis layers rm NAME`).
     Layers {
         #[command(subcommand)]
@@ -259,6 +268,78 @@ enum LayersAction {
 }
 
 #[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chain; exit 1 naming the first broken entry.
+    Verify {
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Print the entries (oldest first).
+    Show {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Only entries of the last SECONDS (default: all).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Appends an action of the command line to the store's audit log.
+fn audit_cli(store: &std::path::Path, action: &str, target: &str) -> anyhow::Result<()> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "-".into());
+    let mut db = Db::open(store)?;
+    urbis::security::audit::append(
+        &mut db,
+        &urbis::security::audit::Event {
+            key_id: "-",
+            role: "cli",
+            client: &format!("cli:{user}"),
+            action,
+            target,
+            outcome: "ok",
+        },
+    )?;
+    Ok(())
+}
+
+fn audit(action: AuditAction) -> anyhow::Result<()> {
+    use urbis::security::audit;
+    match action {
+        AuditAction::Verify { store } => {
+            let db = Db::open(&store.store)?;
+            match audit::verify(&db)? {
+                Ok(n) => {
+                    println!("audit log intact: {n} entries");
+                    Ok(())
+                }
+                Err((seq, why)) => {
+                    eprintln!("audit log broken at entry {seq}: {why}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        AuditAction::Show { store, since, json } => {
+            let db = Db::open(&store.store)?;
+            let from = since.map_or(i64::MIN, |s| urbis::security::keys::now() as i64 - s as i64);
+            for e in audit::entries(&db, from, usize::MAX >> 1)? {
+                if json {
+                    println!("{}", serde_json::to_string(&e)?);
+                } else {
+                    println!(
+                        "{:>6} {} {:<10} {:<9} {:<15} {:<16} {} {}",
+                        e.seq, e.t, e.key_id, e.role, e.client, e.action, e.target, e.outcome
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Subcommand)]
 enum KeysAction {
     /// Create a key and print it (shown once).
     Create {
@@ -321,6 +402,11 @@ fn keys(action: KeysAction) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--expires {e}"))?;
             let db = Db::open(&store.store)?;
             let (k, secret) = keys::create(&db, &role, &name, lifetime)?;
+            audit_cli(
+                &store.store,
+                "keys.create",
+                &format!("{} role={}", k.id, k.role),
+            )?;
             if policy::Policy::builtin().role(&role).is_none() {
                 eprintln!(
                     "note: {role} is not a built-in role; the key works on servers whose --policy file defines it"
@@ -358,6 +444,7 @@ fn keys(action: KeysAction) -> anyhow::Result<()> {
             let db = Db::open(&store.store)?;
             match keys::revoke(&db, &id)? {
                 Some(k) => {
+                    audit_cli(&store.store, "keys.revoke", &k.id)?;
                     println!("revoked {} ({}, role {})", k.id, k.name, k.role);
                     Ok(())
                 }
@@ -413,6 +500,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let outcomes = result?;
             for o in &outcomes {
                 classify(&db, &o.layer, classification)?;
+                audit_cli(
+                    store.dir(),
+                    "layer.import",
+                    &format!("{} v{} {classification}", o.layer, o.version.version),
+                )?;
             }
             if json {
                 let v: Vec<_> = outcomes
@@ -493,6 +585,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => list_layers(&store.store, json),
         Command::Devices { action } => devices(action),
         Command::Keys { action } => keys(action),
+        Command::Audit { action } => audit(action),
         Command::Layers {
             action:
                 Some(LayersAction::Classify {
@@ -513,6 +606,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     classification,
                     personal,
                 },
+            )?;
+            audit_cli(
+                &store.store,
+                "layer.classify",
+                &format!(
+                    "{name} {classification}{}",
+                    if personal { " personal" } else { "" }
+                ),
             )?;
             println!(
                 "{name} is {classification}{}",
@@ -551,6 +652,7 @@ fn devices(action: DevicesAction) -> anyhow::Result<()> {
             }
             let secret =
                 RegistryFile::new(&store.store).add_device(&id, &layer, kind, interval_s)?;
+            audit_cli(&store.store, "devices.add", &format!("{id} layer={layer}"))?;
             println!(
                 "registered {id} in live layer {layer} ({}, every {interval})",
                 kind.as_str()
@@ -599,11 +701,13 @@ fn devices(action: DevicesAction) -> anyhow::Result<()> {
         }
         DevicesAction::Rm { id, store } => {
             let e = RegistryFile::new(&store.store).remove_device(&id)?;
+            audit_cli(&store.store, "devices.rm", &id)?;
             println!("removed {id} from live layer {}", e.layer);
             Ok(())
         }
         DevicesAction::Key { name, store } => {
             let key = RegistryFile::new(&store.store).add_ingest_key(&name)?;
+            audit_cli(&store.store, "devices.key", &name)?;
             println!("ingest key {name} (shown once): {key}");
             println!("  POST /ingest with Authorization: Bearer {key}");
             Ok(())

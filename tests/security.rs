@@ -550,3 +550,114 @@ fn personal_positions_are_snapped_to_100_m_for_roles_without_exact_positions() {
     }
     assert_eq!(seen, 12, "every report on the stream");
 }
+
+#[test]
+fn the_audit_log_records_changes_denials_and_sensitive_reads_and_verify_finds_a_flipped_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, policy) = setup(dir.path());
+    let s = store.to_str().unwrap();
+    let viewer = api_key(&store, "viewer");
+    let operator = api_key(&store, "operator");
+    let analyst = api_key(&store, "analyst");
+    let auditor = api_key(&store, "auditor");
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    let fence = br#"{"type":"Feature","id":"depot","geometry":{"type":"Polygon","coordinates":[[[24.9,60.1],[25,60.1],[25,60.2],[24.9,60.1]]]}}"#;
+    let post = |key: &str| {
+        common::http_request(
+            &server.addr,
+            "POST",
+            "/geofences",
+            &[("Authorization", &format!("Bearer {key}"))],
+            fence,
+        )
+        .status
+    };
+    assert_eq!(server.get_anonymous("/devices").status, 401);
+    assert_eq!(post(&viewer), 403);
+    assert_eq!(post(&operator), 201);
+    assert_eq!(
+        server
+            .get_with(&format!("/tiles/parcels/{TILE}.mvt"), &analyst)
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .get_with(&format!("/tiles/parcels/{TILE}.mvt"), &analyst)
+            .status,
+        200
+    );
+    // The auditor reads the log over HTTP; a viewer may not.
+    assert_eq!(server.get_with("/admin/audit", &viewer).status, 403);
+    let started = Instant::now();
+    let entries = loop {
+        let r = server.get_with("/admin/audit?limit=1000", &auditor);
+        assert_eq!(r.status, 200);
+        let e = r.json()["entries"].as_array().unwrap().clone();
+        let actions: Vec<&str> = e.iter().map(|x| x["action"].as_str().unwrap()).collect();
+        if ["geofence.put", "layer.read", "denied"]
+            .iter()
+            .all(|a| actions.contains(a))
+        {
+            break e;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{actions:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let of = |action: &str| -> Vec<&serde_json::Value> {
+        entries.iter().filter(|e| e["action"] == action).collect()
+    };
+    assert_eq!(
+        of("keys.create").len(),
+        5,
+        "the four keys of this test and the harness's"
+    );
+    let imports: Vec<&str> = of("layer.import")
+        .iter()
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(imports, ["parcels v1 restricted", "parks v1 public"]);
+    let put = of("geofence.put")[0];
+    assert_eq!(put["target"], "depot");
+    assert_eq!(put["role"], "operator");
+    assert_eq!(put["client"], "127.0.0.1");
+    let reads = of("layer.read");
+    assert_eq!(reads.len(), 1, "two reads in one minute make one entry");
+    assert_eq!(reads[0]["target"], "parcels");
+    let denied: Vec<String> = of("denied")
+        .iter()
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().unwrap().to_string();
+            format!("{} {} {}", f("role"), f("target"), f("outcome"))
+        })
+        .collect();
+    assert!(
+        denied.contains(&"anonymous /devices 401".to_string()),
+        "{denied:?}"
+    );
+    assert!(
+        denied.contains(&"viewer /geofences 403".to_string()),
+        "{denied:?}"
+    );
+    let text = serde_json::to_string(&entries).unwrap();
+    assert!(!text.contains("uk_"), "no key in the audit log");
+    drop(server);
+    // The chain holds...
+    let out = urbis(&["audit", "verify", "--store", s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
+    // ... until one byte of one entry changes: verify names that entry.
+    let seq = reads[0]["seq"].as_i64().unwrap();
+    let db = rusqlite::Connection::open(store.join("urbis.db")).unwrap();
+    db.execute("UPDATE audit SET target = 'parcelz' WHERE seq = ?1", [seq])
+        .unwrap();
+    drop(db);
+    let out = urbis(&["audit", "verify", "--store", s]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("entry {seq}:")), "{err}");
+}

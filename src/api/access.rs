@@ -116,6 +116,12 @@ fn table() -> Vec<Entry> {
             Right(R::GeofencesWrite),
             delete(live::delete_fence),
         ),
+        entry(
+            "GET",
+            "/admin/audit",
+            Right(R::Audit),
+            get(super::audit_log),
+        ),
     ]
 }
 
@@ -153,24 +159,71 @@ pub fn request_key(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The client's address, for the audit log (`-` when unknown).
+#[derive(Debug, Clone)]
+pub struct Client(pub String);
+
 async fn guard(State(st): State<AppState>, need: Need, mut req: Request, next: Next) -> Response {
     if matches!(need, Need::Public | Need::Device) {
         return next.run(req).await;
     }
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "-".to_string(), |c| c.0.ip().to_string());
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
     let key = request_key(req.headers(), req.uri());
-    let principal = match st.security.authenticate(key.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            return Problem::new(StatusCode::UNAUTHORIZED, "Key refused", e.to_string())
-                .into_response();
-        }
+    let (principal, denied) = match st.security.authenticate(key.as_deref()) {
+        Ok(p) => match need {
+            Need::Right(right) if !p.has(right) => {
+                let r = refused(&p, right);
+                (Some(p), Some(r))
+            }
+            _ => (Some(p), None),
+        },
+        Err(e) => (
+            None,
+            Some(
+                Problem::new(StatusCode::UNAUTHORIZED, "Key refused", e.to_string())
+                    .into_response(),
+            ),
+        ),
     };
-    if let Need::Right(right) = need
-        && !principal.has(right)
-    {
-        return refused(&principal, right);
+    if let Some(denied) = denied {
+        // Denied requests go to the audit log, once a minute per client and route.
+        let security = std::sync::Arc::clone(&st.security);
+        let status = denied.status().as_u16().to_string();
+        let (key_id, role) = principal
+            .as_ref()
+            .map_or(("-".to_string(), "-".to_string()), |p| {
+                (
+                    p.key_id.clone().unwrap_or_else(|| "-".into()),
+                    p.role.name.clone(),
+                )
+            });
+        tokio::task::spawn_blocking(move || {
+            security.audit_once_a_minute(
+                &format!("{client} {key_id}"),
+                &format!("{route} {status}"),
+                &crate::security::audit::Event {
+                    key_id: &key_id,
+                    role: &role,
+                    client: &client,
+                    action: "denied",
+                    target: &route,
+                    outcome: &status,
+                },
+            );
+        });
+        return denied;
     }
-    req.extensions_mut().insert(principal);
+    if let Some(p) = principal {
+        req.extensions_mut().insert(p);
+    }
+    req.extensions_mut().insert(Client(client));
     next.run(req).await
 }
 

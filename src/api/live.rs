@@ -3,6 +3,7 @@
 //! Thin: parse the request, call the hub's front door, turn its answer into HTTP.
 
 use super::AppState;
+use super::access::Client;
 use super::problem::Problem;
 use crate::live::{AdmitError, Format, Hub, LiveError, StreamEvent, now_s};
 use crate::security::{Principal, Security};
@@ -480,13 +481,20 @@ pub async fn get_fence(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Respons
 
 /// `POST /geofences`: a GeoJSON Feature (Polygon or MultiPolygon; `id`, and `name` and
 /// `layers` properties optional) or a bare geometry. 201 with the stored fence once durable.
-pub async fn put_fence(LiveHub(hub): LiveHub, body: Bytes) -> Response {
+pub async fn put_fence(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<Client>,
+    LiveHub(hub): LiveHub,
+    body: Bytes,
+) -> Response {
     let v: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return Problem::bad_request(format!("geofence JSON: {e}")).into_response(),
     };
     match hub.put_fence(&v).await {
         Ok(fence) => {
+            audit(&st, &principal, &client, "geofence.put", &fence.id, "ok");
             let mut r = Json(fence.to_geojson()).into_response();
             *r.status_mut() = StatusCode::CREATED;
             r
@@ -496,11 +504,48 @@ pub async fn put_fence(LiveHub(hub): LiveHub, body: Bytes) -> Response {
 }
 
 /// `DELETE /geofences/{id}`: 204 once durable.
-pub async fn delete_fence(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
+pub async fn delete_fence(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<Client>,
+    LiveHub(hub): LiveHub,
+    Path(id): Path<String>,
+) -> Response {
     match hub.delete_fence(&id).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => {
+            audit(&st, &principal, &client, "geofence.delete", &id, "ok");
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => live_problem(e),
     }
+}
+
+/// Appends a change made through the API to the audit log, off the request's path.
+fn audit(
+    st: &AppState,
+    p: &Principal,
+    client: &Client,
+    action: &'static str,
+    target: &str,
+    outcome: &'static str,
+) {
+    let security = Arc::clone(&st.security);
+    let (key_id, role, client, target) = (
+        p.key_id.clone().unwrap_or_else(|| "-".into()),
+        p.role.name.clone(),
+        client.0.clone(),
+        target.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        security.audit(&crate::security::audit::Event {
+            key_id: &key_id,
+            role: &role,
+            client: &client,
+            action,
+            target: &target,
+            outcome,
+        })
+    });
 }
 
 /// `GET /ready`: 200 while the server can acknowledge reports, 503 after a log failure.

@@ -115,6 +115,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 async fn tile(
     State(st): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Extension(client): Extension<access::Client>,
     Path((layers, z, x, y)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -134,6 +135,9 @@ async fn tile(
             Some(a) => views.push(a),
             None => return engine_problem(EngineError::UnknownLayer(n.clone())).into_response(),
         }
+    }
+    for n in &names {
+        audit_read(&st, &principal, &client, n);
     }
     let gzip = accepts_gzip(&headers);
     let request: Vec<(&str, &LayerView)> = names.iter().map(String::as_str).zip(&views).collect();
@@ -166,6 +170,21 @@ async fn tile(
         Err(e) => return engine_problem(e).into_response(),
     };
     tile_response(&body, &cache_control, &headers)
+}
+
+/// Logs a read of a restricted or confidential layer (once a minute per key and layer), off
+/// the request's path.
+fn audit_read(st: &AppState, p: &Principal, client: &access::Client, layer: &str) {
+    if st.security.layer_meta(layer).classification < Classification::Restricted {
+        return;
+    }
+    let (security, p, client, layer) = (
+        Arc::clone(&st.security),
+        p.clone(),
+        client.0.clone(),
+        layer.to_string(),
+    );
+    tokio::task::spawn_blocking(move || security.audit_read(&p, &client, &layer));
 }
 
 /// Generates a tile (one layer or a composite, layer files and live layers) on the blocking
@@ -496,6 +515,44 @@ async fn style(
                 "no style {name}; see /styles ({})",
                 styles::names().collect::<Vec<_>>().join(", ")
             ),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /admin/audit?since=&limit=`: the audit log's entries from `since` (seconds since
+/// 1970, default the last 24 hours), oldest first, at most `limit` (default 1000).
+async fn audit_log(
+    State(st): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let now = crate::security::keys::now() as i64;
+    let since = match q.get("since").map(|s| s.parse::<i64>()) {
+        None => now - 86_400,
+        Some(Ok(s)) => s,
+        Some(Err(_)) => {
+            return Problem::bad_request("since: give seconds since 1970-01-01 UTC")
+                .into_response();
+        }
+    };
+    let limit = match q.get("limit").map(|s| s.parse::<usize>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=100_000).contains(&n) => n,
+        Some(_) => return Problem::bad_request("limit must be 1..100000").into_response(),
+    };
+    let security = Arc::clone(&st.security);
+    match tokio::task::spawn_blocking(move || security.audit_entries(since, limit)).await {
+        Ok(Ok(entries)) => json_response(&json!({ "entries": entries })),
+        Ok(Err(e)) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Audit log",
+            e.to_string(),
+        )
+        .into_response(),
+        Err(e) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Audit log",
+            e.to_string(),
         )
         .into_response(),
     }

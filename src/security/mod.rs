@@ -15,6 +15,7 @@
 //! are not here: they go through the live room's one admission path. Depends on `store` (the
 //! database, the layer-name rule) and `live` (the one secret hash of the house).
 
+pub mod audit;
 pub mod keys;
 pub mod policy;
 
@@ -92,6 +93,9 @@ pub enum KeyError {
 
 /// The security state of a running server.
 pub struct Security {
+    /// (who, what, minute) already logged this minute: repeated denials and reads of one
+    /// restricted layer by one key make one entry a minute.
+    logged: Mutex<(i64, std::collections::HashSet<(String, String)>)>,
     db: Mutex<Db>,
     data_version: Mutex<i64>,
     keys: RwLock<Arc<HashMap<String, ApiKey>>>,
@@ -119,6 +123,7 @@ impl Security {
             .as_ref()
             .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
         let s = Security {
+            logged: Mutex::default(),
             data_version: Mutex::new(db.data_version()?),
             db: Mutex::new(db),
             keys: RwLock::default(),
@@ -205,6 +210,57 @@ impl Security {
             key_id: Some(k.id.clone()),
             role,
         })
+    }
+
+    /// Appends an event to the audit log (a failure to is logged, never fatal to the request).
+    pub fn audit(&self, e: &audit::Event<'_>) {
+        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(err) = audit::append(&mut db, e) {
+            tracing::error!(error = %err, action = e.action, "cannot append to the audit log");
+        }
+    }
+
+    /// Like [`Security::audit`], but at most once a minute for one (`who`, `what`): for
+    /// denied requests and reads of sensitive layers, which come in floods.
+    pub fn audit_once_a_minute(&self, who: &str, what: &str, e: &audit::Event<'_>) {
+        let minute = keys::now() as i64 / 60;
+        {
+            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            if logged.0 != minute {
+                *logged = (minute, Default::default());
+            }
+            if !logged.1.insert((who.to_string(), what.to_string())) {
+                return;
+            }
+        }
+        self.audit(e);
+    }
+
+    /// A read of layer `name` by `p`: logged (once a minute) when the layer is restricted or
+    /// confidential.
+    pub fn audit_read(&self, p: &Principal, client: &str, name: &str) {
+        if self.layer_meta(name).classification < Classification::Restricted {
+            return;
+        }
+        let who = p.key_id.as_deref().unwrap_or("-");
+        self.audit_once_a_minute(
+            who,
+            name,
+            &audit::Event {
+                key_id: who,
+                role: &p.role.name,
+                client,
+                action: "layer.read",
+                target: name,
+                outcome: "ok",
+            },
+        );
+    }
+
+    /// The audit entries from `since`, at most `limit`.
+    pub fn audit_entries(&self, since: i64, limit: usize) -> Result<Vec<audit::Entry>, DbError> {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        audit::entries(&db, since, limit)
     }
 
     /// The classification of a layer (internal when nobody set one).

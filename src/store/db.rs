@@ -3,10 +3,13 @@
 //! so readers never wait for a writer and every change is one transaction.
 //!
 //! ```text
-//! schema version 1 (PRAGMA user_version)
+//! schema version 2 (PRAGMA user_version)
 //! api_keys(id TEXT PRIMARY KEY, name TEXT, role TEXT, sha256 TEXT UNIQUE,
 //!          created INTEGER, expires INTEGER NULL, revoked INTEGER NULL)   seconds since 1970
 //! layer_meta(name TEXT PRIMARY KEY, classification TEXT, personal INTEGER)
+//! audit(seq INTEGER PRIMARY KEY, t INTEGER, key_id TEXT, role TEXT, client TEXT,
+//!       action TEXT, target TEXT, outcome TEXT, prev TEXT, hash TEXT)     version 2; see
+//!                                                                          security::audit
 //! ```
 //! A database of a later schema version is refused with a message naming it. A running
 //! server learns of changes made by other processes (the CLI) from SQLite's `data_version`,
@@ -17,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Sensitivity of a layer, lowest first: a principal sees a layer when its clearance is at
 /// least the layer's classification (and no rule denies it).
@@ -157,12 +160,35 @@ impl Db {
             )
             .map_err(err)?;
         }
+        if version < 2 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS audit(
+                     seq INTEGER PRIMARY KEY, t INTEGER NOT NULL, key_id TEXT NOT NULL,
+                     role TEXT NOT NULL, client TEXT NOT NULL, action TEXT NOT NULL,
+                     target TEXT NOT NULL, outcome TEXT NOT NULL, prev TEXT NOT NULL,
+                     hash TEXT NOT NULL);
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
         Ok(Db { conn, path })
     }
 
     /// The connection.
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for transactions.
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// The error of a failed statement, naming the file.
