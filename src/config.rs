@@ -17,6 +17,11 @@
 //! ingest_queue = 1024            # --ingest-queue / URBIS_INGEST_QUEUE (then 4.29 / 429)
 //! wal_segment_mb = 64            # --wal-segment-mb / URBIS_WAL_SEGMENT_MB (history file size)
 //! policy = "policy.toml"         # --policy / URBIS_POLICY (roles and layer rules; see `security::policy`)
+//! rate_tiles = 500               # --rate-tiles: tile requests a second per key or address (burst 2x; 0 off)
+//! rate_api = 50                  # --rate-api: device, geofence and audit requests a second
+//! rate_ingest = 200              # --rate-ingest: POST /ingest a second per address
+//! max_streams = 16               # --max-streams: open /stream connections per key or address
+//! header_timeout_s = 10          # --header-timeout-s: a client must send its headers within this
 //! ```
 
 use serde::Deserialize;
@@ -56,6 +61,16 @@ pub struct FileConfig {
     pub wal_segment_mb: Option<u64>,
     /// Policy file (roles and layer rules).
     pub policy: Option<PathBuf>,
+    /// Tile requests a second per caller.
+    pub rate_tiles: Option<u32>,
+    /// API requests a second per caller.
+    pub rate_api: Option<u32>,
+    /// Ingest requests a second per address.
+    pub rate_ingest: Option<u32>,
+    /// Open streams per caller.
+    pub max_streams: Option<u32>,
+    /// Seconds a client has to send its request headers.
+    pub header_timeout_s: Option<u64>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -91,6 +106,10 @@ pub struct Config {
     pub wal_segment_mb: u64,
     /// Policy file, if any (else the built-in roles).
     pub policy: Option<PathBuf>,
+    /// Rate limits.
+    pub rates: crate::security::limits::Rates,
+    /// Seconds a client has to send its request headers.
+    pub header_timeout_s: u64,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -217,7 +236,42 @@ impl Config {
             1,
             4096,
         )?;
+        let d = crate::security::limits::Rates::default();
+        let rates = crate::security::limits::Rates {
+            tiles: in_range(
+                "rate_tiles",
+                u64::from(o.rate_tiles.or(f.rate_tiles).unwrap_or(d.tiles)),
+                0,
+                1_000_000,
+            )? as u32,
+            api: in_range(
+                "rate_api",
+                u64::from(o.rate_api.or(f.rate_api).unwrap_or(d.api)),
+                0,
+                1_000_000,
+            )? as u32,
+            ingest: in_range(
+                "rate_ingest",
+                u64::from(o.rate_ingest.or(f.rate_ingest).unwrap_or(d.ingest)),
+                0,
+                1_000_000,
+            )? as u32,
+            streams: in_range(
+                "max_streams",
+                u64::from(o.max_streams.or(f.max_streams).unwrap_or(d.streams)),
+                0,
+                100_000,
+            )? as u32,
+        };
+        let header_timeout_s = in_range(
+            "header_timeout_s",
+            o.header_timeout_s.or(f.header_timeout_s).unwrap_or(10),
+            1,
+            600,
+        )?;
         Ok(Config {
+            rates,
+            header_timeout_s,
             policy: o.policy.or(f.policy),
             wal_segment_mb,
             coap_bind,

@@ -192,6 +192,23 @@ struct ServeArgs {
     /// changes.
     #[arg(long, env = "URBIS_POLICY")]
     policy: Option<PathBuf>,
+    /// Tile, TileJSON and catalog requests a second per key (or address, without a key);
+    /// bursts of twice that; beyond it 429 with Retry-After; 0 turns it off [default: 500].
+    #[arg(long, env = "URBIS_RATE_TILES")]
+    rate_tiles: Option<u32>,
+    /// Device, track, geofence and audit requests a second per key or address [default: 50].
+    #[arg(long, env = "URBIS_RATE_API")]
+    rate_api: Option<u32>,
+    /// POST /ingest requests a second per address [default: 200].
+    #[arg(long, env = "URBIS_RATE_INGEST")]
+    rate_ingest: Option<u32>,
+    /// Open /stream connections per key or address [default: 16].
+    #[arg(long, env = "URBIS_MAX_STREAMS")]
+    max_streams: Option<u32>,
+    /// Seconds a client has to send its request headers before it is cut off (against slow
+    /// clients holding connections) [default: 10].
+    #[arg(long, env = "URBIS_HEADER_TIMEOUT_S")]
+    header_timeout_s: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -564,6 +581,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ingest_queue: a.ingest_queue,
                 wal_segment_mb: a.wal_segment_mb,
                 policy: a.policy,
+                rate_tiles: a.rate_tiles,
+                rate_api: a.rate_api,
+                rate_ingest: a.rate_ingest,
+                max_streams: a.max_streams,
+                header_timeout_s: a.header_timeout_s,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             tracing_subscriber::fmt()

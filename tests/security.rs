@@ -661,3 +661,106 @@ fn the_audit_log_records_changes_denials_and_sensitive_reads_and_verify_finds_a_
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("entry {seq}:")), "{err}");
 }
+
+#[test]
+fn limits_refuse_bursts_big_bodies_long_requests_extra_streams_and_slow_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, policy) = setup(dir.path());
+    let viewer = api_key(&store, "viewer");
+    let server = Server::start(
+        &store,
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--rate-api",
+            "5",
+            "--max-streams",
+            "2",
+            "--header-timeout-s",
+            "1",
+        ],
+    );
+    // A burst past 5 a second (burst 10): 429 with Retry-After, then it recovers.
+    let statuses: Vec<(u16, Option<String>)> = (0..30)
+        .map(|_| {
+            let r = server.get_with("/devices", &viewer);
+            (r.status, r.header("retry-after").map(str::to_string))
+        })
+        .collect();
+    let refused: Vec<&(u16, Option<String>)> = statuses.iter().filter(|s| s.0 == 429).collect();
+    assert!(refused.len() >= 15, "{statuses:?}");
+    assert!(
+        statuses[..10].iter().all(|s| s.0 == 200),
+        "the burst passes: {statuses:?}"
+    );
+    let wait: u64 = refused[0]
+        .1
+        .as_deref()
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    std::thread::sleep(Duration::from_secs(wait));
+    assert_eq!(
+        server.get_with("/devices", &viewer).status,
+        200,
+        "recovered"
+    );
+    // Another caller is not held up by this one; tiles have their own budget.
+    assert_eq!(
+        server.get(&format!("/tiles/parks/{TILE}.mvt"), &[]).status,
+        200
+    );
+    // An oversized body: 413. A long request target: 414. Huge headers: 431.
+    let big = vec![b' '; 17 << 20];
+    let r = common::http_request(
+        &server.addr,
+        "POST",
+        "/ingest",
+        &[("Content-Type", "application/json")],
+        &big,
+    );
+    assert_eq!(r.status, 413);
+    let long = format!("/tiles/parks.json?x={}", "a".repeat(10_000));
+    assert_eq!(server.get_anonymous(&long).status, 414);
+    let huge = "b".repeat(40_000);
+    assert_eq!(server.get("/health", &[("X-Pad", &huge)]).status, 431);
+    // At most two open streams per key.
+    let auth = format!("Bearer {viewer}");
+    let open = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(&mut s, &mut head).unwrap();
+        (s, String::from_utf8_lossy(&head).to_string())
+    };
+    std::thread::sleep(Duration::from_secs(2)); // the API budget refills
+    let (_a, ha) = open("/stream");
+    let (_b, hb) = open("/stream");
+    let (_c, hc) = open("/stream");
+    assert!(ha.ends_with("200") && hb.ends_with("200"), "{ha} {hb}");
+    assert!(hc.ends_with("429"), "a third stream: {hc}");
+    // A client that starts a request and stalls is cut off after the header timeout.
+    let mut slow = std::net::TcpStream::connect(&server.addr).unwrap();
+    std::io::Write::write_all(&mut slow, b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut slow, &mut rest);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the slow client was held {took:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("200 OK"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(server.get("/health", &[]).status, 200, "the server goes on");
+}

@@ -11,6 +11,7 @@
 use super::problem::Problem;
 use super::{AppState, live, viewer};
 use crate::security::Principal;
+use crate::security::limits::Class;
 use crate::security::policy::Right;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -163,14 +164,66 @@ pub fn request_key(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Client(pub String);
 
+/// Longest request target accepted (414 beyond).
+pub const MAX_URI: usize = 8 * 1024;
+/// Most bytes of request headers accepted (431 beyond).
+pub const MAX_HEADERS: usize = 32 * 1024;
+
+/// Refuses over-long request targets (414) and header sections (431) before anything else.
+pub async fn sizes(req: Request, next: Next) -> Response {
+    let uri = req.uri().to_string().len();
+    if uri > MAX_URI {
+        return Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "URI too long",
+            format!("{uri} bytes; at most {MAX_URI}"),
+        )
+        .into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers > MAX_HEADERS {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "Headers too large",
+            format!("{headers} bytes of headers; at most {MAX_HEADERS}"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// 429 with `Retry-After`.
+pub fn too_many(seconds: u64, what: &str) -> Response {
+    let mut r = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        format!("{what}; retry after {seconds} s"),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+    r
+}
+
 async fn guard(State(st): State<AppState>, need: Need, mut req: Request, next: Next) -> Response {
-    if matches!(need, Need::Public | Need::Device) {
+    if need == Need::Public {
         return next.run(req).await;
     }
     let client = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or_else(|| "-".to_string(), |c| c.0.ip().to_string());
+    if need == Need::Device {
+        // Device credentials are the live room's; the rate is per address.
+        if let Err(s) = st.limiter.check(Class::Ingest, &client) {
+            return too_many(s, "too many ingest requests from this address");
+        }
+        return next.run(req).await;
+    }
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -221,10 +274,26 @@ async fn guard(State(st): State<AppState>, need: Need, mut req: Request, next: N
         return denied;
     }
     if let Some(p) = principal {
+        let class = if need == Need::Layers {
+            Class::Tiles
+        } else {
+            Class::Api
+        };
+        if let Err(s) = st.limiter.check(class, &caller(&p, &client)) {
+            return too_many(s, "too many requests for this key (or address)");
+        }
         req.extensions_mut().insert(p);
     }
     req.extensions_mut().insert(Client(client));
     next.run(req).await
+}
+
+/// Who a rate limit counts: the key, or the address of an anonymous caller.
+pub fn caller(p: &Principal, client: &str) -> String {
+    match &p.key_id {
+        Some(k) => k.clone(),
+        None => format!("addr:{client}"),
+    }
 }
 
 /// 401 for an anonymous caller (a key would help), 403 for a key whose role lacks `right`.

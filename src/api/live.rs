@@ -370,6 +370,7 @@ fn sse_event(e: &StreamEvent) -> Event {
 pub async fn stream(
     State(st): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Extension(client): Extension<Client>,
     LiveHub(hub): LiveHub,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -403,6 +404,12 @@ pub async fn stream(
                 .into_response();
         }
     };
+    let Some(permit) = st
+        .limiter
+        .stream(&super::access::caller(&principal, &client.0))
+    else {
+        return super::access::too_many(5, "too many open streams for this key (or address)");
+    };
     let crate::live::Subscription {
         events: rx,
         replay,
@@ -428,12 +435,15 @@ pub async fn stream(
         rx: tokio::sync::broadcast::Receiver<Arc<StreamEvent>>,
         filter: Filter,
         done: bool,
+        /// Held while the stream is open: counts against the caller's cap.
+        _permit: crate::security::limits::StreamPermit,
     }
     let s = S {
         head: head.into_iter(),
         rx,
         filter,
         done: false,
+        _permit: permit,
     };
     let events = futures_util::stream::unfold(s, |mut s| async move {
         if let Some(e) = s.head.next() {

@@ -36,6 +36,8 @@ pub struct AppState {
     pub live: Option<Arc<crate::live::Hub>>,
     /// Keys, roles and classifications.
     pub security: Arc<Security>,
+    /// Rate limits.
+    pub limiter: Arc<crate::security::limits::Limiter>,
 }
 
 /// The router of the tile API.
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .expose_headers([header::ETAG, header::CONTENT_ENCODING]);
     access::router(&state)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(access::sizes))
         .layer(cors)
         .with_state(state)
 }

@@ -17,6 +17,7 @@
 
 pub mod audit;
 pub mod keys;
+pub mod limits;
 pub mod policy;
 
 use crate::store::db::{Classification, Db, DbError, LayerPolicyMeta};
