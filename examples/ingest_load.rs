@@ -265,9 +265,13 @@ fn http(addr: &str, devices: usize, seconds: f64, connections: usize, batch: usi
 fn latency(http_addr: &str, coap_addr: &str, devices: usize, rate: f64, seconds: f64) {
     let epoch = Instant::now();
     let mut s = TcpStream::connect(http_addr).unwrap();
+    // The stream needs an API key (`urbis keys create`), given as URBIS_API_KEY.
+    let auth = std::env::var("URBIS_API_KEY")
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET /stream?layers=fleet HTTP/1.1\r\nHost: {http_addr}\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /stream?layers=fleet HTTP/1.1\r\nHost: {http_addr}\r\n{auth}Accept: text/event-stream\r\n\r\n"
     )
     .unwrap();
     let lat = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));

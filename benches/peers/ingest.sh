@@ -33,7 +33,11 @@ echo "== $DEVICES simulated devices, ${SECONDS_RUN}s per run, $(nproc) cores; st
 start_server() {
   rm -rf "$work/store"
   $load setup "$work/store" "$DEVICES" >/dev/null
-  ./target/release/urbis serve --store "$work/store" --no-demo --bind 127.0.0.1:0 --coap-bind 127.0.0.1:0 \
+  # The stream subscriber of (c) needs an API key; the HTTP load comes from one address, so
+  # the per-address ingest limit is off for the bench.
+  URBIS_API_KEY=$(./target/release/urbis keys create --role admin --name bench --store "$work/store" 2>/dev/null)
+  export URBIS_API_KEY
+  ./target/release/urbis serve --store "$work/store" --no-demo --bind 127.0.0.1:0 --coap-bind 127.0.0.1:0 --rate-ingest 0 \
     > "$work/serve.out" 2> "$work/serve.err" &
   pids+=($!)
   for _ in $(seq 100); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.1; done

@@ -34,7 +34,7 @@ cargo build --release --quiet --example render_tiles
 cargo build --release --quiet
 tiles=benches/peers/montevideo_tiles.txt
 gunzip -c tests/data/montevideo/montevideo.geojson.gz > "$work/montevideo.geojson"
-./target/release/urbis import "$work/montevideo.geojson" --store "$work/store" --layer montevideo >/dev/null
+./target/release/urbis import "$work/montevideo.geojson" --store "$work/store" --layer montevideo --classification public >/dev/null
 echo "== $(wc -l < $tiles) tiles (z10/z12/z14) of Montevideo; $(nproc) cores"
 
 echo "== (a) urbis, cold"
@@ -78,7 +78,8 @@ for z in sorted(u):
 PY
 
 echo "== (d) cached serving: wrk against urbis and nginx (${DURATION}s each, 127.0.0.1)"
-./target/release/urbis serve --store "$work/store" --no-demo --bind 127.0.0.1:18090 > "$work/serve.log" 2>&1 &
+# wrk is one address: the per-address tile limit is off for the comparison with nginx.
+./target/release/urbis serve --store "$work/store" --no-demo --bind 127.0.0.1:18090 --rate-tiles 0 > "$work/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/health >/dev/null && break; sleep 0.1; done
 mkdir -p "$work/www/tiles/montevideo"

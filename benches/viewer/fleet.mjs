@@ -35,7 +35,7 @@ const context = await chromium.launchPersistentContext('', {
 });
 const page = await context.newPage();
 page.on('pageerror', (e) => console.error('page error:', e.message));
-await page.goto(`${base}/`);
+await page.goto(`${base}/#key=${process.env.URBIS_API_KEY ?? ''}`);
 await page.waitForFunction(() => window.urbis?.ready === true, null, { timeout: 90000 });
 const idle = () => page.evaluate(() => new Promise((r) => { const m = window.urbis.map; if (m.loaded() && m.areTilesLoaded()) r(); else m.once('idle', r); }));
 

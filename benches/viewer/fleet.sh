@@ -14,8 +14,11 @@ trap cleanup EXIT
 cargo build --release --quiet --example ingest_load
 cargo build --release --quiet
 ./target/release/examples/ingest_load setup "$work/store" "$DEVICES" >/dev/null
-./target/release/urbis import data/helsinki/helsinki_layers.gpkg --store "$work/store" >/dev/null 2>&1
-./target/release/urbis serve --store "$work/store" --no-demo --bind 127.0.0.1:0 --coap-bind 127.0.0.1:0 \
+./target/release/urbis import data/helsinki/helsinki_layers.gpkg --store "$work/store" --classification public >/dev/null 2>&1
+# The page signs in with an operator's key (the fleet's live layer is internal).
+URBIS_API_KEY=$(./target/release/urbis keys create --role operator --name bench --store "$work/store" 2>/dev/null)
+export URBIS_API_KEY
+./target/release/urbis serve --store "$work/store" --no-demo --bind 127.0.0.1:0 --coap-bind 127.0.0.1:0 --rate-ingest 0 \
   > "$work/serve.out" 2> "$work/serve.err" &
 pid=$!
 for _ in $(seq 100); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.1; done

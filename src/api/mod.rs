@@ -178,7 +178,7 @@ async fn tile(
 /// Logs a read of a restricted or confidential layer (once a minute per key and layer), off
 /// the request's path.
 fn audit_read(st: &AppState, p: &Principal, client: &access::Client, layer: &str) {
-    if st.security.layer_meta(layer).classification < Classification::Restricted {
+    if !st.security.read_to_log(p, layer) {
         return;
     }
     let (security, p, client, layer) = (

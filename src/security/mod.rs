@@ -224,38 +224,44 @@ impl Security {
     /// Like [`Security::audit`], but at most once a minute for one (`who`, `what`): for
     /// denied requests and reads of sensitive layers, which come in floods.
     pub fn audit_once_a_minute(&self, who: &str, what: &str, e: &audit::Event<'_>) {
-        let minute = keys::now() as i64 / 60;
-        {
-            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-            if logged.0 != minute {
-                *logged = (minute, Default::default());
-            }
-            if !logged.1.insert((who.to_string(), what.to_string())) {
-                return;
-            }
+        if self.first_this_minute(who, what) {
+            self.audit(e);
         }
-        self.audit(e);
     }
 
-    /// A read of layer `name` by `p`: logged (once a minute) when the layer is restricted or
-    /// confidential.
-    pub fn audit_read(&self, p: &Principal, client: &str, name: &str) {
-        if self.layer_meta(name).classification < Classification::Restricted {
-            return;
+    /// True the first time (`who`, `what`) is seen in the current minute (cheap, in memory:
+    /// callers ask before they spend a thread on writing the entry).
+    pub fn first_this_minute(&self, who: &str, what: &str) -> bool {
+        let minute = keys::now() as i64 / 60;
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.0 != minute {
+            *logged = (minute, Default::default());
         }
+        // Look up before allocating: the common case is "seen already".
+        if logged.1.contains(&(who.to_string(), what.to_string())) {
+            return false;
+        }
+        logged.1.insert((who.to_string(), what.to_string()))
+    }
+
+    /// True if a read of layer `name` by `p` is to be logged now: the layer is restricted or
+    /// confidential and this key has not read it this minute.
+    pub fn read_to_log(&self, p: &Principal, name: &str) -> bool {
+        self.layer_meta(name).classification >= Classification::Restricted
+            && self.first_this_minute(p.key_id.as_deref().unwrap_or("-"), name)
+    }
+
+    /// Logs a read of layer `name` by `p` (asked [`Security::read_to_log`] first).
+    pub fn audit_read(&self, p: &Principal, client: &str, name: &str) {
         let who = p.key_id.as_deref().unwrap_or("-");
-        self.audit_once_a_minute(
-            who,
-            name,
-            &audit::Event {
-                key_id: who,
-                role: &p.role.name,
-                client,
-                action: "layer.read",
-                target: name,
-                outcome: "ok",
-            },
-        );
+        self.audit(&audit::Event {
+            key_id: who,
+            role: &p.role.name,
+            client,
+            action: "layer.read",
+            target: name,
+            outcome: "ok",
+        });
     }
 
     /// The audit entries from `since`, at most `limit`.
