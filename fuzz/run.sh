@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 targets=${1:-all}
 seconds=${2:-300}
-[ "$targets" = all ] && targets="geojson flatgeobuf geopackage shapefile coap senml_json senml_cbor"
+[ "$targets" = all ] && targets="geojson flatgeobuf geopackage shapefile coap senml_json senml_cbor policy api_key tile_path"
 for t in $targets; do
   mkdir -p "corpus/$t" "artifacts/$t"
   cp -n regressions/"$t"/* "corpus/$t/" 2>/dev/null || true

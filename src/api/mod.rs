@@ -86,6 +86,19 @@ fn parse_tile(z: &str, x: &str, y: &str) -> Result<TileId, Problem> {
         .map_err(|e| Problem::bad_request(e.to_string()))
 }
 
+/// True if `path` (what follows `/tiles/`: `layers/z/x/y.ext`) is a well-formed tile request,
+/// checked as the tile handler checks it (for the fuzz targets); returns 1 or 0.
+pub fn tile_path_is_valid(path: &str) -> usize {
+    let parts: Vec<&str> = path.split('/').collect();
+    let [layers, z, x, y] = parts.as_slice() else {
+        return 0;
+    };
+    let names_ok = layers
+        .split(',')
+        .all(|n| crate::store::catalog::valid_layer_name(n));
+    usize::from(names_ok && parse_tile(z, x, y).is_ok())
+}
+
 fn engine_problem(e: EngineError) -> Problem {
     match e {
         EngineError::UnknownLayer(name) => Problem::new(

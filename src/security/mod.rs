@@ -16,6 +16,7 @@
 //! database, the layer-name rule) and `live` (the one secret hash of the house).
 
 pub mod audit;
+pub mod fuzzing;
 pub mod keys;
 pub mod limits;
 pub mod policy;
@@ -90,6 +91,15 @@ pub enum KeyError {
     /// The key's role is not in the policy.
     #[error("the role {0:?} of this key is not in the policy")]
     UnknownRole(String),
+}
+
+/// Checks that `key` looks like an API key (`uk_` and 64 hex digits) before any look-up.
+pub fn check_format(key: &str) -> Result<(), KeyError> {
+    let hex = key.strip_prefix(keys::PREFIX).ok_or(KeyError::Malformed)?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(KeyError::Malformed);
+    }
+    Ok(())
 }
 
 /// The security state of a running server.
@@ -195,10 +205,7 @@ impl Security {
                 .ok_or_else(|| KeyError::UnknownRole("anonymous".into()))?;
             return Ok(Principal { key_id: None, role });
         };
-        let hex = key.strip_prefix(keys::PREFIX).ok_or(KeyError::Malformed)?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(KeyError::Malformed);
-        }
+        check_format(key)?;
         let hash = crate::live::registry::hash_secret(key);
         let all = Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()));
         let k = all.get(&hash).ok_or(KeyError::Unknown)?;
