@@ -95,7 +95,7 @@ pub fn tile_path_is_valid(path: &str) -> usize {
     };
     let names_ok = layers
         .split(',')
-        .all(|n| crate::store::catalog::valid_layer_name(n));
+        .all(crate::store::catalog::valid_layer_name);
     usize::from(names_ok && parse_tile(z, x, y).is_ok())
 }
 
