@@ -22,6 +22,8 @@
 //! rate_ingest = 200              # --rate-ingest: POST /ingest a second per address
 //! max_streams = 16               # --max-streams: open /stream connections per key or address
 //! header_timeout_s = 10          # --header-timeout-s: a client must send its headers within this
+//! tls_cert = "cert.pem"          # --tls-cert / URBIS_TLS_CERT: HTTPS (with tls_key), re-read on change
+//! tls_key = "key.pem"            # --tls-key / URBIS_TLS_KEY
 //! ```
 
 use serde::Deserialize;
@@ -71,6 +73,10 @@ pub struct FileConfig {
     pub max_streams: Option<u32>,
     /// Seconds a client has to send its request headers.
     pub header_timeout_s: Option<u64>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -110,6 +116,10 @@ pub struct Config {
     pub rates: crate::security::limits::Rates,
     /// Seconds a client has to send its request headers.
     pub header_timeout_s: u64,
+    /// TLS certificate chain (PEM), for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM), for HTTPS.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -269,7 +279,21 @@ impl Config {
             1,
             600,
         )?;
+        let (tls_cert, tls_key) = (o.tls_cert.or(f.tls_cert), o.tls_key.or(f.tls_key));
+        if tls_cert.is_some() != tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: if tls_cert.is_some() {
+                    "tls_key"
+                } else {
+                    "tls_cert"
+                },
+                value: String::new(),
+                why: "HTTPS needs both tls_cert and tls_key".into(),
+            });
+        }
         Ok(Config {
+            tls_cert,
+            tls_key,
             rates,
             header_timeout_s,
             policy: o.policy.or(f.policy),

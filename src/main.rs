@@ -32,6 +32,8 @@ struct StoreArg {
     store: PathBuf,
 }
 
+// `serve` has many flags; the command is parsed once at start, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Import a GIS file as a layer (a new version if the layer exists).
@@ -209,6 +211,13 @@ struct ServeArgs {
     /// clients holding connections) [default: 10].
     #[arg(long, env = "URBIS_HEADER_TIMEOUT_S")]
     header_timeout_s: Option<u64>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate chain (PEM; with --tls-key).
+    /// Both files are read again when they change: renew them with any ACME client.
+    #[arg(long, env = "URBIS_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "URBIS_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -586,6 +595,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rate_ingest: a.rate_ingest,
                 max_streams: a.max_streams,
                 header_timeout_s: a.header_timeout_s,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             tracing_subscriber::fmt()

@@ -1,5 +1,5 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
-    let _ = urbis::security::fuzzing::tile_path(data);
+    let _ = urbis::api::fuzzing::tile_path(data);
 });

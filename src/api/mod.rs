@@ -3,6 +3,7 @@
 //! engine or the live hub, respond. Errors are `application/problem+json` (RFC 9457).
 
 pub mod access;
+pub mod fuzzing;
 pub mod live;
 pub mod problem;
 pub mod styles;

@@ -2,6 +2,8 @@
 //! starts the tile engine and its catalog watcher, serves the API, and shuts down gracefully
 //! on SIGTERM or Ctrl-C.
 
+pub mod tls;
+
 use crate::api::{AppState, router};
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
@@ -78,6 +80,7 @@ async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     header_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -105,13 +108,34 @@ async fn serve_http(
                     app.clone()
                         .layer(axum::Extension(axum::extract::ConnectInfo(addr))),
                 );
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                match &tls {
+                    None => {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                    Some(acceptor) => {
+                        // The handshake runs in the connection's own task, under the same
+                        // timeout as the headers: a client that stalls in it holds nothing.
+                        let (acceptor, builder) = (acceptor.clone(), builder.clone());
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let Ok(Ok(tls)) =
+                                tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                            else {
+                                return;
+                            };
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                                .into_owned();
+                            let _ = watcher.watch(conn).await;
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
@@ -237,20 +261,56 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_age: config.max_age,
         live: Some(Arc::clone(&hub)),
     };
+    let mut app = router(state);
+    let acceptor = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = tls::CertFiles::open(cert, key).map_err(anyhow::Error::msg)?;
+            let acceptor =
+                tokio_rustls::TlsAcceptor::from(files.server_config().map_err(anyhow::Error::msg)?);
+            let watcher = Arc::clone(&files);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let f = Arc::clone(&watcher);
+                    let _ = tokio::task::spawn_blocking(move || f.refresh()).await;
+                }
+            });
+            // Browsers that came once over HTTPS never fall back to clear text.
+            app = app.layer(axum::middleware::map_response(
+                |mut r: axum::response::Response| async move {
+                    r.headers_mut().insert(
+                        axum::http::header::STRICT_TRANSPORT_SECURITY,
+                        axum::http::HeaderValue::from_static("max-age=31536000"),
+                    );
+                    r
+                },
+            ));
+            Some(acceptor)
+        }
+        _ => {
+            eprintln!(
+                "urbis: serving plain HTTP: API keys travel in clear text unless a TLS proxy is in front (or give --tls-cert and --tls-key)"
+            );
+            None
+        }
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
     let addr = listener.local_addr()?;
     println!(
-        "urbis listening on http://{addr} ({} layers; catalog at http://{addr}/catalog); {coap}",
+        "urbis listening on {scheme}://{addr} ({} layers; catalog at {scheme}://{addr}/catalog); {coap}",
         engine.layers().len()
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     serve_http(
         listener,
-        router(state),
+        app,
         Duration::from_secs(config.header_timeout_s),
+        acceptor,
         shutdown_signal(),
     )
     .await;
