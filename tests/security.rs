@@ -764,3 +764,41 @@ fn limits_refuse_bursts_big_bodies_long_requests_extra_streams_and_slow_clients(
     );
     assert_eq!(server.get("/health", &[]).status, 200, "the server goes on");
 }
+
+#[test]
+fn a_changed_policy_file_applies_within_seconds_and_a_bad_edit_keeps_the_last_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, policy) = setup(dir.path());
+    let analyst = api_key(&store, "analyst");
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    let fields = |key: &str| -> Vec<String> {
+        let tj = server.get_with("/tiles/parcels.json", key).json();
+        let mut f: Vec<String> = tj["vector_layers"][0]["fields"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        f.sort();
+        f
+    };
+    assert_eq!(fields(&analyst), ["landuse", "parcel"]);
+    // The rule changes: the analyst now also sees owners...
+    std::fs::write(
+        &policy,
+        "[roles.analyst]\nclearance = \"restricted\"\nrights = [\"tiles\"]\n",
+    )
+    .unwrap();
+    let t = Instant::now();
+    while fields(&analyst).len() != 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            fields(&analyst)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ... and a broken edit changes nothing (the last good policy stays).
+    std::fs::write(&policy, "[roles.analyst]\nclearance = \"top-secret\"\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(fields(&analyst).len(), 3);
+    assert_eq!(server.get("/health", &[]).status, 200);
+}
