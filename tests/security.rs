@@ -802,3 +802,95 @@ fn a_changed_policy_file_applies_within_seconds_and_a_bad_edit_keeps_the_last_go
     assert_eq!(fields(&analyst).len(), 3);
     assert_eq!(server.get("/health", &[]).status, 200);
 }
+
+#[test]
+fn an_allowed_area_limits_features_tiles_and_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(dir.path());
+    let s = store.to_str().unwrap();
+    for id in ["bus-in", "bus-out"] {
+        let out = urbis(&["devices", "add", id, "--layer", "buses", "--store", s]);
+        assert!(out.status.success());
+    }
+    let ingest = common::live::ingest_key(&store, "gw");
+    let policy = dir.path().join("district.toml");
+    let area = r#"{ type = "Polygon", coordinates = [[[24.899, 60.16], [24.9095, 60.16], [24.9095, 60.18], [24.899, 60.18], [24.899, 60.16]]] }"#;
+    std::fs::write(
+        &policy,
+        format!(
+            "[roles.district]\nclearance = \"restricted\"\nrights = [\"tiles\", \"devices\", \"stream\"]\n\
+             [[roles.district.layers]]\nlayer = \"parcels\"\narea = {area}\n\
+             [[roles.district.layers]]\nlayer = \"buses\"\narea = {area}\n"
+        ),
+    )
+    .unwrap();
+    let district = api_key(&store, "district");
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    // Parcels p0..p4 lie in the area, p5.. east of it; the tile holds p0..p10.
+    let names = |body: &[u8]| -> Vec<String> {
+        let mut v: Vec<String> = decode_tile(body, "parcels")
+            .iter()
+            .map(|f| f["properties"]["parcel"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let path = format!("/tiles/parcels/{TILE}.mvt");
+    let all = names(&server.get(&path, &[]).body);
+    assert!(all.len() > 8, "{all:?}");
+    let r = server.get_with(&path, &district);
+    assert_eq!(r.status, 200);
+    assert_eq!(names(&r.body), ["p0", "p1", "p2", "p3", "p4"]);
+    // A tile wholly outside the area: 404 (the admin gets it).
+    assert_eq!(
+        server
+            .get_with("/tiles/parcels/14/9326/4742.mvt", &district)
+            .status,
+        404
+    );
+    assert_eq!(
+        server.get("/tiles/parcels/14/9326/4742.mvt", &[]).status,
+        200
+    );
+    // Devices outside the area are invisible.
+    let t = common::live::now() - 10.0;
+    let body = format!(
+        r#"[{{"device":"bus-in","lon":24.905,"lat":60.17,"t":{t}}},{{"device":"bus-out","lon":24.95,"lat":60.17,"t":{t}}}]"#
+    );
+    let r = common::live::post_json(&server.addr, &format!("Bearer {ingest}"), &body);
+    assert_eq!(r.status, 200);
+    let ids: Vec<String> = server.get_with("/devices", &district).json()["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["bus-in"]);
+    assert_eq!(server.get_with("/devices/bus-out", &district).status, 404);
+    assert_eq!(server.get_with("/devices/bus-in", &district).status, 200);
+    // A bad area in a policy is refused with its place.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[roles.x]\nclearance = \"public\"\n[[roles.x.layers]]\nlayer = \"a\"\narea = { type = \"Point\", coordinates = [1, 2] }\n",
+    )
+    .unwrap();
+    let out = urbis(&[
+        "serve",
+        "--store",
+        s,
+        "--no-demo",
+        "--bind",
+        "127.0.0.1:0",
+        "--coap-bind",
+        "127.0.0.1:0",
+        "--policy",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("roles.x.layers[0].area") && err.contains("Polygon"),
+        "{err}"
+    );
+}

@@ -181,7 +181,8 @@ pub async fn devices(
         views
             .entry(d.layer.clone())
             .or_insert_with(|| st.security.layer(&principal, &d.layer))
-            .is_some()
+            .as_ref()
+            .is_some_and(|v| d.pos.is_none_or(|p| v.shows(p)))
     });
     list.states.clear();
     for d in &list.devices {
@@ -229,7 +230,8 @@ pub async fn device(
 ) -> Response {
     let found = hub
         .device(&id)
-        .and_then(|d| Some((st.security.layer(&principal, &d.layer)?, d)));
+        .and_then(|d| Some((st.security.layer(&principal, &d.layer)?, d)))
+        .filter(|(v, d)| d.pos.is_none_or(|p| v.shows(p)));
     match found {
         Some((view, d)) => Json(shown(Some(&view), d.json())).into_response(),
         None => live_problem(LiveError::UnknownDevice(id)),
@@ -263,7 +265,9 @@ pub async fn track(
 ) -> Response {
     let Some(view) = hub
         .device(&id)
-        .and_then(|d| st.security.layer(&principal, &d.layer))
+        .and_then(|d| Some((st.security.layer(&principal, &d.layer)?, d)))
+        .filter(|(v, d)| d.pos.is_none_or(|p| v.shows(p)))
+        .map(|(v, _)| v)
     else {
         return live_problem(LiveError::UnknownDevice(id));
     };
@@ -287,6 +291,11 @@ pub async fn track(
         Ok(Err(e)) => return live_problem(e),
         Err(e) => return live_problem(LiveError::Io(e.to_string())),
     };
+    // History outside the allowed area is not served either.
+    let fixes: Vec<_> = fixes
+        .into_iter()
+        .filter(|f| f.pos.is_none_or(|p| view.shows(p)))
+        .collect();
     let coords: Vec<[f64; 2]> = fixes
         .iter()
         .filter(|f| !f.late)
@@ -324,6 +333,12 @@ impl Filter {
             Some(l) => Some(self.security.layer(&self.principal, l)?),
             None => None,
         };
+        // Events outside the allowed area are not sent.
+        if let (Some(v), Some(p)) = (&view, e.pos)
+            && !v.shows(p)
+        {
+            return None;
+        }
         match view.filter(|v| v.precision_m.is_some()) {
             None => self.pass(e).then(|| sse_event(e)),
             Some(v) => {

@@ -153,6 +153,15 @@ async fn tile(
             None => return engine_problem(EngineError::UnknownLayer(n.clone())).into_response(),
         }
     }
+    // A tile outside a layer's allowed area does not exist for this caller.
+    if views.iter().any(|v| !v.shows_box(&tile.grid_box(0))) {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "Outside the allowed area",
+            "this tile lies outside the area your key may see",
+        )
+        .into_response();
+    }
     for n in &names {
         audit_read(&st, &principal, &client, n);
     }

@@ -72,6 +72,10 @@ fn render_layer_with(
     let mut flat = FlatGeometry::default();
     let mut points = TileGeometry::empty();
     for f in hits.into_iter().map(|i| level.item(i)) {
+        // A feature that does not meet the allowed area is not served.
+        if !view.shows_box(&f.bbox) {
+            continue;
+        }
         if !flat.decode(f.geometry) {
             continue;
         }

@@ -111,6 +111,12 @@ pub fn render<'s>(
     };
     // The tile position of a point of the tree, as the view may serve it; `None` outside.
     let at = |p: &super::state::LivePoint| -> Option<[i64; 2]> {
+        if view.area.is_some() {
+            let pos = st.devices.get(&st.ids[p.data as usize])?.pos?;
+            if !view.shows(pos) {
+                return None; // outside the allowed area
+            }
+        }
         let g = match view.precision_m {
             None => *p.geom(),
             Some(_) => {

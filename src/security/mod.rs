@@ -72,6 +72,7 @@ impl Principal {
         Some(LayerAccess {
             attributes: rule.and_then(|r| r.attributes.clone()),
             precision_m: rule.and_then(|r| r.precision_m).or(personal),
+            area: rule.and_then(|r| r.area.clone()),
         })
     }
 }

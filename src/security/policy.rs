@@ -18,6 +18,9 @@
 //! [[roles.analyst.layers]]
 //! layer = "buses"
 //! precision_m = 250                   # live positions snapped to a 250 m grid for this role
+//! area = { type = "Polygon", coordinates = [[[24.90, 60.15], [24.98, 60.15],
+//!          [24.98, 60.20], [24.90, 60.20], [24.90, 60.15]]] }
+//!                                     # only features and devices in it; tiles outside: 404
 //! ```
 //! A live layer flagged personal (positions of people or personal vehicles) is served to roles
 //! without `exact_positions` snapped to `personal_precision_m` (a top-level key, default 100)
@@ -142,6 +145,8 @@ pub struct LayerRule {
     pub attributes: Option<Arc<BTreeSet<String>>>,
     /// Live positions snapped to a grid of this many metres, when set.
     pub precision_m: Option<u32>,
+    /// Only features and devices in this area are served, when set.
+    pub area: Option<Arc<crate::tile::area::Area>>,
 }
 
 /// The precision of personal positions for roles without `exact_positions`, by default.
@@ -195,6 +200,7 @@ struct LayerRuleFile {
     access: Access,
     attributes: Option<Vec<String>>,
     precision_m: Option<u32>,
+    area: Option<serde_json::Value>,
 }
 
 fn role(name: &str, clearance: Classification, rights: &[Right]) -> (String, Arc<Role>) {
@@ -288,10 +294,19 @@ impl Policy {
                 {
                     return Err(format!("{at}.precision_m: {m}: give 1 to 100000 metres"));
                 }
+                let area = match &l.area {
+                    None => None,
+                    Some(v) => {
+                        let (_, shape) = crate::live::fence::Fence::parse_geometry(v)
+                            .map_err(|e| format!("{at}.area: {e}"))?;
+                        Some(Arc::new(crate::tile::area::Area::new(shape)))
+                    }
+                };
                 let rule = LayerRule {
                     access: l.access,
                     attributes: l.attributes.map(|a| Arc::new(a.into_iter().collect())),
                     precision_m: l.precision_m,
+                    area,
                 };
                 if layers.insert(l.layer.clone(), rule).is_some() {
                     return Err(format!(

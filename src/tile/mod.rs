@@ -7,6 +7,7 @@
 //! tile-local coordinate of a grid point at zoom `z ≤ 20` with extent 4096 is an integer shift:
 //! `(wx >> (20 - z)) - (x << 12)`.
 
+pub mod area;
 pub mod body;
 pub mod clip;
 pub mod mercator;
@@ -28,6 +29,8 @@ pub struct LayerView {
     /// Positions are served no more precisely than this many metres, when set (see
     /// [`mercator::snap_lonlat`]).
     pub precision_m: Option<u32>,
+    /// Only what meets this area is served, when set.
+    pub area: Option<std::sync::Arc<area::Area>>,
 }
 
 impl LayerView {
@@ -35,7 +38,18 @@ impl LayerView {
     pub const ALL: LayerView = LayerView {
         attributes: None,
         precision_m: None,
+        area: None,
     };
+
+    /// True if a position may be served (inside the area, when there is one).
+    pub fn shows(&self, p: [f64; 2]) -> bool {
+        self.area.as_ref().is_none_or(|a| a.contains(p))
+    }
+
+    /// True if something in grid box `b` may be served.
+    pub fn shows_box(&self, b: &GridBox) -> bool {
+        self.area.as_ref().is_none_or(|a| a.meets(b))
+    }
 
     /// A position as this view may serve it.
     pub fn position(&self, p: [f64; 2]) -> [f64; 2] {
@@ -52,6 +66,7 @@ impl LayerView {
     /// let v = LayerView {
     ///     attributes: Some(std::sync::Arc::new(["name".to_string()].into())),
     ///     precision_m: None,
+    ///     area: None,
     /// };
     /// assert!(v.keeps("name") && !v.keeps("owner"));
     /// assert!(LayerView::ALL.keeps("owner"));
