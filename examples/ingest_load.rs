@@ -95,6 +95,7 @@ fn setup(store: &str, devices: usize) {
                     interval_s: 60,
                     secret_sha256: hash_secret(&format!("ds_bench_{i}")),
                     created: 0,
+                    dtls_psk: None,
                 },
             );
         }

@@ -24,6 +24,8 @@
 //! header_timeout_s = 10          # --header-timeout-s: a client must send its headers within this
 //! tls_cert = "cert.pem"          # --tls-cert / URBIS_TLS_CERT: HTTPS (with tls_key), re-read on change
 //! tls_key = "key.pem"            # --tls-key / URBIS_TLS_KEY
+//! coaps_bind = "127.0.0.1:5684"  # --coaps-bind / URBIS_COAPS_BIND: CoAP over DTLS (PSK)
+//! coap_dtls_only = false         # --coap-dtls-only: refuse plain CoAP reports (4.01)
 //! ```
 
 use serde::Deserialize;
@@ -32,6 +34,8 @@ use std::path::{Path, PathBuf};
 
 /// The CoAP address when none is configured.
 pub const DEFAULT_COAP_BIND: &str = "127.0.0.1:5683";
+/// The CoAP-over-DTLS address when none is configured.
+pub const DEFAULT_COAPS_BIND: &str = "127.0.0.1:5684";
 
 /// What the config file may hold; every key optional.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -77,6 +81,10 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
     pub tls_key: Option<PathBuf>,
+    /// CoAP-over-DTLS listen address.
+    pub coaps_bind: Option<String>,
+    /// Refuse plain CoAP reports.
+    pub coap_dtls_only: Option<bool>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -120,6 +128,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM), for HTTPS.
     pub tls_key: Option<PathBuf>,
+    /// CoAP-over-DTLS listen address.
+    pub coaps_bind: SocketAddr,
+    /// Refuse plain CoAP reports (devices report over DTLS only).
+    pub coap_dtls_only: bool,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -228,6 +240,15 @@ impl Config {
             value: coap_text.clone(),
             why: format!("{e}; give an address and port such as 0.0.0.0:5683"),
         })?;
+        let coaps_text = o
+            .coaps_bind
+            .or(f.coaps_bind)
+            .unwrap_or_else(|| DEFAULT_COAPS_BIND.into());
+        let coaps_bind: SocketAddr = coaps_text.parse().map_err(|e| ConfigError::Invalid {
+            key: "coaps_bind",
+            value: coaps_text.clone(),
+            why: format!("{e}; give an address and port such as 0.0.0.0:5684"),
+        })?;
         let retention_days = in_range(
             "retention_days",
             o.retention_days.or(f.retention_days).unwrap_or(90),
@@ -292,6 +313,8 @@ impl Config {
             });
         }
         Ok(Config {
+            coaps_bind,
+            coap_dtls_only: o.coap_dtls_only.or(f.coap_dtls_only).unwrap_or(false),
             tls_cert,
             tls_key,
             rates,

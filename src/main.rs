@@ -223,6 +223,13 @@ struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "URBIS_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// UDP address for CoAP over DTLS (PSK: identity = device id, key = its secret)
+    /// [default: 127.0.0.1:5684]; if that default is taken, DTLS is off with a message.
+    #[arg(long, env = "URBIS_COAPS_BIND")]
+    coaps_bind: Option<String>,
+    /// Refuse plain CoAP reports (4.01): every device reports over DTLS.
+    #[arg(long, env = "URBIS_COAP_DTLS_ONLY")]
+    coap_dtls_only: bool,
 }
 
 #[derive(Subcommand)]
@@ -364,6 +371,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 header_timeout_s: a.header_timeout_s,
                 tls_cert: a.tls_cert,
                 tls_key: a.tls_key,
+                coaps_bind: a.coaps_bind,
+                coap_dtls_only: a.coap_dtls_only.then_some(true),
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             tracing_subscriber::fmt()

@@ -42,7 +42,7 @@ start_server() {
   pids+=($!)
   for _ in $(seq 100); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
   http=$(sed -n 's#.*http://\([0-9.:]*\) .*#\1#p' "$work/serve.out")
-  coap=$(sed -n 's#.*udp://\([0-9.:]*\).*#\1#p' "$work/serve.out")
+  coap=$(sed -n 's#.*coap on udp://\([0-9.:]*\).*#\1#p' "$work/serve.out")
 }
 stop_server() { kill "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true; }
 

@@ -32,6 +32,11 @@ pub enum DevicesAction {
         /// exact_positions right see them snapped to a grid (100 m by default).
         #[arg(long)]
         personal: bool,
+        /// The device reports over CoAP with DTLS (PSK: identity = its id, key = its
+        /// secret) and is refused over plain CoAP. Its secret is then kept in the registry
+        /// (the handshake needs it), which is written readable by its owner only.
+        #[arg(long)]
+        dtls: bool,
     },
     /// List the registered devices.
     List {
@@ -68,6 +73,7 @@ pub fn devices(action: DevicesAction) -> anyhow::Result<()> {
             interval,
             classification,
             personal,
+            dtls,
         } => {
             let interval_s = parse_interval(&interval).map_err(anyhow::Error::msg)?;
             let st = Store::open(&store.store, true)?;
@@ -83,15 +89,29 @@ pub fn devices(action: DevicesAction) -> anyhow::Result<()> {
                 meta.personal |= personal;
                 db.set_layer_meta(&layer, meta)?;
             }
-            let secret =
-                RegistryFile::new(&store.store).add_device(&id, &layer, kind, interval_s)?;
-            audit_cli(&store.store, "devices.add", &format!("{id} layer={layer}"))?;
+            let registry = RegistryFile::new(&store.store);
+            let secret = if dtls {
+                registry.add_dtls_device(&id, &layer, kind, interval_s)?
+            } else {
+                registry.add_device(&id, &layer, kind, interval_s)?
+            };
+            audit_cli(
+                &store.store,
+                "devices.add",
+                &format!("{id} layer={layer}{}", if dtls { " dtls" } else { "" }),
+            )?;
             println!(
                 "registered {id} in live layer {layer} ({}, every {interval})",
                 kind.as_str()
             );
             println!("secret (shown once, keep it on the device): {secret}");
-            println!("  CoAP: coap://HOST:5683/r/{id}?k={secret}");
+            if dtls {
+                println!(
+                    "  CoAP over DTLS: coaps://HOST:5684/r/{id} with PSK identity {id} and key {secret}"
+                );
+            } else {
+                println!("  CoAP: coap://HOST:5683/r/{id}?k={secret}");
+            }
             println!("  HTTP: POST /ingest with Authorization: Bearer {secret}");
             Ok(())
         }

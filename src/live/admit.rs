@@ -107,6 +107,52 @@ impl Hub {
     ) -> Result<Admission, AdmitError> {
         let reg = self.registry();
         let principal = reg.authenticate(credential.unwrap_or(""), device)?;
+        self.admit_as(&reg, principal, device, format, bytes, now)
+    }
+
+    /// Admits a payload from a device authenticated by its transport (a DTLS session whose
+    /// pre-shared key identity is `identity`), addressed to `device`, which must be it.
+    pub fn admit_session(
+        &self,
+        identity: &str,
+        device: &str,
+        format: Format,
+        bytes: &[u8],
+        now: f64,
+    ) -> Result<Admission, AdmitError> {
+        let reg = self.registry();
+        if !reg.has_device(device) {
+            return Err(AdmitError::UnknownDevice(device.to_string()));
+        }
+        if identity != device {
+            return Err(AdmitError::BadCredential);
+        }
+        let principal = Principal::Device(identity.to_string());
+        self.admit_as(&reg, principal, Some(device), format, bytes, now)
+    }
+
+    /// True if `device` must report over DTLS: it was registered with a DTLS key, or the
+    /// server takes CoAP over DTLS only.
+    pub fn requires_dtls(&self, device: &str) -> bool {
+        self.cfg.dtls_only || self.registry().dtls_psk(device).is_some()
+    }
+
+    /// The DTLS pre-shared key of the device whose PSK identity is `identity`.
+    pub fn dtls_psk(&self, identity: &str) -> Option<Vec<u8>> {
+        self.registry()
+            .dtls_psk(identity)
+            .map(|k| k.as_bytes().to_vec())
+    }
+
+    fn admit_as(
+        &self,
+        reg: &super::registry::RegIndex,
+        principal: Principal,
+        device: Option<&str>,
+        format: Format,
+        bytes: &[u8],
+        now: f64,
+    ) -> Result<Admission, AdmitError> {
         let parsed = payload::parse_batch(format, bytes, now).map_err(|e| match e {
             BatchError::TooMany { records } => AdmitError::TooLarge {
                 records,

@@ -194,6 +194,28 @@ impl Listener {
 
     /// Decides what to do with one datagram from `peer` (never panics on any input).
     pub fn datagram(&self, peer: SocketAddr, data: &[u8], now_s: f64) -> Action {
+        self.datagram_from(peer, None, data, now_s)
+    }
+
+    /// Like [`Listener::datagram`], for a datagram of a DTLS session whose pre-shared key
+    /// identity (a device id) is `identity`: that device is authenticated, `?k=` is not used.
+    pub fn datagram_in_session(
+        &self,
+        peer: SocketAddr,
+        identity: &str,
+        data: &[u8],
+        now_s: f64,
+    ) -> Action {
+        self.datagram_from(peer, Some(identity), data, now_s)
+    }
+
+    fn datagram_from(
+        &self,
+        peer: SocketAddr,
+        session: Option<&str>,
+        data: &[u8],
+        now_s: f64,
+    ) -> Action {
         let Ok(req) = Packet::from_bytes(data) else {
             return reset_for(data).map_or(Action::Ignore, Action::Reply);
         };
@@ -221,7 +243,7 @@ impl Listener {
                 }
             }
         }
-        match self.handle(&req, now_s) {
+        match self.handle(&req, session, now_s) {
             Ok(batch) => Action::Store {
                 batch,
                 request: Pending::of(&req),
@@ -246,7 +268,12 @@ impl Listener {
     }
 
     /// Checks a request and admits its payload.
-    fn handle(&self, req: &Packet, now_s: f64) -> Result<Batch, (ResponseType, String)> {
+    fn handle(
+        &self,
+        req: &Packet,
+        session: Option<&str>,
+        now_s: f64,
+    ) -> Result<Batch, (ResponseType, String)> {
         if req.header.code != MessageClass::Request(RequestType::Post) {
             return Err((
                 ResponseType::MethodNotAllowed,
@@ -303,10 +330,22 @@ impl Listener {
                 ));
             }
         };
-        let admission = self
-            .hub
-            .admit(secret, Some(device), format, &req.payload, now_s)
-            .map_err(|e| match e {
+        let admission = match session {
+            Some(identity) => {
+                self.hub
+                    .admit_session(identity, device, format, &req.payload, now_s)
+            }
+            None if self.hub.requires_dtls(device) => {
+                return Err((
+                    ResponseType::Unauthorized,
+                    format!("{device} reports over DTLS only: coaps://HOST:5684/r/{device} with its secret as PSK"),
+                ));
+            }
+            None => self
+                .hub
+                .admit(secret, Some(device), format, &req.payload, now_s),
+        }
+        .map_err(|e| match e {
                 AdmitError::UnknownDevice(_) => (ResponseType::NotFound, e.to_string()),
                 AdmitError::MissingCredential | AdmitError::BadCredential => (
                     ResponseType::Unauthorized,
@@ -320,6 +359,34 @@ impl Listener {
             return Err((ResponseType::BadRequest, r.error.clone()));
         }
         Ok(admission.accepted)
+    }
+
+    /// The answer to one stored (or refused) request, remembered for its retransmissions: for
+    /// transports that answer request by request (DTLS sessions).
+    pub fn settle(
+        &self,
+        peer: SocketAddr,
+        request: Pending,
+        outcome: &Result<Committed, LiveError>,
+    ) -> Vec<u8> {
+        let (code, why) = match outcome {
+            Ok(_) => (ResponseType::Changed, String::new()),
+            Err(LiveError::Overloaded) => (
+                ResponseType::TooManyRequests,
+                LiveError::Overloaded.to_string(),
+            ),
+            Err(e) => (ResponseType::ServiceUnavailable, e.to_string()),
+        };
+        let max_age = [RETRY_AFTER as u8];
+        let option = (code == ResponseType::TooManyRequests).then_some((14u16, &max_age[..]));
+        let bytes = answer(&request, code, option, &why, self.mid());
+        let key = (peer, request.mid);
+        if outcome.is_ok() {
+            self.remember(key, bytes.clone());
+        } else {
+            self.exchanges(&key).map.remove(&key);
+        }
+        bytes
     }
 
     /// Answers a group of stored (or refused) requests and remembers the answers; called on

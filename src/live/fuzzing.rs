@@ -26,6 +26,7 @@ fn listener() -> &'static Arc<Listener> {
                     interval_s: 60,
                     secret_sha256: hash_secret(SECRET),
                     created: 0,
+                    dtls_psk: None,
                 },
             );
             Ok(())
@@ -37,6 +38,7 @@ fn listener() -> &'static Arc<Listener> {
             buffer: 64,
             queue: 16,
             segment_bytes: super::SEGMENT_BYTES,
+            dtls_only: false,
         })
         .expect("fuzz hub");
         Listener::new(hub)

@@ -22,6 +22,7 @@
 mod admit;
 pub mod coap;
 mod committer;
+pub mod dtls;
 pub mod fence;
 pub mod fuzzing;
 mod hub;
@@ -59,6 +60,8 @@ pub struct LiveConfig {
     pub queue: usize,
     /// Log segment size, bytes (the unit retention deletes).
     pub segment_bytes: u64,
+    /// Plain CoAP reports are refused: devices report over DTLS only.
+    pub dtls_only: bool,
 }
 
 /// What can go wrong at the hub's door, other than admission ([`AdmitError`]).

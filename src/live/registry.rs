@@ -12,7 +12,8 @@
 //! {
 //!   "format_version": 1,
 //!   "devices": { ID: { "layer": NAME, "kind": "tracker"|"meter"|"sensor"|"asset",
-//!                      "interval_s": SECONDS, "secret_sha256": HEX64, "created": UNIX_S } },
+//!                      "interval_s": SECONDS, "secret_sha256": HEX64, "created": UNIX_S,
+//!                      "dtls_psk": SECRET } },          dtls_psk only for DTLS devices
 //!   "ingest_keys": { NAME: HEX64 }                    SHA-256 of each key, hex
 //! }
 //! ```
@@ -67,6 +68,11 @@ pub struct DeviceEntry {
     pub secret_sha256: String,
     /// Registration time, seconds since the epoch.
     pub created: u64,
+    /// The secret itself, for devices that report over DTLS with it as their pre-shared key
+    /// (the server must hold the key to run the handshake; such a device is refused over
+    /// plain CoAP). The registry file is written readable by its owner only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtls_psk: Option<String>,
 }
 
 /// The format version this build writes and reads.
@@ -167,6 +173,11 @@ impl RegIndex {
     /// True if device `id` is registered.
     pub fn has_device(&self, id: &str) -> bool {
         self.reg.devices.contains_key(id)
+    }
+
+    /// The DTLS pre-shared key of device `id`, if it reports over DTLS.
+    pub fn dtls_psk(&self, id: &str) -> Option<&str> {
+        self.reg.devices.get(id)?.dtls_psk.as_deref()
     }
 
     /// Who `secret` is: an ingest key (`ik_…`, may report for any device) or a device's own
@@ -293,7 +304,12 @@ pub fn same_hash(a: &str, b: &str) -> bool {
 }
 
 fn random_secret(prefix: &str) -> Result<String, RegistryError> {
-    let mut buf = [0u8; 32];
+    random_secret_of(prefix, 32)
+}
+
+/// A secret of `bytes` random bytes, hex, after `prefix`.
+fn random_secret_of(prefix: &str, bytes: usize) -> Result<String, RegistryError> {
+    let mut buf = vec![0u8; bytes];
     rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty()).map_err(|e| {
         RegistryError::Io {
             path: PathBuf::from("getrandom"),
@@ -383,7 +399,17 @@ impl RegistryFile {
         let out = f(&mut reg)?;
         reg.format_version = FORMAT_VERSION;
         let tmp = self.dir.join("devices.json.tmp");
-        let mut file = File::create(&tmp).map_err(self.io(&tmp))?;
+        // Owner-only: DTLS devices' keys are in it.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(self.io(&tmp))?
+        };
         let text =
             serde_json::to_vec_pretty(&reg).map_err(|e| RegistryError::Refused(e.to_string()))?;
         file.write_all(&text).map_err(self.io(&tmp))?;
@@ -403,6 +429,30 @@ impl RegistryFile {
         kind: DeviceKind,
         interval_s: u64,
     ) -> Result<String, RegistryError> {
+        self.add(id, layer, kind, interval_s, false)
+    }
+
+    /// Registers a device that reports over CoAP with DTLS, its secret as the pre-shared key
+    /// (kept in the registry: the handshake needs it) and its id as the PSK identity; it is
+    /// refused over plain CoAP. Returns the secret.
+    pub fn add_dtls_device(
+        &self,
+        id: &str,
+        layer: &str,
+        kind: DeviceKind,
+        interval_s: u64,
+    ) -> Result<String, RegistryError> {
+        self.add(id, layer, kind, interval_s, true)
+    }
+
+    fn add(
+        &self,
+        id: &str,
+        layer: &str,
+        kind: DeviceKind,
+        interval_s: u64,
+        dtls: bool,
+    ) -> Result<String, RegistryError> {
         if !valid_device_id(id) {
             return Err(RegistryError::Refused(format!(
                 "device id {id:?}: use 1-64 of A-Z a-z 0-9 . _ : -"
@@ -413,7 +463,14 @@ impl RegistryFile {
                 "layer name {layer:?}: use 1-64 of A-Z a-z 0-9 _ -"
             )));
         }
-        let secret = random_secret("ds_")?;
+        // A DTLS device's secret is its pre-shared key: 16 random bytes (128 bits, RFC 7925's
+        // floor) keep it within libcoap's 64-byte PSK limit (a longer key is cut there and
+        // the handshake fails).
+        let secret = if dtls {
+            random_secret_of("ds_", 16)?
+        } else {
+            random_secret("ds_")?
+        };
         let hash = hash_secret(&secret);
         self.update(|reg| {
             if reg.devices.contains_key(id) {
@@ -429,6 +486,7 @@ impl RegistryFile {
                     interval_s,
                     secret_sha256: hash,
                     created: now(),
+                    dtls_psk: dtls.then(|| secret.clone()),
                 },
             );
             Ok(())

@@ -595,6 +595,7 @@ mod tests {
                 interval_s: 60,
                 secret_sha256: String::new(),
                 created: 0,
+                dtls_psk: None,
             },
         );
         let mut st = LiveState::default();

@@ -187,6 +187,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             buffer: config.buffer,
             queue: config.ingest_queue,
             segment_bytes: config.wal_segment_mb << 20,
+            dtls_only: config.coap_dtls_only,
         };
         tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??
     };
@@ -204,11 +205,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    let coap_listener = crate::live::coap::Listener::new(Arc::clone(&hub));
+    let coaps = match tokio::net::UdpSocket::bind(config.coaps_bind).await {
+        Ok(socket) => {
+            let at = socket.local_addr()?;
+            tokio::spawn(crate::live::dtls::run(
+                Arc::clone(&coap_listener),
+                Arc::clone(&hub),
+                socket,
+            ));
+            format!(" and coaps on udp://{at}")
+        }
+        Err(e) if config.coaps_bind == crate::config::DEFAULT_COAPS_BIND.parse()? => {
+            eprintln!(
+                "urbis: CoAP over DTLS is off: cannot listen on udp {} ({e}); set --coaps-bind to another address",
+                config.coaps_bind
+            );
+            " and coaps off".to_string()
+        }
+        Err(e) => anyhow::bail!(
+            "cannot listen for CoAP over DTLS on udp {}: {e}",
+            config.coaps_bind
+        ),
+    };
     let coap = match tokio::net::UdpSocket::bind(config.coap_bind).await {
         Ok(socket) => {
             let at = socket.local_addr()?;
-            tokio::spawn(crate::live::coap::Listener::new(Arc::clone(&hub)).run(socket));
-            format!("coap on udp://{at}")
+            tokio::spawn(Arc::clone(&coap_listener).run(socket));
+            format!("coap on udp://{at}{coaps}")
         }
         // The default port taken (another CoAP server on this machine) should not stop the
         // tile server that the README's one command starts; another address that fails does.
@@ -217,7 +241,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 "urbis: CoAP is off: cannot listen on udp {} ({e}); set --coap-bind to another address",
                 config.coap_bind
             );
-            "coap off".to_string()
+            format!("coap off{coaps}")
         }
         Err(e) => anyhow::bail!("cannot listen for CoAP on udp {}: {e}", config.coap_bind),
     };

@@ -82,6 +82,8 @@ pub struct Server {
     pub addr: String,
     /// The CoAP (UDP) address, `127.0.0.1:PORT`.
     pub coap: String,
+    /// The CoAP-over-DTLS (UDP) address, when it listens.
+    pub coaps: String,
     /// An API key that `get`, `request` and `stream` send (an admin key of the store for
     /// servers started with `--store`; none, anonymous, otherwise until a test sets one).
     pub key: Option<String>,
@@ -113,11 +115,13 @@ impl Server {
     /// Starts `urbis serve --bind 127.0.0.1:0 --no-demo --store STORE EXTRA...` and waits for
     /// its "listening" line.
     pub fn start(store: &Path, extra: &[&str]) -> Server {
-        let coap: &[&str] = if extra.contains(&"--coap-bind") {
-            &[]
-        } else {
-            &["--coap-bind", "127.0.0.1:0"]
-        };
+        let mut coap: Vec<&str> = Vec::new();
+        if !extra.contains(&"--coap-bind") {
+            coap.extend(["--coap-bind", "127.0.0.1:0"]);
+        }
+        if !extra.contains(&"--coaps-bind") {
+            coap.extend(["--coaps-bind", "127.0.0.1:0"]);
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbis"));
         cmd.args([
             "serve",
@@ -127,7 +131,7 @@ impl Server {
             "--store",
             store.to_str().unwrap(),
         ])
-        .args(coap)
+        .args(&coap)
         .args(extra);
         Server::spawn(cmd)
     }
@@ -168,7 +172,14 @@ impl Server {
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or("")
             .to_string();
+        let coaps = line
+            .split("coaps on udp://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("")
+            .to_string();
         Server {
+            coaps,
             child,
             base: format!("http://{addr}"),
             addr,
