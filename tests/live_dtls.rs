@@ -135,3 +135,49 @@ fn coap_client_openssl_reports_over_dtls_psk_and_plain_coap_is_refused_for_dtls_
         position(&server)
     );
 }
+
+#[test]
+fn a_dtls_only_layer_refuses_plain_coap_from_its_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let secret = common::add_device(&store, "m-1", "meters", "1h");
+    let server = Server::start(&store, &[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let report = |mid: u16| {
+        let body = br#"{"lat":60.2,"lon":24.9}"#;
+        ask(
+            &sock,
+            &server.coap,
+            &post(mid, "m-1", &secret, Some(50), body),
+        )
+    };
+    assert_eq!(
+        report(1).header.code,
+        MessageClass::Response(ResponseType::Changed)
+    );
+    let out = urbis(&[
+        "devices",
+        "dtls-only",
+        "meters",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The running server reads the registry within a second.
+    let mut mid = 2;
+    loop {
+        let a = report(mid);
+        if a.header.code == MessageClass::Response(ResponseType::Unauthorized) {
+            assert!(String::from_utf8_lossy(&a.payload).contains("DTLS"));
+            break;
+        }
+        assert!(mid < 40, "plain CoAP still accepted");
+        mid += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

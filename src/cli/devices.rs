@@ -46,6 +46,17 @@ pub enum DevicesAction {
         #[arg(long)]
         json: bool,
     },
+    /// Make a live layer take reports over DTLS only: its devices' plain CoAP reports get
+    /// 4.01 (register them with --dtls). `--off` allows plain CoAP again.
+    DtlsOnly {
+        /// The live layer.
+        layer: String,
+        /// Allow plain CoAP again.
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
     /// Remove a device (its history stays until retention removes it).
     Rm {
         /// Device id.
@@ -150,6 +161,23 @@ pub fn devices(action: DevicesAction) -> anyhow::Result<()> {
                 let names: Vec<&String> = reg.ingest_keys.keys().collect();
                 println!("ingest keys: {names:?}");
             }
+            Ok(())
+        }
+        DevicesAction::DtlsOnly { layer, off, store } => {
+            RegistryFile::new(&store.store).set_dtls_only(&layer, !off)?;
+            audit_cli(
+                &store.store,
+                "devices.dtls_only",
+                &format!("{layer} {}", if off { "off" } else { "on" }),
+            )?;
+            println!(
+                "{layer}: {}",
+                if off {
+                    "plain CoAP allowed again"
+                } else {
+                    "reports over DTLS only"
+                }
+            );
             Ok(())
         }
         DevicesAction::Rm { id, store } => {

@@ -131,10 +131,10 @@ impl Hub {
         self.admit_as(&reg, principal, Some(device), format, bytes, now)
     }
 
-    /// True if `device` must report over DTLS: it was registered with a DTLS key, or the
-    /// server takes CoAP over DTLS only.
+    /// True if `device` must report over DTLS: it was registered with a DTLS key, its layer
+    /// takes DTLS only, or the server takes CoAP over DTLS only.
     pub fn requires_dtls(&self, device: &str) -> bool {
-        self.cfg.dtls_only || self.registry().dtls_psk(device).is_some()
+        self.cfg.dtls_only || self.registry().dtls_required(device)
     }
 
     /// The DTLS pre-shared key of the device whose PSK identity is `identity`.

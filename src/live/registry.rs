@@ -14,7 +14,8 @@
 //!   "devices": { ID: { "layer": NAME, "kind": "tracker"|"meter"|"sensor"|"asset",
 //!                      "interval_s": SECONDS, "secret_sha256": HEX64, "created": UNIX_S,
 //!                      "dtls_psk": SECRET } },          dtls_psk only for DTLS devices
-//!   "ingest_keys": { NAME: HEX64 }                    SHA-256 of each key, hex
+//!   "ingest_keys": { NAME: HEX64 },                   SHA-256 of each key, hex
+//!   "dtls_layers": [ NAME ]                           layers taking DTLS only (optional)
 //! }
 //! ```
 //! A file of a later version is refused with a message naming it, never misread.
@@ -94,6 +95,9 @@ pub struct Registry {
     /// Ingest API keys: name -> SHA-256 hex.
     #[serde(default)]
     pub ingest_keys: BTreeMap<String, String>,
+    /// Live layers whose devices report over DTLS only (plain CoAP refused).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub dtls_layers: std::collections::BTreeSet<String>,
 }
 
 impl Default for Registry {
@@ -102,6 +106,7 @@ impl Default for Registry {
             format_version: FORMAT_VERSION,
             devices: BTreeMap::new(),
             ingest_keys: BTreeMap::new(),
+            dtls_layers: Default::default(),
         }
     }
 }
@@ -178,6 +183,15 @@ impl RegIndex {
     /// The DTLS pre-shared key of device `id`, if it reports over DTLS.
     pub fn dtls_psk(&self, id: &str) -> Option<&str> {
         self.reg.devices.get(id)?.dtls_psk.as_deref()
+    }
+
+    /// True if device `id` must report over DTLS: it has a DTLS key, or its layer takes DTLS
+    /// only.
+    pub fn dtls_required(&self, id: &str) -> bool {
+        self.reg
+            .devices
+            .get(id)
+            .is_some_and(|e| e.dtls_psk.is_some() || self.reg.dtls_layers.contains(&e.layer))
     }
 
     /// Who `secret` is: an ingest key (`ik_…`, may report for any device) or a device's own
@@ -500,6 +514,24 @@ impl RegistryFile {
             reg.devices
                 .remove(id)
                 .ok_or_else(|| RegistryError::Refused(format!("no device {id}")))
+        })
+    }
+
+    /// Makes live layer `layer` take reports over DTLS only (or, with `on` false, plain CoAP
+    /// too).
+    pub fn set_dtls_only(&self, layer: &str, on: bool) -> Result<(), RegistryError> {
+        if !crate::store::catalog::valid_layer_name(layer) {
+            return Err(RegistryError::Refused(format!(
+                "layer name {layer:?}: use 1-64 of A-Z a-z 0-9 _ -"
+            )));
+        }
+        self.update(|reg| {
+            if on {
+                reg.dtls_layers.insert(layer.to_string());
+            } else {
+                reg.dtls_layers.remove(layer);
+            }
+            Ok(())
         })
     }
 
