@@ -239,6 +239,23 @@ enum LayersAction {
         /// The layer to remove.
         name: String,
     },
+    /// List the kept versions of a layer, the current one marked.
+    Versions {
+        /// The layer.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve an earlier (kept) version of a layer again, atomically; running servers switch
+    /// within a second. The next import is numbered after the newest version.
+    Rollback {
+        /// The layer.
+        name: String,
+        /// The version to serve (see `urbis layers versions NAME`).
+        #[arg(id = "to_version", value_name = "VERSION")]
+        version: u64,
+    },
     /// Set who may see a layer (a layer file or a live layer): public, internal,
     /// restricted or confidential. Running servers apply it within a second.
     Classify {
@@ -340,12 +357,61 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Layers {
+            action: Some(LayersAction::Versions { name, json }),
+            store,
+            ..
+        } => {
+            let st = Store::open(&store.store, false)?;
+            let cat = st.catalog()?;
+            let layer = cat
+                .layers
+                .get(&name)
+                .ok_or_else(|| anyhow::anyhow!("no layer named '{name}'; see `urbis layers`"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "layer": name, "current": layer.current, "versions": layer.versions,
+                    }))?
+                );
+                return Ok(());
+            }
+            for v in &layer.versions {
+                println!(
+                    "{} v{:<4} {} features  {}  published {} from {}",
+                    if v.version == layer.current { "*" } else { " " },
+                    v.version,
+                    v.features,
+                    human_bytes(v.bytes),
+                    v.created,
+                    v.source
+                );
+            }
+            Ok(())
+        }
+        Command::Layers {
+            action: Some(LayersAction::Rollback { name, version }),
+            store,
+            ..
+        } => {
+            let st = Store::open(&store.store, false)?;
+            let v = st.rollback(&name, version)?;
+            audit_cli(
+                &store.store,
+                "layer.rollback",
+                &format!("{name} v{version}"),
+            )?;
+            println!("{name} now serves v{} ({} features)", v.version, v.features);
+            Ok(())
+        }
+        Command::Layers {
             action: Some(LayersAction::Rm { name }),
             store,
             ..
         } => {
             let store = Store::open(&store.store, false)?;
             let entry = store.remove(&name)?;
+            audit_cli(store.dir(), "layer.remove", &name)?;
             println!("removed {name} ({} version(s))", entry.versions.len());
             Ok(())
         }

@@ -320,6 +320,40 @@ impl Store {
         Ok(entry)
     }
 
+    /// Makes `version` (one of the kept ones) the current version of layer `name`, atomically
+    /// (the catalog is rewritten under the lock, like a publish): servers serve it within a
+    /// second, and since cache entries name the version they were made from, no tile of the
+    /// version it replaces is served after. The next import is numbered after the newest kept
+    /// version.
+    pub fn rollback(&self, name: &str, version: u64) -> Result<VersionEntry, StoreError> {
+        let _lock = self.lock()?;
+        let mut cat = self.catalog()?;
+        let layer = cat
+            .layers
+            .get_mut(name)
+            .ok_or_else(|| StoreError::UnknownLayer(name.to_string()))?;
+        let Some(entry) = layer
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .cloned()
+        else {
+            return Err(StoreError::UnknownVersion {
+                layer: name.to_string(),
+                version,
+                kept: layer
+                    .versions
+                    .iter()
+                    .map(|v| format!("v{}", v.version))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        layer.current = version;
+        self.write_catalog(&cat)?;
+        Ok(entry)
+    }
+
     /// Removes a layer and all its files.
     pub fn remove(&self, name: &str) -> Result<LayerEntry, StoreError> {
         let _lock = self.lock()?;

@@ -158,6 +158,18 @@ pub enum StoreError {
         "invalid layer name '{0}': use 1-64 letters, digits, '_' or '-', not starting with '-'"
     )]
     InvalidName(String),
+    /// A version the store does not keep.
+    #[error(
+        "layer '{layer}' has no version {version} (kept: {kept}); see `urbis layers versions {layer}`"
+    )]
+    UnknownVersion {
+        /// The layer.
+        layer: String,
+        /// The version asked for.
+        version: u64,
+        /// The versions kept, e.g. "v2, v3, v4".
+        kept: String,
+    },
 }
 
 impl StoreError {
