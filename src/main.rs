@@ -74,6 +74,10 @@ enum Command {
         /// Attribution (licence notice) shown by map clients, e.g. "© OpenStreetMap contributors".
         #[arg(long)]
         attribution: Option<String>,
+        /// Versions of the layer kept for rollback (this import's included); older ones are
+        /// deleted.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        keep_versions: u16,
         /// Who may see the layer: public (anyone, without a key), internal, restricted or
         /// confidential (roles with that clearance or a rule for the layer).
         #[arg(long, value_enum, default_value = "internal")]
@@ -293,9 +297,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             maxzoom,
             attribution,
             classification,
+            keep_versions,
             json,
         } => {
-            let store = Store::open(&store.store, true)?;
+            let store =
+                Store::open(&store.store, true)?.with_keep_versions(usize::from(keep_versions));
             // Classified before the first version is visible, so it is never served as
             // internal for a moment when it is meant to be restricted.
             let db = Db::open(store.dir())?;

@@ -113,3 +113,32 @@ fn rollback_serves_the_old_version_again_and_never_the_newer_cached_tiles() {
         "{audit}"
     );
 }
+
+#[test]
+fn keep_versions_sets_how_many_versions_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let small = common::data("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp");
+    for _ in 0..4 {
+        import_json(
+            &small,
+            &store,
+            &["--layer", "cities", "--keep-versions", "2"],
+        );
+    }
+    let files: Vec<String> = common::snapshot(&store)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with(".urbis"))
+        .collect();
+    assert_eq!(files, ["cities.v3.urbis", "cities.v4.urbis"]);
+    let out = urbis(&[
+        "layers",
+        "rollback",
+        "cities",
+        "2",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "v2 is gone");
+}

@@ -15,7 +15,8 @@
 //! `O_TMPFILE`, a named `.staging-PID-N.tmp` file is used instead and swept by the next
 //! publish once its process is gone. Version numbers are assigned under the lock, so two
 //! imports of one layer at once both publish, one after the other. The last
-//! [`KEEP_VERSIONS`] versions of a layer are kept for rollback; older files are deleted.
+//! [`KEEP_VERSIONS`] versions of a layer are kept for rollback (`urbis import --keep-versions`
+//! sets another count); older files are deleted.
 
 use super::StoreError;
 use super::reader::LayerReader;
@@ -99,6 +100,7 @@ impl Drop for StagedFile {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    keep_versions: usize,
 }
 
 /// True for names usable as layer names (and so as file names and URL segments).
@@ -129,7 +131,17 @@ impl Store {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "store directory not found"),
             ));
         }
-        Ok(Store { dir })
+        Ok(Store {
+            dir,
+            keep_versions: KEEP_VERSIONS,
+        })
+    }
+
+    /// Keeps the last `n` versions of a layer when publishing (at least 1; by default
+    /// [`KEEP_VERSIONS`]); older files are deleted by the next publish.
+    pub fn with_keep_versions(mut self, n: usize) -> Store {
+        self.keep_versions = n.max(1);
+        self
     }
 
     /// The store directory.
@@ -310,7 +322,7 @@ impl Store {
         layer.versions.push(entry.clone());
         layer.current = version;
         let mut removed = Vec::new();
-        while layer.versions.len() > KEEP_VERSIONS {
+        while layer.versions.len() > self.keep_versions {
             removed.push(layer.versions.remove(0).file);
         }
         self.write_catalog(&cat)?;
