@@ -894,3 +894,62 @@ fn an_allowed_area_limits_features_tiles_and_devices() {
         "{err}"
     );
 }
+
+#[test]
+fn an_open_stream_ends_when_its_key_is_revoked_and_viewers_get_no_replayed_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, policy) = setup(dir.path());
+    let s = store.to_str().unwrap();
+    let viewer = api_key(&store, "viewer");
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    let auth = format!("Bearer {viewer}");
+    // Resuming with Last-Event-ID: a viewer (no tracks right) gets `reset`, not history.
+    let resumed = common::Sse::connect(
+        &server.addr,
+        "/stream",
+        &[("Authorization", &auth), ("Last-Event-ID", "0")],
+    );
+    let first = resumed.next(Duration::from_secs(3)).expect("an event");
+    assert_eq!(first.event, "reset");
+    drop(resumed);
+    // An open stream, then the key is revoked from another process: the stream ends.
+    let stream = common::Sse::connect(&server.addr, "/stream", &[("Authorization", &auth)]);
+    let list: serde_json::Value =
+        serde_json::from_slice(&urbis(&["keys", "list", "--json", "--store", s]).stdout).unwrap();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == "viewer")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        urbis(&["keys", "revoke", &id, "--store", s])
+            .status
+            .success()
+    );
+    let revoked = Instant::now();
+    let e = stream
+        .until(Duration::from_secs(5), |e| e.event == "cutoff")
+        .expect("a cutoff event");
+    assert!(e.data.contains("revoked"), "{}", e.data);
+    assert!(
+        revoked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        revoked.elapsed()
+    );
+    // Composite tiles name a few distinct layers.
+    let many = ["parks"; 9].join(",");
+    assert_eq!(
+        server.get(&format!("/tiles/{many}/{TILE}.mvt"), &[]).status,
+        400
+    );
+    assert_eq!(
+        server
+            .get(&format!("/tiles/parks,parks/{TILE}.mvt"), &[])
+            .status,
+        400
+    );
+}

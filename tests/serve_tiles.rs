@@ -38,7 +38,9 @@ fn setup() -> (tempfile::TempDir, PathBuf, Server) {
             "public",
         ],
     );
-    let server = Server::start(&store, &[]);
+    let mut server = Server::start(&store, &[]);
+    // As a map client (and a CDN) sees the public layer: no key.
+    server.key = None;
     (dir, src, server)
 }
 
@@ -172,10 +174,11 @@ fn a_configured_public_url_and_config_file_are_used() {
         "public_url = \"https://tiles.example.city/\"\nmax_age = 60\n",
     )
     .unwrap();
-    let server = Server::start(
+    let mut server = Server::start(
         &dir.path().join("store"),
         &["--config", cfg.to_str().unwrap()],
     );
+    server.key = None;
     let tj = server.get("/tiles/hki.json", &[]).json();
     assert_eq!(
         tj["tiles"][0],
@@ -214,9 +217,17 @@ fn composite_tiles_and_new_versions_are_served_without_restart() {
     common::import_json(
         &common::data("tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp"),
         &store,
-        &["--layer", "cities"],
+        &["--layer", "cities", "--classification", "public"],
     );
-    let r = server.get("/tiles/hki,cities/0/0/0.mvt", &[]);
+    // Served (and classified public for anonymous callers) within a second or two.
+    let started = Instant::now();
+    let r = loop {
+        let r = server.get("/tiles/hki,cities/0/0/0.mvt", &[]);
+        if r.status == 200 || started.elapsed() > Duration::from_secs(5) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let tile = <geozero::mvt::Tile as geozero::mvt::Message>::decode(&r.body[..]).unwrap();
     let names: Vec<&str> = tile.layers.iter().map(|l| l.name.as_str()).collect();
@@ -225,7 +236,7 @@ fn composite_tiles_and_new_versions_are_served_without_restart() {
     common::import_json(
         &common::data("tests/data/naturalearth/naturalearth_lowres/naturalearth_lowres.shp"),
         &store,
-        &["--layer", "hki"],
+        &["--layer", "hki", "--classification", "public"],
     );
     let started = Instant::now();
     loop {

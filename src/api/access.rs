@@ -257,19 +257,21 @@ async fn guard(State(st): State<AppState>, need: Need, mut req: Request, next: N
                     p.role.name.clone(),
                 )
             });
+        // Checked here, so that a flood of denied requests costs a set look-up each, not a
+        // thread.
+        let (who, what) = (format!("{client} {key_id}"), format!("{route} {status}"));
+        if !security.first_this_minute(&who, &what) {
+            return denied;
+        }
         tokio::task::spawn_blocking(move || {
-            security.audit_once_a_minute(
-                &format!("{client} {key_id}"),
-                &format!("{route} {status}"),
-                &crate::security::audit::Event {
-                    key_id: &key_id,
-                    role: &role,
-                    client: &client,
-                    action: "denied",
-                    target: &route,
-                    outcome: &status,
-                },
-            );
+            security.audit(&crate::security::audit::Event {
+                key_id: &key_id,
+                role: &role,
+                client: &client,
+                action: "denied",
+                target: &route,
+                outcome: &status,
+            });
         });
         return denied;
     }

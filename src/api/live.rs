@@ -18,6 +18,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The live hub, as a handler argument: requests to a server without the live layer get a
 /// 404 problem before the handler runs.
@@ -210,8 +211,18 @@ pub async fn devices(
     .into_response()
 }
 
-/// A device's (or event's) JSON with its `position` as `view` may serve it.
+/// A device's (or event's) JSON as `view` may serve it: its `position` snapped to the view's
+/// precision, and only the telemetry the view's attribute list keeps (the record's own
+/// fields, id, layer, state, times and position, stay: they are the device).
 fn shown(view: Option<&LayerView>, mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(view) = view.filter(|v| v.attributes.is_some()) {
+        if let Some(t) = v.get_mut("telemetry").and_then(|t| t.as_object_mut()) {
+            t.retain(|k, _| view.keeps(k));
+        }
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|k, _| !matches!(k.as_str(), "kind" | "interval_s") || view.keeps(k));
+        }
+    }
     if let Some(view) = view.filter(|v| v.precision_m.is_some())
         && let Some(p) = v.get("position").and_then(|p| p.as_array())
         && let [Some(lon), Some(lat)] = [p.first(), p.get(1)].map(|x| x.and_then(|x| x.as_f64()))
@@ -307,7 +318,7 @@ pub async fn track(
         "to": to,
         "fixes": fixes.iter().map(|f| json!({
             "t": f.t, "position": f.pos.map(|p| view.position(p)), "late": f.late,
-            "telemetry": f.telemetry.iter().cloned().collect::<HashMap<String, f64>>(),
+            "telemetry": f.telemetry.iter().filter(|(k, _)| view.keeps(k)).cloned().collect::<HashMap<String, f64>>(),
         })).collect::<Vec<_>>(),
         "geojson": {"type": "Feature", "properties": {"device": id},
                     "geometry": {"type": "LineString", "coordinates": coords}},
@@ -339,7 +350,7 @@ impl Filter {
         {
             return None;
         }
-        match view.filter(|v| v.precision_m.is_some()) {
+        match view.filter(|v| v.precision_m.is_some() || v.attributes.is_some()) {
             None => self.pass(e).then(|| sse_event(e)),
             Some(v) => {
                 let mut snapped = StreamEvent {
@@ -425,11 +436,15 @@ pub async fn stream(
     else {
         return super::access::too_many(5, "too many open streams for this key (or address)");
     };
+    // A resume replays recent events: history, for roles with the tracks right only; the
+    // others are told to reload (`reset`) instead.
+    let may_replay = principal.has(crate::security::policy::Right::Tracks);
     let crate::live::Subscription {
         events: rx,
         replay,
         missed,
-    } = hub.subscribe(last_id);
+    } = hub.subscribe(last_id.filter(|_| may_replay));
+    let missed = missed || (last_id.is_some() && !may_replay);
     let filter = Filter {
         layers,
         bbox,
@@ -452,6 +467,8 @@ pub async fn stream(
         done: bool,
         /// Held while the stream is open: counts against the caller's cap.
         _permit: crate::security::limits::StreamPermit,
+        /// When the key was last checked.
+        checked: Instant,
     }
     let s = S {
         head: head.into_iter(),
@@ -459,6 +476,7 @@ pub async fn stream(
         filter,
         done: false,
         _permit: permit,
+        checked: Instant::now(),
     };
     let events = futures_util::stream::unfold(s, |mut s| async move {
         if let Some(e) = s.head.next() {
@@ -468,7 +486,26 @@ pub async fn stream(
             return None;
         }
         loop {
-            match s.rx.recv().await {
+            // The key is checked again every second while the stream is open: a revoked or
+            // expired key, or a changed role, applies to open streams too.
+            let next = tokio::time::timeout(Duration::from_secs(1), s.rx.recv()).await;
+            if s.checked.elapsed() >= Duration::from_secs(1) {
+                s.checked = Instant::now();
+                match s.filter.security.recheck(&s.filter.principal) {
+                    Some(p) => s.filter.principal = p,
+                    None => {
+                        s.done = true;
+                        let e = Event::default()
+                            .event("cutoff")
+                            .data(r#"{"reason":"the key was revoked or expired"}"#);
+                        return Some((Ok(e), s));
+                    }
+                }
+            }
+            let Ok(next) = next else {
+                continue; // a quiet second
+            };
+            match next {
                 Ok(e) => {
                     if let Some(ev) = s.filter.shown(&e) {
                         return Some((Ok(ev), s));

@@ -144,6 +144,14 @@ async fn tile(
     if names.iter().any(String::is_empty) {
         return Problem::bad_request("empty layer name in the layer list").into_response();
     }
+    // A composite costs a part per layer: a few distinct layers, not hundreds.
+    let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+    if names.len() > MAX_COMPOSITE || distinct.len() != names.len() {
+        return Problem::bad_request(format!(
+            "a composite tile names up to {MAX_COMPOSITE} distinct layers"
+        ))
+        .into_response();
+    }
     // A layer the principal may not see does not exist for it, and a composite tile with one
     // is refused whole.
     let mut views = Vec::with_capacity(names.len());
@@ -169,9 +177,13 @@ async fn tile(
     let request: Vec<(&str, &LayerView)> = names.iter().map(String::as_str).zip(&views).collect();
     // Live data changes at any moment: clients revalidate (cheap with the ETag). A tile that
     // not everyone may see is private to shared caches.
-    let public = names
-        .iter()
-        .all(|n| st.security.layer_meta(n).classification == Classification::Public);
+    // Shared caches may keep a tile only when it is what anyone gets: public layers, asked
+    // for without a key, seen whole.
+    let public = principal.is_anonymous()
+        && views.iter().all(|v| *v == LayerView::ALL)
+        && names
+            .iter()
+            .all(|n| st.security.layer_meta(n).classification == Classification::Public);
     let cache_control = if names.iter().any(|n| st.engine.is_live_layer(n)) {
         "no-cache".to_string()
     } else if public {
@@ -197,6 +209,9 @@ async fn tile(
     };
     tile_response(&body, &cache_control, &headers)
 }
+
+/// Most layers in one composite tile.
+pub const MAX_COMPOSITE: usize = 8;
 
 /// Logs a read of a restricted or confidential layer (once a minute per key and layer), off
 /// the request's path.
@@ -269,7 +284,10 @@ fn tile_response(body: &TileBody, cache_control: &str, headers: &HeaderMap) -> R
     if let Ok(v) = HeaderValue::from_str(cache_control) {
         h.insert(header::CACHE_CONTROL, v);
     }
-    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept-Encoding, Authorization"),
+    );
     if body.dropped > 0 {
         h.insert("urbis-dropped-features", HeaderValue::from(body.dropped));
     }

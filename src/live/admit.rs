@@ -107,7 +107,7 @@ impl Hub {
     ) -> Result<Admission, AdmitError> {
         let reg = self.registry();
         let principal = reg.authenticate(credential.unwrap_or(""), device)?;
-        self.admit_as(&reg, principal, device, format, bytes, now)
+        self.admit_as(&reg, principal, device, format, bytes, now, false)
     }
 
     /// Admits a payload from a device authenticated by its transport (a DTLS session whose
@@ -128,7 +128,7 @@ impl Hub {
             return Err(AdmitError::BadCredential);
         }
         let principal = Principal::Device(identity.to_string());
-        self.admit_as(&reg, principal, Some(device), format, bytes, now)
+        self.admit_as(&reg, principal, Some(device), format, bytes, now, true)
     }
 
     /// True if `device` must report over DTLS: it was registered with a DTLS key, its layer
@@ -144,6 +144,9 @@ impl Hub {
             .map(|k| k.as_bytes().to_vec())
     }
 
+    /// Admits for `principal`; `secure` when the transport authenticated it (DTLS): devices
+    /// that must report over DTLS are refused otherwise, whatever carried the report.
+    #[allow(clippy::too_many_arguments)]
     fn admit_as(
         &self,
         reg: &super::registry::RegIndex,
@@ -152,6 +155,7 @@ impl Hub {
         format: Format,
         bytes: &[u8],
         now: f64,
+        secure: bool,
     ) -> Result<Admission, AdmitError> {
         let parsed = payload::parse_batch(format, bytes, now).map_err(|e| match e {
             BatchError::TooMany { records } => AdmitError::TooLarge {
@@ -195,6 +199,12 @@ impl Hub {
             // The addressed device was checked by `authenticate`.
             if Some(id) != device && !reg.has_device(id) {
                 rejected.push(refuse(format!("unknown device {id}")));
+                continue;
+            }
+            if !secure && (self.cfg.dtls_only || reg.dtls_required(id)) {
+                rejected.push(refuse(format!(
+                    "{id} reports over DTLS only (coaps://HOST:5684/r/{id})"
+                )));
                 continue;
             }
             records.push(report_record(id, r, now));

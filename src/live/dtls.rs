@@ -170,8 +170,9 @@ fn start(
             return;
         }
         let _ = tx.try_send(first);
-        map.insert(peer, tx);
+        map.insert(peer, tx.clone());
     }
+    let mine = tx;
     let conn = Arc::new(PeerConn {
         socket: Arc::clone(socket),
         peer,
@@ -180,10 +181,11 @@ fn start(
     let (listener, hub, sessions) = (Arc::clone(listener), Arc::clone(hub), Arc::clone(sessions));
     tokio::spawn(async move {
         session(listener, hub, conn, peer).await;
-        sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&peer);
+        // Only this session's entry: a new one from the same address may have replaced it.
+        let mut map = sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&peer).is_some_and(|tx| tx.same_channel(&mine)) {
+            map.remove(&peer);
+        }
     });
 }
 

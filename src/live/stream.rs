@@ -68,7 +68,7 @@ impl Stream {
             };
         };
         let missed = match recent.front() {
-            Some(e) => e.id > last + 1,
+            Some(e) => e.id > last.saturating_add(1),
             None => last < applied,
         };
         let replay = recent.iter().filter(|e| e.id > last).cloned().collect();

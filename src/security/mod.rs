@@ -58,8 +58,8 @@ impl Principal {
             return None;
         }
         let rule = self.role.layers.get(name);
-        let visible = match rule {
-            Some(r) => r.access == Access::Allow,
+        let visible = match rule.and_then(|r| r.access) {
+            Some(a) => a == Access::Allow,
             None => self.role.clearance >= meta.classification,
         };
         if !visible {
@@ -276,6 +276,25 @@ impl Security {
     pub fn audit_entries(&self, since: i64, limit: usize) -> Result<Vec<audit::Entry>, DbError> {
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
         audit::entries(&db, since, limit)
+    }
+
+    /// The principal `p` is now: its key still valid and its role as the policy says now;
+    /// `None` when the key was revoked or expired (or its role left the policy). For callers
+    /// that hold a principal for long (open streams).
+    pub fn recheck(&self, p: &Principal) -> Option<Principal> {
+        let policy = self.policy();
+        let Some(id) = &p.key_id else {
+            let role = policy.role("anonymous")?.clone();
+            return Some(Principal { key_id: None, role });
+        };
+        let keys = Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()));
+        let k = keys.values().find(|k| &k.id == id)?;
+        k.valid_at(keys::now()).ok()?;
+        let role = policy.role(&k.role)?.clone();
+        Some(Principal {
+            key_id: Some(id.clone()),
+            role,
+        })
     }
 
     /// The classification of a layer (internal when nobody set one).

@@ -12,7 +12,8 @@
 //!
 //! [[roles.analyst.layers]]
 //! layer = "parcels"
-//! access = "allow"                    # or "deny"; allow also opens a layer above the clearance
+//! access = "allow"                    # or "deny"; allow opens a layer above the clearance;
+//!                                     # without it the clearance decides
 //! attributes = ["id", "landuse"]      # the only properties served (tiles, TileJSON, catalog)
 //!
 //! [[roles.analyst.layers]]
@@ -126,11 +127,10 @@ impl Rights {
 }
 
 /// Allow or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     /// Show the layer (also above the role's clearance).
-    #[default]
     Allow,
     /// Never show it.
     Deny,
@@ -139,8 +139,9 @@ pub enum Access {
 /// A rule of a role for one layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerRule {
-    /// Allow or deny.
-    pub access: Access,
+    /// Allow or deny; `None` when the rule only limits what is shown (attributes, precision,
+    /// area): visibility is then the clearance's, so such a rule never opens a layer.
+    pub access: Option<Access>,
     /// The only attributes served, when set.
     pub attributes: Option<Arc<BTreeSet<String>>>,
     /// Live positions snapped to a grid of this many metres, when set.
@@ -196,8 +197,7 @@ struct RoleFile {
 #[serde(deny_unknown_fields)]
 struct LayerRuleFile {
     layer: String,
-    #[serde(default)]
-    access: Access,
+    access: Option<Access>,
     attributes: Option<Vec<String>>,
     precision_m: Option<u32>,
     area: Option<serde_json::Value>,
@@ -369,7 +369,7 @@ mod tests {
         .unwrap();
         let a = p.role("analyst").unwrap();
         assert!(a.rights.has(Right::Devices) && !a.rights.has(Right::Tracks));
-        assert_eq!(a.layers["secret"].access, Access::Deny);
+        assert_eq!(a.layers["secret"].access, Some(Access::Deny));
         assert!(
             a.layers["parcels"]
                 .attributes
