@@ -516,6 +516,37 @@ fn personal_positions_are_snapped_to_100_m_for_roles_without_exact_positions() {
         ];
         assert!(on_grid(p, 100.0, 1e-6), "{d}");
     }
+    // The catalog's extent of the layer is made of the snapped positions /devices shows.
+    let cat = server.get_with("/catalog", &viewer).json();
+    let staff = cat["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "staff")
+        .unwrap();
+    let b: Vec<f64> = staff["bounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let lons: Vec<f64> = devices
+        .iter()
+        .map(|d| d["position"][0].as_f64().unwrap())
+        .collect();
+    let lats: Vec<f64> = devices
+        .iter()
+        .map(|d| d["position"][1].as_f64().unwrap())
+        .collect();
+    let (min, max) = (
+        |v: &[f64]| v.iter().cloned().fold(f64::MAX, f64::min),
+        |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max),
+    );
+    assert_eq!(
+        b,
+        [min(&lons), min(&lats), max(&lons), max(&lats)],
+        "{staff}"
+    );
     let one = server.get_with("/devices/nurse-3", &viewer).json();
     assert!(on_grid(
         [

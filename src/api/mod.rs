@@ -393,7 +393,7 @@ async fn tilejson(
         minzoom = minzoom.min(info.minzoom);
         maxzoom = maxzoom.max(info.maxzoom);
         vector_layers.push(live_vector_layer(info, view));
-        match info.bounds {
+        match live_extent(&st, info, view).1 {
             Some(b) => {
                 bounds = [
                     bounds[0].min(b[0]),
@@ -445,6 +445,37 @@ fn json_response(v: &serde_json::Value) -> Response {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// A live layer's device count and extent as `view` may see them: with a precision limit or
+/// an allowed area, over the snapped positions inside the area (the exact extent would give
+/// the outermost devices' positions away).
+fn live_extent(st: &AppState, info: &LiveLayerInfo, view: &LayerView) -> (usize, Option<[f64; 4]>) {
+    if view.precision_m.is_none() && view.area.is_none() {
+        return (info.devices, info.bounds);
+    }
+    let Some(hub) = &st.live else {
+        return (0, None);
+    };
+    let (mut n, mut bounds) = (0, None::<[f64; 4]>);
+    for d in hub.devices(Some(&info.name), None).devices {
+        match d.pos {
+            Some(p) if !view.shows(p) => continue,
+            Some(p) => {
+                let p = view.position(p);
+                let b = bounds.get_or_insert([p[0], p[1], p[0], p[1]]);
+                *b = [
+                    b[0].min(p[0]),
+                    b[1].min(p[1]),
+                    b[2].max(p[0]),
+                    b[3].max(p[1]),
+                ];
+            }
+            None => {}
+        }
+        n += 1;
+    }
+    (n, bounds)
 }
 
 /// The fields of a live layer a view keeps, with their TileJSON types.
@@ -509,15 +540,16 @@ async fn catalog(
             else {
                 continue;
             };
+            let extent = live_extent(&st, &info, &view);
             layers.push(json!({
                 "name": name,
                 "live": true,
-                "features": info.devices,
-                "bounds": info.bounds,
+                "features": extent.0,
+                "bounds": extent.1,
                 "minzoom": info.minzoom,
                 "maxzoom": info.maxzoom,
                 "clustered_below": info.clustered_below,
-                "geometry_types": {"Point": info.devices},
+                "geometry_types": {"Point": extent.0},
                 "classification": st.security.layer_meta(&name).classification,
                 "fields": live_fields(&info, &view),
                 "tilejson": format!("{base}/tiles/{name}.json"),
