@@ -984,3 +984,54 @@ fn an_open_stream_ends_when_its_key_is_revoked_and_viewers_get_no_replayed_histo
         400
     );
 }
+
+#[test]
+fn geofences_of_hidden_layers_are_hidden_and_placing_one_needs_exact_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(dir.path());
+    let policy = dir.path().join("planner.toml");
+    std::fs::write(
+        &policy,
+        "[roles.planner]\nclearance = \"internal\"\nrights = [\"tiles\", \"devices\", \"geofences:write\"]\n",
+    )
+    .unwrap();
+    let operator = api_key(&store, "operator");
+    let viewer = api_key(&store, "viewer");
+    let planner = api_key(&store, "planner");
+    let server = Server::start(&store, &["--policy", policy.to_str().unwrap()]);
+    let fence = br#"{"type":"Feature","id":"secret-zone","properties":{"layers":["parcels"]},"geometry":{"type":"Polygon","coordinates":[[[24.9,60.1],[25,60.1],[25,60.2],[24.9,60.1]]]}}"#;
+    let post = |key: &str| {
+        common::http_request(
+            &server.addr,
+            "POST",
+            "/geofences",
+            &[("Authorization", &format!("Bearer {key}"))],
+            fence,
+        )
+    };
+    let r = post(&planner);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("exact_positions"));
+    assert_eq!(post(&operator).status, 201);
+    // The fence names the restricted parcels: an internal viewer does not see it.
+    let ids = |key: &str| -> Vec<String> {
+        server.get_with("/geofences", key).json()["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(ids(&viewer).is_empty());
+    assert_eq!(
+        server.get_with("/geofences/secret-zone", &viewer).status,
+        404
+    );
+    assert_eq!(
+        server.get("/geofences", &[]).json()["features"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

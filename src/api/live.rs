@@ -344,10 +344,14 @@ impl Filter {
             Some(l) => Some(self.security.layer(&self.principal, l)?),
             None => None,
         };
-        // Events outside the allowed area are not sent.
+        // Events outside the allowed area are not sent; nor geofence events to views with a
+        // precision limit (a crossing's time and place are finer than the limit).
         if let (Some(v), Some(p)) = (&view, e.pos)
             && !v.shows(p)
         {
+            return None;
+        }
+        if e.event == "geofence" && view.as_ref().is_some_and(|v| v.precision_m.is_some()) {
             return None;
         }
         match view.filter(|v| v.precision_m.is_some() || v.attributes.is_some()) {
@@ -527,15 +531,35 @@ pub async fn stream(
         .into_response()
 }
 
-/// `GET /geofences`: a GeoJSON FeatureCollection.
-pub async fn list_fences(LiveHub(hub): LiveHub) -> Response {
-    let features: Vec<serde_json::Value> = hub.fences().iter().map(|f| f.to_geojson()).collect();
+/// True if `p` may see fence `f`: every layer it names is one `p` may see (a fence of every
+/// layer names none).
+fn fence_visible(st: &AppState, p: &Principal, f: &crate::live::fence::Fence) -> bool {
+    f.layers.iter().all(|l| st.security.layer(p, l).is_some())
+}
+
+/// `GET /geofences`: a GeoJSON FeatureCollection of the fences the caller may see.
+pub async fn list_fences(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    LiveHub(hub): LiveHub,
+) -> Response {
+    let features: Vec<serde_json::Value> = hub
+        .fences()
+        .iter()
+        .filter(|f| fence_visible(&st, &principal, f))
+        .map(|f| f.to_geojson())
+        .collect();
     Json(json!({"type": "FeatureCollection", "features": features})).into_response()
 }
 
 /// `GET /geofences/{id}`.
-pub async fn get_fence(LiveHub(hub): LiveHub, Path(id): Path<String>) -> Response {
-    match hub.fence(&id) {
+pub async fn get_fence(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    LiveHub(hub): LiveHub,
+    Path(id): Path<String>,
+) -> Response {
+    match hub.fence(&id).filter(|f| fence_visible(&st, &principal, f)) {
         Some(f) => Json(f.to_geojson()).into_response(),
         None => live_problem(LiveError::UnknownFence(id)),
     }
@@ -550,6 +574,10 @@ pub async fn put_fence(
     LiveHub(hub): LiveHub,
     body: Bytes,
 ) -> Response {
+    // A fence tells exactly when a device crosses it: placing one is exact-position access.
+    if !principal.has(crate::security::policy::Right::ExactPositions) {
+        return super::access::refused(&principal, crate::security::policy::Right::ExactPositions);
+    }
     let v: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return Problem::bad_request(format!("geofence JSON: {e}")).into_response(),
