@@ -154,9 +154,11 @@ async fn tile(
     }
     // A layer the principal may not see does not exist for it, and a composite tile with one
     // is refused whole.
+    // Each layer's classification is read once for the request (visibility, caching, audit).
+    let metas: Vec<_> = names.iter().map(|n| st.security.layer_meta(n)).collect();
     let mut views = Vec::with_capacity(names.len());
-    for n in &names {
-        match st.security.layer(&principal, n) {
+    for (n, meta) in names.iter().zip(&metas) {
+        match principal.layer(n, *meta) {
             Some(a) => views.push(a),
             None => return engine_problem(EngineError::UnknownLayer(n.clone())).into_response(),
         }
@@ -170,8 +172,8 @@ async fn tile(
         )
         .into_response();
     }
-    for n in &names {
-        audit_read(&st, &principal, &client, n);
+    for (n, meta) in names.iter().zip(&metas) {
+        audit_read(&st, &principal, &client, n, meta.classification);
     }
     let gzip = accepts_gzip(&headers);
     let request: Vec<(&str, &LayerView)> = names.iter().map(String::as_str).zip(&views).collect();
@@ -181,9 +183,9 @@ async fn tile(
     // for without a key, seen whole.
     let public = principal.is_anonymous()
         && views.iter().all(|v| *v == LayerView::ALL)
-        && names
+        && metas
             .iter()
-            .all(|n| st.security.layer_meta(n).classification == Classification::Public);
+            .all(|m| m.classification == Classification::Public);
     let cache_control = if names.iter().any(|n| st.engine.is_live_layer(n)) {
         "no-cache".to_string()
     } else if public {
@@ -215,8 +217,14 @@ pub const MAX_COMPOSITE: usize = 8;
 
 /// Logs a read of a restricted or confidential layer (once a minute per key and layer), off
 /// the request's path.
-fn audit_read(st: &AppState, p: &Principal, client: &access::Client, layer: &str) {
-    if !st.security.read_to_log(p, layer) {
+fn audit_read(
+    st: &AppState,
+    p: &Principal,
+    client: &access::Client,
+    layer: &str,
+    classification: Classification,
+) {
+    if !st.security.read_to_log(p, layer, classification) {
         return;
     }
     let (security, p, client, layer) = (

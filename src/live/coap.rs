@@ -152,6 +152,18 @@ fn answer(
     out
 }
 
+/// The response code and diagnostic of a commit's outcome: 2.04, 4.29 (queue full) or 5.03.
+fn outcome_code(outcome: &Result<Committed, LiveError>) -> (ResponseType, String) {
+    match outcome {
+        Ok(_) => (ResponseType::Changed, String::new()),
+        Err(LiveError::Overloaded) => (
+            ResponseType::TooManyRequests,
+            LiveError::Overloaded.to_string(),
+        ),
+        Err(e) => (ResponseType::ServiceUnavailable, e.to_string()),
+    }
+}
+
 /// A CoAP unsigned integer option value: big-endian, no leading zero bytes.
 fn uint_option(v: u32) -> Vec<u8> {
     let b = v.to_be_bytes();
@@ -369,16 +381,9 @@ impl Listener {
         request: Pending,
         outcome: &Result<Committed, LiveError>,
     ) -> Vec<u8> {
-        let (code, why) = match outcome {
-            Ok(_) => (ResponseType::Changed, String::new()),
-            Err(LiveError::Overloaded) => (
-                ResponseType::TooManyRequests,
-                LiveError::Overloaded.to_string(),
-            ),
-            Err(e) => (ResponseType::ServiceUnavailable, e.to_string()),
-        };
+        let (code, why) = outcome_code(outcome);
         let max_age = [RETRY_AFTER as u8];
-        let option = (code == ResponseType::TooManyRequests).then_some((14u16, &max_age[..]));
+        let option = (code == ResponseType::TooManyRequests).then_some((14u16, &max_age[..])); // Max-Age
         let bytes = answer(&request, code, option, &why, self.mid());
         let key = (peer, request.mid);
         if outcome.is_ok() {
@@ -397,14 +402,7 @@ impl Listener {
         group: Vec<(SocketAddr, Pending)>,
         outcome: Result<Committed, LiveError>,
     ) {
-        let (code, why) = match &outcome {
-            Ok(_) => (ResponseType::Changed, String::new()),
-            Err(LiveError::Overloaded) => (
-                ResponseType::TooManyRequests,
-                LiveError::Overloaded.to_string(),
-            ),
-            Err(e) => (ResponseType::ServiceUnavailable, e.to_string()),
-        };
+        let (code, why) = outcome_code(&outcome);
         let max_age = [RETRY_AFTER as u8];
         let option = (code == ResponseType::TooManyRequests).then_some((14u16, &max_age[..])); // Max-Age
         let answers: Vec<(SocketAddr, u16, Vec<u8>)> = group

@@ -229,14 +229,6 @@ impl Security {
         }
     }
 
-    /// Like [`Security::audit`], but at most once a minute for one (`who`, `what`): for
-    /// denied requests and reads of sensitive layers, which come in floods.
-    pub fn audit_once_a_minute(&self, who: &str, what: &str, e: &audit::Event<'_>) {
-        if self.first_this_minute(who, what) {
-            self.audit(e);
-        }
-    }
-
     /// True the first time (`who`, `what`) is seen in the current minute (cheap, in memory:
     /// callers ask before they spend a thread on writing the entry).
     pub fn first_this_minute(&self, who: &str, what: &str) -> bool {
@@ -252,10 +244,10 @@ impl Security {
         logged.1.insert((who.to_string(), what.to_string()))
     }
 
-    /// True if a read of layer `name` by `p` is to be logged now: the layer is restricted or
-    /// confidential and this key has not read it this minute.
-    pub fn read_to_log(&self, p: &Principal, name: &str) -> bool {
-        self.layer_meta(name).classification >= Classification::Restricted
+    /// True if a read of layer `name` (of `classification`) by `p` is to be logged now: the
+    /// layer is restricted or confidential and this key has not read it this minute.
+    pub fn read_to_log(&self, p: &Principal, name: &str, classification: Classification) -> bool {
+        classification >= Classification::Restricted
             && self.first_this_minute(p.key_id.as_deref().unwrap_or("-"), name)
     }
 
@@ -312,6 +304,3 @@ impl Security {
         p.layer(name, self.layer_meta(name))
     }
 }
-
-/// The classification a layer gets when nobody says: internal.
-pub const DEFAULT_CLASSIFICATION: Classification = Classification::Internal;
