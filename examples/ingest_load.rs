@@ -17,7 +17,7 @@ use std::net::{TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use urbis::live::registry::{DeviceEntry, DeviceKind, RegistryFile, hash_secret};
+use urbis::live::registry::{DeviceKind, NewDevice, RegistryDb, hash_bytes};
 
 fn arg<T: std::str::FromStr>(a: &[String], i: usize) -> T {
     a.get(i)
@@ -84,26 +84,21 @@ fn position(dev: usize, n: u64) -> (f64, f64) {
 }
 
 fn setup(store: &str, devices: usize) {
-    let reg = RegistryFile::new(std::path::Path::new(store));
-    reg.update(|r| {
-        for i in 0..devices {
-            r.devices.insert(
-                format!("dev-{i}"),
-                DeviceEntry {
-                    layer: "fleet".into(),
-                    kind: DeviceKind::Tracker,
-                    interval_s: 60,
-                    secret_sha256: hash_secret(&format!("ds_bench_{i}")),
-                    created: 0,
-                    dtls_psk: None,
-                },
-            );
-        }
-        r.ingest_keys
-            .insert("bench".into(), hash_secret("ik_bench"));
-        Ok(())
-    })
-    .expect("write the registry");
+    let mut reg = RegistryDb::open(std::path::Path::new(store)).expect("open the registry");
+    let batch: Vec<NewDevice> = (0..devices)
+        .map(|i| NewDevice {
+            line: i + 1,
+            id: format!("dev-{i}"),
+            layer: "fleet".into(),
+            kind: DeviceKind::Tracker,
+            interval_s: 60,
+            secret_sha256: Some(hash_bytes(&format!("ds_bench_{i}"))),
+            dtls: false,
+        })
+        .collect();
+    reg.import(&batch).expect("register the devices");
+    reg.add_ingest_key_hash("bench", hash_bytes("ik_bench"))
+        .expect("add the ingest key");
     println!("registered {devices} devices and ingest key ik_bench in {store}");
 }
 

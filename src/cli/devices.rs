@@ -38,6 +38,23 @@ pub enum DevicesAction {
         #[arg(long)]
         dtls: bool,
     },
+    /// Register many devices at once from a CSV or JSON file, in one transaction: all or
+    /// nothing. CSV has a header line naming its columns: id and layer (required), kind
+    /// (tracker, meter, sensor, asset; default tracker), interval (default 15m),
+    /// secret_sha256 (the SHA-256 of a secret the device already has, 64 hex digits), dtls
+    /// (true: reports over DTLS). JSON is an array of objects with the same keys. Every bad row
+    /// is named by its line; then nothing is registered.
+    Import {
+        /// The file (.csv, or .json).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Write the secrets generated for devices without secret_sha256 to this new file
+        /// (CSV id,secret; readable by its owner only). Needed when any row has no
+        /// secret_sha256.
+        #[arg(long)]
+        secrets_out: Option<std::path::PathBuf>,
+    },
     /// List the registered devices.
     List {
         #[command(flatten)]
@@ -74,7 +91,7 @@ pub enum DevicesAction {
 }
 
 pub fn devices(action: DevicesAction) -> anyhow::Result<()> {
-    use urbis::live::registry::{RegistryFile, parse_interval};
+    use urbis::live::registry::{RegistryDb, parse_interval};
     match action {
         DevicesAction::Add {
             id,
@@ -100,7 +117,7 @@ pub fn devices(action: DevicesAction) -> anyhow::Result<()> {
                 meta.personal |= personal;
                 db.set_layer_meta(&layer, meta)?;
             }
-            let registry = RegistryFile::new(&store.store);
+            let mut registry = RegistryDb::open(&store.store)?;
             let secret = if dtls {
                 registry.add_dtls_device(&id, &layer, kind, interval_s)?
             } else {
@@ -126,45 +143,51 @@ pub fn devices(action: DevicesAction) -> anyhow::Result<()> {
             println!("  HTTP: POST /ingest with Authorization: Bearer {secret}");
             Ok(())
         }
+        DevicesAction::Import {
+            file,
+            store,
+            secrets_out,
+        } => import(&file, &store.store, secrets_out.as_deref()),
         DevicesAction::List { store, json } => {
-            let reg = RegistryFile::new(&store.store).load()?;
+            let reg = RegistryDb::open(&store.store)?;
+            let n = reg.count()?;
             if json {
-                let v: Vec<_> = reg
-                    .devices
-                    .iter()
-                    .map(|(id, e)| {
+                let mut v = Vec::with_capacity(n as usize);
+                reg.for_each(|id, e| {
+                    v.push(
                         serde_json::json!({"id": id, "layer": e.layer, "kind": e.kind,
-                                           "interval_s": e.interval_s, "created": e.created})
-                    })
-                    .collect();
+                                              "interval_s": e.interval_s, "created": e.created,
+                                              "dtls": e.dtls_psk.is_some()}),
+                    )
+                })?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            if reg.devices.is_empty() {
+            if n == 0 {
                 println!("no devices (add one with `urbis devices add ID --layer NAME`)");
-                return Ok(());
-            }
-            println!(
-                "{:<24} {:<16} {:<8} {:>10}",
-                "ID", "LAYER", "KIND", "INTERVAL"
-            );
-            for (id, e) in &reg.devices {
+            } else {
                 println!(
-                    "{:<24} {:<16} {:<8} {:>9}s",
-                    id,
-                    e.layer,
-                    e.kind.as_str(),
-                    e.interval_s
+                    "{:<24} {:<16} {:<8} {:>10}",
+                    "ID", "LAYER", "KIND", "INTERVAL"
                 );
+                reg.for_each(|id, e| {
+                    println!(
+                        "{:<24} {:<16} {:<8} {:>9}s",
+                        id,
+                        e.layer,
+                        e.kind.as_str(),
+                        e.interval_s
+                    )
+                })?;
             }
-            if !reg.ingest_keys.is_empty() {
-                let names: Vec<&String> = reg.ingest_keys.keys().collect();
-                println!("ingest keys: {names:?}");
+            let keys = reg.ingest_key_names()?;
+            if !keys.is_empty() {
+                println!("ingest keys: {keys:?}");
             }
             Ok(())
         }
         DevicesAction::DtlsOnly { layer, off, store } => {
-            RegistryFile::new(&store.store).set_dtls_only(&layer, !off)?;
+            RegistryDb::open(&store.store)?.set_dtls_only(&layer, !off)?;
             audit_cli(
                 &store.store,
                 "devices.dtls_only",
@@ -181,17 +204,117 @@ pub fn devices(action: DevicesAction) -> anyhow::Result<()> {
             Ok(())
         }
         DevicesAction::Rm { id, store } => {
-            let e = RegistryFile::new(&store.store).remove_device(&id)?;
+            let e = RegistryDb::open(&store.store)?.remove_device(&id)?;
             audit_cli(&store.store, "devices.rm", &id)?;
             println!("removed {id} from live layer {}", e.layer);
             Ok(())
         }
         DevicesAction::Key { name, store } => {
-            let key = RegistryFile::new(&store.store).add_ingest_key(&name)?;
+            let key = RegistryDb::open(&store.store)?.add_ingest_key(&name)?;
             audit_cli(&store.store, "devices.key", &name)?;
             println!("ingest key {name} (shown once): {key}");
             println!("  POST /ingest with Authorization: Bearer {key}");
             Ok(())
         }
     }
+}
+
+/// `urbis devices import`: parse, check against the store's static layers, register in one
+/// transaction, write the generated secrets.
+fn import(
+    file: &std::path::Path,
+    store_dir: &std::path::Path,
+    secrets_out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use urbis::live::registry::{RegistryDb, parse_batch, refuse_static_layers};
+    let started = std::time::Instant::now();
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let json = file
+        .extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("json"))
+        || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let with_file =
+        |e: urbis::live::registry::RegistryError| anyhow::anyhow!("{}: {e}", file.display());
+    let batch = parse_batch(&bytes, json).map_err(with_file)?;
+    let st = Store::open(store_dir, true)?;
+    let statics = st.catalog()?.layers;
+    refuse_static_layers(&batch, |l| statics.contains_key(l)).map_err(with_file)?;
+    let need_secrets = batch.iter().filter(|d| d.secret_sha256.is_none()).count();
+    // The secrets file exists before anything is registered: generated secrets are never
+    // registered without a place to go.
+    let mut out = match (need_secrets, secrets_out) {
+        (0, _) => None,
+        (n, None) => anyhow::bail!(
+            "{}: {n} devices have no secret_sha256, so their secrets are generated: give --secrets-out FILE to receive them",
+            file.display()
+        ),
+        (_, Some(p)) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| {
+                    anyhow::anyhow!("{}: {e} (the secrets file must not exist yet)", p.display())
+                })?;
+            Some((p, std::io::BufWriter::new(f)))
+        }
+    };
+    let mut reg = RegistryDb::open(store_dir)?;
+    let issued = match reg.import(&batch) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some((p, _)) = &out {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(with_file(e));
+        }
+    };
+    if let Some((p, w)) = &mut out {
+        let write = |w: &mut std::io::BufWriter<std::fs::File>| -> std::io::Result<()> {
+            writeln!(w, "id,secret")?;
+            for i in &issued {
+                writeln!(w, "{},{}", i.id, i.secret)?;
+            }
+            w.flush()?;
+            w.get_ref().sync_all()
+        };
+        write(w).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}; the devices ARE registered: remove and import them again to get new secrets",
+                p.display()
+            )
+        })?;
+    }
+    let mut layers: Vec<&str> = batch.iter().map(|d| d.layer.as_str()).collect();
+    layers.sort_unstable();
+    layers.dedup();
+    audit_cli(
+        store_dir,
+        "devices.import",
+        &format!(
+            "{} devices from {} layers={}",
+            batch.len(),
+            file.display(),
+            layers.join(",")
+        ),
+    )?;
+    println!(
+        "registered {} devices in {} live layer{} ({}) in {:.1}s",
+        batch.len(),
+        layers.len(),
+        if layers.len() == 1 { "" } else { "s" },
+        layers.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some((p, _)) = out {
+        println!(
+            "{} generated secrets written to {} (readable by you only; give each device its own)",
+            issued.len(),
+            p.display()
+        );
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! CBOR and compact JSON. None may panic, whatever the bytes.
 
 use super::coap::{Action, Listener};
-use super::registry::{DeviceEntry, DeviceKind, Registry, RegistryFile, hash_secret};
+use super::registry::{DeviceKind, NewDevice, RegistryDb, hash_bytes};
 use super::{Hub, LiveConfig, payload};
 use std::sync::{Arc, OnceLock};
 
@@ -16,22 +16,19 @@ fn listener() -> &'static Arc<Listener> {
     L.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("urbis-fuzz-hub-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let reg = RegistryFile::new(&dir);
-        reg.update(|r: &mut Registry| {
-            r.devices.insert(
-                "d".into(),
-                DeviceEntry {
+        RegistryDb::open(&dir)
+            .and_then(|mut r| {
+                r.import(&[NewDevice {
+                    line: 1,
+                    id: "d".into(),
                     layer: "l".into(),
                     kind: DeviceKind::Tracker,
                     interval_s: 60,
-                    secret_sha256: hash_secret(SECRET),
-                    created: 0,
-                    dtls_psk: None,
-                },
-            );
-            Ok(())
-        })
-        .expect("fuzz registry");
+                    secret_sha256: Some(hash_bytes(SECRET)),
+                    dtls: false,
+                }])
+            })
+            .expect("fuzz registry");
         let hub = Hub::open(LiveConfig {
             store_dir: dir,
             retention_s: 86_400,

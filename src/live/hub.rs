@@ -7,7 +7,7 @@
 
 use super::committer::{self, Job};
 use super::fence::Fence;
-use super::registry::{RegIndex, RegistryFile, same_hash};
+use super::registry::{RegIndex, RegistryDb, parse_hash};
 use super::snapshot;
 use super::state::{Change, DevState, Device, LiveState};
 use super::stream::{self, Rate, Stream, Subscription};
@@ -25,10 +25,10 @@ use std::time::SystemTime;
 /// The live hub: registry, state, committer, stream and live tile cache.
 pub struct Hub {
     pub(super) cfg: LiveConfig,
-    registry_file: RegistryFile,
-    registry: RwLock<Arc<RegIndex>>,
-    /// The registry file's modification time when last read; held while reading it again.
-    reg_stamp: Mutex<Option<SystemTime>>,
+    /// The registry's database connection; held while reading changes.
+    reg_db: Mutex<RegistryDb>,
+    /// The registry as last read; changed in place by [`Hub::refresh_registry`].
+    registry: RwLock<RegIndex>,
     pub(super) state: RwLock<LiveState>,
     /// Held by the committer from planning a group to applying it, and by a registry
     /// refresh while it changes the state: the two never interleave.
@@ -100,12 +100,12 @@ impl Hub {
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir)
             .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
-        let registry_file = RegistryFile::new(&cfg.store_dir);
-        let reg = registry_file.load()?;
+        let reg_db = RegistryDb::open(&cfg.store_dir)?;
+        let reg = reg_db.load()?;
         let mut st = LiveState::default();
         snapshot::restore(&dir.join("snapshot.json"), &mut st, &reg).map_err(LiveError::Io)?;
         // Devices registered since the snapshot (or all, without one) start as `new`.
-        st.sync_registry(&reg);
+        st.sync_registry(&reg, None);
         // Replay the log after the snapshot, through the committer's own `apply`.
         let segs = wal::segments(&wal_dir)
             .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
@@ -138,19 +138,15 @@ impl Hub {
         }
         // A `Removed` record of a device registered again brought it back as `new`; one no
         // longer registered leaves now.
-        st.sync_registry(&reg);
+        st.sync_registry(&reg, None);
         let next_seq = max_seq + 1;
         let wal = Wal::open(&wal_dir, last, next_seq, cfg.segment_bytes)
             .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
-        let stamp = std::fs::metadata(registry_file.path())
-            .and_then(|m| m.modified())
-            .ok();
         let hub = Arc::new(Hub {
             cfg,
-            registry_file,
-            registry: RwLock::new(Arc::new(RegIndex::new(reg))),
-            reg_stamp: Mutex::new(stamp),
+            reg_db: Mutex::new(reg_db),
+            registry: RwLock::new(reg),
             state: RwLock::new(st),
             commit_lock: Mutex::new(()),
             tx,
@@ -182,31 +178,37 @@ impl Hub {
         self.cfg.store_dir.join("live")
     }
 
-    /// Re-reads the registry if its file changed; true if it did. Devices that left it
-    /// (removed, or removed and registered again with a new secret) are logged as removed and
-    /// announced on the stream as `removed`; a name registered again starts afresh. If the
-    /// queue has no room for the removals, nothing changes and the next call tries again.
+    /// Reads the registry changes made since the revision held (by the CLI, the admin API or
+    /// another process): only the rows changed, never the whole registry; true if there were
+    /// any. Devices that left it (removed, or removed and registered again with a new secret)
+    /// are logged as removed and announced on the stream as `removed`; a name registered
+    /// again starts afresh. If the queue has no room for the removals, nothing changes and the
+    /// next call tries again.
     pub fn refresh_registry(&self) -> Result<bool, LiveError> {
-        let mut last = lock(&self.reg_stamp);
-        let stamp = std::fs::metadata(self.registry_file.path())
-            .and_then(|m| m.modified())
-            .ok();
-        if *last == stamp {
+        let db = lock(&self.reg_db);
+        let have = read_lock(&self.registry).rev();
+        if db.rev()? == have {
             return Ok(false);
         }
-        let reg = self.registry_file.load()?;
-        let old = self.registry();
-        let left: Vec<&String> = old
-            .reg
-            .devices
+        let ch = db.changes_since(have)?;
+        let ids: Vec<String> = ch
+            .upserts
             .iter()
-            .filter(|(id, e)| {
-                reg.devices
-                    .get(*id)
-                    .is_none_or(|n| !same_hash(&n.secret_sha256, &e.secret_sha256))
-            })
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.clone())
+            .chain(ch.gone.iter().cloned())
             .collect();
+        let old = read_lock(&self.registry).secrets_of(&ids);
+        let new: std::collections::HashMap<&str, [u8; 32]> = ch
+            .upserts
+            .iter()
+            .map(|(id, e)| (id.as_str(), parse_hash(&e.secret_sha256).unwrap_or([0; 32])))
+            .collect();
+        let left: Vec<String> = old
+            .iter()
+            .filter(|(id, s)| new.get(id.as_str()) != Some(*s))
+            .map(|(id, _)| id.clone())
+            .collect();
+        drop(new);
         // The committer waits: what it plans against is what it applies to.
         let _commit = lock(&self.commit_lock);
         let now = now_s();
@@ -230,27 +232,30 @@ impl Hub {
                 Err(_) => return Ok(false),
             }
         }
-        let touched = write_lock(&self.state).sync_registry(&reg);
+        let changed = write_lock(&self.registry).apply(ch);
+        let touched = {
+            // State before registry, as the committer's publishing takes them.
+            let mut st = write_lock(&self.state);
+            st.sync_registry(&read_lock(&self.registry), Some(&changed))
+        };
         // Tiles that showed a device where it no longer is because it changed layer (those
         // that left are redrawn when their removal applies).
         {
             let mut cache = lock(&self.tiles);
             for (id, pos, layer) in touched {
                 if let Some(p) = pos
-                    && !left.contains(&&id)
+                    && !left.contains(&id)
                 {
                     cache.invalidate(&layer, p, self.cfg.buffer);
                 }
             }
         }
-        *write_lock(&self.registry) = Arc::new(RegIndex::new(reg));
-        *last = stamp;
         Ok(true)
     }
 
     /// The registry as last read.
-    pub(super) fn registry(&self) -> Arc<RegIndex> {
-        Arc::clone(&read_lock(&self.registry))
+    pub(super) fn registry(&self) -> std::sync::RwLockReadGuard<'_, RegIndex> {
+        read_lock(&self.registry)
     }
 
     /// True while reports are being acknowledged (no storage failure); else why not.

@@ -17,7 +17,8 @@
 //! the hub stops acknowledging and `/ready` fails); recovery (the last snapshot,
 //! `STORE/live/snapshot.json`, plus the log after it) applies records with the same function
 //! the committer uses. Depends on `tile` (geometry and MVT encoding of live tiles) and on
-//! nothing else of ours: the engine draws live layers through the hub, not the other way.
+//! `store` for the database the registry lives in: the engine draws live layers through the
+//! hub, not the other way.
 
 mod admit;
 pub mod coap;

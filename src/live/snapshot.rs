@@ -26,7 +26,7 @@
 //! Retention deletes whole log segments older than the retention period, and only those a
 //! snapshot on disk covers, so recovery never needs a deleted segment.
 
-use super::registry::Registry;
+use super::registry::RegIndex;
 use super::state::{Device, LiveState};
 use super::wal;
 use serde::{Deserialize, Serialize};
@@ -59,7 +59,7 @@ pub struct Snapshot {
 }
 
 /// Restores the snapshot at `path`, if there is one, into `state`.
-pub fn restore(path: &Path, state: &mut LiveState, reg: &Registry) -> Result<(), String> {
+pub fn restore(path: &Path, state: &mut LiveState, reg: &RegIndex) -> Result<(), String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -125,7 +125,7 @@ mod tests {
     fn a_snapshot_of_a_later_version_is_refused_and_one_without_a_version_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("snapshot.json");
-        let reg = Registry::default();
+        let reg = RegIndex::default();
         std::fs::write(
             &path,
             r#"{"seq":7,"devices":[],"fences":[],"inside":[],"reports_total":3}"#,

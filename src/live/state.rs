@@ -6,7 +6,7 @@
 //! will log (late flags, the geofence events its reports raise) before it is written.
 
 use super::fence::{Fence, FenceEventKind, FenceSet};
-use super::registry::{DeviceKind, Registry};
+use super::registry::{DeviceKind, RegIndex};
 use super::snapshot::Snapshot;
 use super::wal::{Record, ReportRec};
 use crate::tile::mercator::lonlat_to_grid;
@@ -238,16 +238,29 @@ pub fn fence_from_json(v: &serde_json::Value) -> Option<Fence> {
 
 impl LiveState {
     /// Brings the device list in line with the registry: new devices appear as `new`,
-    /// removed ones leave the layer, changed layer/kind/interval are taken over. Returns the
-    /// devices that left or moved layer (their tiles need refreshing).
-    pub fn sync_registry(&mut self, reg: &Registry) -> Vec<(String, Option<[f64; 2]>, String)> {
+    /// removed ones leave the layer, changed layer/kind/interval are taken over. With `only`,
+    /// just those ids are looked at (the registry changes a running server reads); without,
+    /// every device. Returns the devices that left or moved layer (their tiles need
+    /// refreshing).
+    pub fn sync_registry(
+        &mut self,
+        reg: &RegIndex,
+        only: Option<&[String]>,
+    ) -> Vec<(String, Option<[f64; 2]>, String)> {
         let mut touched = Vec::new();
-        let gone: Vec<String> = self
-            .devices
-            .keys()
-            .filter(|id| !reg.devices.contains_key(*id))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = match only {
+            Some(ids) => ids
+                .iter()
+                .filter(|id| !reg.has_device(id) && self.devices.contains_key(id.as_str()))
+                .cloned()
+                .collect(),
+            None => self
+                .devices
+                .keys()
+                .filter(|id| !reg.has_device(id))
+                .cloned()
+                .collect(),
+        };
         for id in gone {
             if let Some(d) = self.devices.remove(&id) {
                 self.remove_point(&d);
@@ -255,39 +268,54 @@ impl LiveState {
                 touched.push((id, d.pos, d.layer));
             }
         }
-        for (id, e) in &reg.devices {
-            match self.devices.get_mut(id) {
-                Some(d) => {
-                    d.kind = e.kind;
-                    d.interval_s = e.interval_s;
-                    if d.layer != e.layer {
-                        let old = d.clone();
-                        self.remove_point(&old);
-                        let d = self.devices.get_mut(id).expect("present");
-                        d.layer = e.layer.clone();
-                        let d = d.clone();
-                        self.insert_point(&d);
-                        touched.push((id.clone(), old.pos, old.layer));
+        let mut sync = |id: &str, e: super::registry::DeviceInfo<'_>| match self.devices.get_mut(id)
+        {
+            Some(d) => {
+                d.kind = e.kind;
+                d.interval_s = e.interval_s;
+                if d.layer != e.layer {
+                    let old = d.clone();
+                    self.remove_point(&old);
+                    let d = self.devices.get_mut(id).expect("present");
+                    d.layer = e.layer.to_string();
+                    let d = d.clone();
+                    self.insert_point(&d);
+                    touched.push((id.to_string(), old.pos, old.layer));
+                }
+            }
+            None => {
+                self.devices.insert(
+                    id.to_string(),
+                    Device {
+                        id: id.to_string(),
+                        layer: e.layer.to_string(),
+                        kind: e.kind,
+                        interval_s: e.interval_s,
+                        pos: None,
+                        t: None,
+                        last_seen: None,
+                        telemetry: BTreeMap::new(),
+                        reports: 0,
+                        late: 0,
+                        state: DevState::New,
+                    },
+                );
+                if !self.trees.contains_key(e.layer) {
+                    self.trees.insert(e.layer.to_string(), Default::default());
+                }
+            }
+        };
+        match only {
+            Some(ids) => {
+                for id in ids {
+                    if let Some(e) = reg.device(id) {
+                        sync(id, e);
                     }
                 }
-                None => {
-                    self.devices.insert(
-                        id.clone(),
-                        Device {
-                            id: id.clone(),
-                            layer: e.layer.clone(),
-                            kind: e.kind,
-                            interval_s: e.interval_s,
-                            pos: None,
-                            t: None,
-                            last_seen: None,
-                            telemetry: BTreeMap::new(),
-                            reports: 0,
-                            late: 0,
-                            state: DevState::New,
-                        },
-                    );
-                    self.trees.entry(e.layer.clone()).or_default();
+            }
+            None => {
+                for (id, e) in reg.iter() {
+                    sync(id, e);
                 }
             }
         }
@@ -549,14 +577,14 @@ impl LiveState {
     }
 
     /// Restores a snapshot (devices not in `reg` are left out).
-    pub fn restore(&mut self, snap: Snapshot, reg: &Registry) {
+    pub fn restore(&mut self, snap: Snapshot, reg: &RegIndex) {
         self.seq = snap.seq;
         self.reports_total = snap.reports_total;
         for mut d in snap.devices {
-            let Some(e) = reg.devices.get(&d.id) else {
+            let Some(e) = reg.device(&d.id) else {
                 continue;
             };
-            d.layer = e.layer.clone();
+            d.layer = e.layer.to_string();
             d.kind = e.kind;
             d.interval_s = e.interval_s;
             self.insert_point(&d);
@@ -586,20 +614,12 @@ mod tests {
 
     #[test]
     fn a_planned_group_sees_its_own_earlier_records_and_applies_as_planned() {
-        let mut reg = Registry::default();
-        reg.devices.insert(
-            "d".into(),
-            crate::live::registry::DeviceEntry {
-                layer: "l".into(),
-                kind: DeviceKind::Tracker,
-                interval_s: 60,
-                secret_sha256: String::new(),
-                created: 0,
-                dtls_psk: None,
-            },
-        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = crate::live::registry::RegistryDb::open(dir.path()).unwrap();
+        db.add_device("d", "l", DeviceKind::Tracker, 60).unwrap();
+        let reg = db.load().unwrap();
         let mut st = LiveState::default();
-        st.sync_registry(&reg);
+        st.sync_registry(&reg, None);
         let fence = r#"{"id":"f","name":"F","layers":[],"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1],[0,0]]]}}"#;
         let group = vec![
             Record::FencePut(fence.into()),

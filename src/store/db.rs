@@ -3,14 +3,24 @@
 //! so readers never wait for a writer and every change is one transaction.
 //!
 //! ```text
-//! schema version 2 (PRAGMA user_version)
+//! schema version 3 (PRAGMA user_version)
 //! api_keys(id TEXT PRIMARY KEY, name TEXT, role TEXT, sha256 TEXT UNIQUE,
 //!          created INTEGER, expires INTEGER NULL, revoked INTEGER NULL)   seconds since 1970
 //! layer_meta(name TEXT PRIMARY KEY, classification TEXT, personal INTEGER)
 //! audit(seq INTEGER PRIMARY KEY, t INTEGER, key_id TEXT, role TEXT, client TEXT,
 //!       action TEXT, target TEXT, outcome TEXT, prev TEXT, hash TEXT)     version 2; see
 //!                                                                          security::audit
+//! devices(id TEXT PRIMARY KEY, layer TEXT, kind TEXT, interval_s INTEGER,
+//!         secret_sha256 BLOB, created INTEGER, dtls_psk TEXT NULL, rev INTEGER)  version 3
+//! devices_gone(id TEXT PRIMARY KEY, rev INTEGER)        the last removal of each id
+//! ingest_keys(name TEXT PRIMARY KEY, sha256 BLOB, created INTEGER)
+//! dtls_layers(name TEXT PRIMARY KEY)                    live layers taking DTLS only
+//! counters(name TEXT PRIMARY KEY, value INTEGER)        registry_rev: bumped by every
+//!                                                       registry change; devices_json: 1 once
+//!                                                       STORE/live/devices.json is migrated
 //! ```
+//! Every registry change stamps the rows it touches with the new `registry_rev`, so a running
+//! server reads only the rows changed since the revision it holds (see `live::registry`).
 //! A database of a later schema version is refused with a message naming it. A running
 //! server learns of changes made by other processes (the CLI) from SQLite's `data_version`,
 //! which changes whenever another connection commits: one cheap pragma a second, and a
@@ -20,7 +30,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Sensitivity of a layer, lowest first: a principal sees a layer when its clearance is at
 /// least the layer's classification (and no rule denies it).
@@ -169,6 +179,28 @@ impl Db {
                      target TEXT NOT NULL, outcome TEXT NOT NULL, prev TEXT NOT NULL,
                      hash TEXT NOT NULL);
                  PRAGMA user_version = 2;
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
+        if version < 3 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS devices(
+                     id TEXT PRIMARY KEY, layer TEXT NOT NULL, kind TEXT NOT NULL,
+                     interval_s INTEGER NOT NULL, secret_sha256 BLOB NOT NULL,
+                     created INTEGER NOT NULL, dtls_psk TEXT, rev INTEGER NOT NULL)
+                     WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS devices_by_rev ON devices(rev);
+                 CREATE TABLE IF NOT EXISTS devices_gone(
+                     id TEXT PRIMARY KEY, rev INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS devices_gone_by_rev ON devices_gone(rev);
+                 CREATE TABLE IF NOT EXISTS ingest_keys(
+                     name TEXT PRIMARY KEY, sha256 BLOB NOT NULL, created INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS dtls_layers(name TEXT PRIMARY KEY);
+                 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 INSERT OR IGNORE INTO counters VALUES ('registry_rev', 0);
+                 PRAGMA user_version = 3;
                  COMMIT;",
             )
             .map_err(err)?;
