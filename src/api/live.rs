@@ -5,7 +5,7 @@
 use super::AppState;
 use super::access::Client;
 use super::problem::Problem;
-use crate::live::{AdmitError, Format, Hub, LiveError, StreamEvent, now_s};
+use crate::live::{AdmitError, DeviceQuery, Format, Hub, LiveError, StreamEvent, now_s};
 use crate::security::{Principal, Security};
 use crate::tile::LayerView;
 use axum::Json;
@@ -171,38 +171,64 @@ pub async fn devices(
     LiveHub(hub): LiveHub,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let mut list = hub.devices(
-        q.get("layer").map(String::as_str),
-        q.get("state").map(String::as_str),
-    );
+    // A page at a time: a city has a million devices.
+    let num = |k: &str, default: usize| -> Result<usize, Problem> {
+        match q.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| Problem::bad_request(format!("{k}={v:?}: give a whole number"))),
+        }
+    };
+    let (offset, limit) = match (num("offset", 0), num("limit", DEVICES_PAGE)) {
+        (Ok(o), Ok(l)) if (1..=DEVICES_PAGE_MAX).contains(&l) => (o, l),
+        (Ok(_), Ok(l)) => {
+            return Problem::bad_request(format!("limit={l}: give 1 to {DEVICES_PAGE_MAX}"))
+                .into_response();
+        }
+        (Err(p), _) | (_, Err(p)) => return p.into_response(),
+    };
     // Devices of live layers the principal may not see are not there for it; the others at
     // the precision its view allows.
     let mut views: HashMap<String, Option<LayerView>> = HashMap::new();
-    list.devices.retain(|d| {
-        views
-            .entry(d.layer.clone())
-            .or_insert_with(|| st.security.layer(&principal, &d.layer))
-            .as_ref()
-            .is_some_and(|v| d.pos.is_none_or(|p| v.shows(p)))
+    let summary = matches!(q.get("summary").map(String::as_str), Some("true" | "1"));
+    let list = hub.devices(DeviceQuery {
+        layer: q.get("layer").map(String::as_str),
+        state: q.get("state").map(String::as_str),
+        visible: &mut |d| {
+            if !views.contains_key(&d.layer) {
+                views.insert(d.layer.clone(), st.security.layer(&principal, &d.layer));
+            }
+            views[&d.layer]
+                .as_ref()
+                .is_some_and(|v| d.pos.is_none_or(|p| v.shows(p)))
+        },
+        offset,
+        limit: if summary { 0 } else { limit },
     });
-    list.states.clear();
-    for d in &list.devices {
-        *list.states.entry(d.state.as_str()).or_default() += 1;
-    }
-    let count = list.devices.len();
-    // `summary=true`: the counts only, for dashboards that poll (the list can be long).
-    let devices = match q.get("summary").map(String::as_str) {
-        Some("true" | "1") => None,
-        _ => Some(
-            list.devices
-                .iter()
-                .map(|d| shown(views.get(&d.layer).and_then(Option::as_ref), d.json()))
-                .collect::<Vec<_>>(),
-        ),
-    };
+    let count = list.total;
+    // `summary=true`: the counts only, for dashboards that poll.
+    let devices = (!summary).then(|| {
+        list.devices
+            .iter()
+            .map(|d| shown(views.get(&d.layer).and_then(Option::as_ref), d.json()))
+            .collect::<Vec<_>>()
+    });
+    let next = (!summary && offset + list.devices.len() < count).then(|| {
+        let mut params: Vec<String> = q
+            .iter()
+            .filter(|(k, _)| k.as_str() != "offset")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        params.sort();
+        params.push(format!("offset={}", offset + list.devices.len()));
+        format!("/devices?{}", params.join("&"))
+    });
     Json(json!({
         "devices": devices,
         "count": count,
+        "offset": offset,
+        "next": next,
         "states": list.states,
         "reports_last_minute": list.reports_last_minute,
         "reports_total": list.reports_total,
@@ -210,6 +236,11 @@ pub async fn devices(
     }))
     .into_response()
 }
+
+/// Devices in one `/devices` answer unless `limit` says otherwise.
+pub const DEVICES_PAGE: usize = 10_000;
+/// The largest `limit` of `/devices`.
+pub const DEVICES_PAGE_MAX: usize = 100_000;
 
 /// A device's (or event's) JSON as `view` may serve it: its `position` snapped to the view's
 /// precision, and only the telemetry the view's attribute list keeps (the record's own

@@ -466,9 +466,9 @@ fn live_extent(st: &AppState, info: &LiveLayerInfo, view: &LayerView) -> (usize,
         return (0, None);
     };
     let (mut n, mut bounds) = (0, None::<[f64; 4]>);
-    for d in hub.devices(Some(&info.name), None).devices {
+    hub.for_each_device(&info.name, |d| {
         match d.pos {
-            Some(p) if !view.shows(p) => continue,
+            Some(p) if !view.shows(p) => return,
             Some(p) => {
                 let p = view.position(p);
                 let b = bounds.get_or_insert([p[0], p[1], p[0], p[1]]);
@@ -482,7 +482,7 @@ fn live_extent(st: &AppState, info: &LiveLayerInfo, view: &LayerView) -> (usize,
             None => {}
         }
         n += 1;
-    }
+    });
     (n, bounds)
 }
 

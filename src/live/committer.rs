@@ -218,12 +218,17 @@ fn write_snapshot_in_background(hub: &Arc<Hub>) {
     if hub.snapshot_busy.swap(true, Ordering::AcqRel) {
         return;
     }
-    let snap = read_lock(&hub.state).snapshot();
+    // Serialised under the read lock (a copy of a million devices would cost more memory
+    // than the bytes), written and synced off it.
+    let (seq, bytes) = {
+        let st = read_lock(&hub.state);
+        (st.seq, st.snapshot_json())
+    };
     let me = Arc::clone(hub);
     let spawned = std::thread::Builder::new()
         .name("urbis-snapshot".into())
         .spawn(move || {
-            me.persist_snapshot(&snap);
+            me.persist_snapshot(seq, bytes);
             me.snapshot_busy.store(false, Ordering::Release);
         });
     if spawned.is_err() {

@@ -58,12 +58,28 @@ pub struct Fix {
     pub telemetry: Vec<(String, f64)>,
 }
 
+/// Which devices [`Hub::devices`] lists.
+pub struct DeviceQuery<'a> {
+    /// Only this live layer.
+    pub layer: Option<&'a str>,
+    /// Only devices in this state (`live`, `lost`, ...).
+    pub state: Option<&'a str>,
+    /// Only devices it keeps (what the caller may see).
+    pub visible: &'a mut dyn FnMut(&Device) -> bool,
+    /// Skip this many (sorted by id).
+    pub offset: usize,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// Devices and counts, as `/devices` shows them.
 #[derive(Debug, Clone)]
 pub struct DeviceList {
-    /// The devices that passed the filter, by id.
+    /// The page of devices that passed the filter, by id.
     pub devices: Vec<Device>,
-    /// How many of them are in each state.
+    /// How many passed the filter in all.
+    pub total: usize,
+    /// How many of all that passed are in each state.
     pub states: BTreeMap<&'static str, u64>,
     /// Open geofence alarms (a device inside a fence), all layers.
     pub open_alarms: usize,
@@ -104,6 +120,7 @@ impl Hub {
         let reg = reg_db.load()?;
         let mut st = LiveState::default();
         snapshot::restore(&dir.join("snapshot.json"), &mut st, &reg).map_err(LiveError::Io)?;
+        let snap_seq_at_open = st.seq;
         // Devices registered since the snapshot (or all, without one) start as `new`.
         st.sync_registry(&reg, None);
         // Replay the log after the snapshot, through the committer's own `apply`.
@@ -156,15 +173,19 @@ impl Hub {
             tiles: Mutex::new(TileCache::default()),
             rate: Mutex::new(Rate::default()),
             snapshot_busy: AtomicBool::new(false),
-            snapshot_seq: AtomicU64::new(0),
+            // The snapshot on disk covers what it was read with.
+            snapshot_seq: AtomicU64::new(snap_seq_at_open),
         });
         let weak = Arc::downgrade(&hub);
         std::thread::Builder::new()
             .name("urbis-wal".into())
             .spawn(move || committer::run(weak, rx, wal, next_seq))
             .map_err(|e| LiveError::Io(format!("cannot start the log thread: {e}")))?;
-        let snap = read_lock(&hub.state).snapshot();
-        hub.persist_snapshot(&snap);
+        // The replayed log folded into a snapshot, so the next start replays less (nothing to
+        // write when the log added nothing to the snapshot read).
+        if max_seq > snap_seq_at_open {
+            hub.write_snapshot();
+        }
         Ok(hub)
     }
 
@@ -281,32 +302,52 @@ impl Hub {
         read_lock(&self.state).devices.get(id).cloned()
     }
 
-    /// The devices of `layer` (all, without) in `state` (any, without), sorted by id, with
-    /// counts by state, open alarms and report rates.
-    pub fn devices(&self, layer: Option<&str>, state: Option<&str>) -> DeviceList {
+    /// The devices of `q.layer` (all, without) in `q.state` (any, without) that `q.visible`
+    /// keeps, sorted by id, a page of them (`q.offset`, `q.limit`) copied, with the number
+    /// and the counts by state of all of them, open alarms and report rates. Only the page is
+    /// copied: a million devices are counted, not cloned.
+    pub fn devices(&self, q: DeviceQuery<'_>) -> DeviceList {
         let _ = self.refresh_registry();
-        let (devices, open_alarms, reports_total) = {
-            let st = read_lock(&self.state);
-            let mut v: Vec<Device> = st
-                .devices
-                .values()
-                .filter(|d| layer.is_none_or(|l| l == d.layer))
-                .filter(|d| state.is_none_or(|x| x == d.state.as_str()))
-                .cloned()
-                .collect();
-            v.sort_by(|a, b| a.id.cmp(&b.id));
-            (v, st.inside.len(), st.reports_total)
-        };
+        let st = read_lock(&self.state);
+        let mut matching: Vec<&Device> = st
+            .devices
+            .values()
+            .filter(|d| q.layer.is_none_or(|l| l == d.layer))
+            .filter(|d| q.state.is_none_or(|x| x == d.state.as_str()))
+            .filter(|d| (q.visible)(d))
+            .collect();
         let mut states = BTreeMap::new();
-        for d in &devices {
+        for d in &matching {
             *states.entry(d.state.as_str()).or_default() += 1;
         }
+        let total = matching.len();
+        let page_end = q.offset.saturating_add(q.limit).min(total);
+        let devices = if q.offset < total {
+            if page_end < total {
+                matching.select_nth_unstable_by(page_end, |a, b| a.id.cmp(&b.id));
+                matching.truncate(page_end);
+            }
+            matching.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            matching[q.offset..].iter().map(|d| (*d).clone()).collect()
+        } else {
+            Vec::new()
+        };
         DeviceList {
             devices,
+            total,
             states,
-            open_alarms,
+            open_alarms: st.inside.len(),
             reports_last_minute: lock(&self.rate).last_minute(now_s() as u64),
-            reports_total,
+            reports_total: st.reports_total,
+        }
+    }
+
+    /// Calls `f` with each device of live layer `layer`, under the state's read lock (keep it
+    /// short), without copying them.
+    pub fn for_each_device(&self, layer: &str, mut f: impl FnMut(&Device)) {
+        let st = read_lock(&self.state);
+        for d in st.devices.values().filter(|d| d.layer == layer) {
+            f(d);
         }
     }
 
@@ -545,11 +586,22 @@ impl Hub {
         self.stream.send(events);
     }
 
-    /// Writes a snapshot of the state now.
-    pub(super) fn persist_snapshot(&self, snap: &snapshot::Snapshot) {
-        match snapshot::persist(&self.live_dir(), snap) {
+    /// Serialises the state as a snapshot (under its read lock: no copy of the devices) and
+    /// writes it.
+    pub(super) fn write_snapshot(&self) {
+        let (seq, bytes) = {
+            let st = read_lock(&self.state);
+            (st.seq, st.snapshot_json())
+        };
+        self.persist_snapshot(seq, bytes);
+    }
+
+    /// Writes snapshot `bytes`, of the state at log sequence `seq`.
+    pub(super) fn persist_snapshot(&self, seq: u64, bytes: Result<Vec<u8>, String>) {
+        match bytes.and_then(|b| snapshot::persist(&self.live_dir(), &b).map_err(|e| e.to_string()))
+        {
             Ok(()) => {
-                self.snapshot_seq.fetch_max(snap.seq, Ordering::AcqRel);
+                self.snapshot_seq.fetch_max(seq, Ordering::AcqRel);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot write the live snapshot; the log still has everything")

@@ -58,6 +58,23 @@ pub struct Snapshot {
     pub reports_total: u64,
 }
 
+/// A snapshot as written: the state's devices borrowed, not copied.
+#[derive(Serialize)]
+pub struct SnapshotRef<'a> {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Last sequence number included.
+    pub seq: u64,
+    /// Devices, by id.
+    pub devices: Vec<&'a Device>,
+    /// Fences (their JSON).
+    pub fences: Vec<serde_json::Value>,
+    /// Open alarms.
+    pub inside: Vec<&'a (String, String)>,
+    /// Reports applied in all.
+    pub reports_total: u64,
+}
+
 /// Restores the snapshot at `path`, if there is one, into `state`.
 pub fn restore(path: &Path, state: &mut LiveState, reg: &RegIndex) -> Result<(), String> {
     let bytes = match std::fs::read(path) {
@@ -84,11 +101,10 @@ pub fn restore(path: &Path, state: &mut LiveState, reg: &RegIndex) -> Result<(),
 }
 
 /// Writes `snap` as `DIR/snapshot.json`: temp file, fsync, rename, fsync of the directory.
-pub fn persist(dir: &Path, snap: &Snapshot) -> std::io::Result<()> {
+pub fn persist(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join("snapshot.json.tmp");
-    let bytes = serde_json::to_vec(snap)?;
     let mut f = std::fs::File::create(&tmp)?;
-    std::io::Write::write_all(&mut f, &bytes)?;
+    std::io::Write::write_all(&mut f, bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join("snapshot.json"))?;
     std::fs::File::open(dir)?.sync_all()

@@ -558,10 +558,10 @@ impl LiveState {
     }
 
     /// The snapshot of this state.
-    pub fn snapshot(&self) -> Snapshot {
-        let mut devices: Vec<Device> = self.devices.values().cloned().collect();
-        devices.sort_by(|a, b| a.id.cmp(&b.id));
-        Snapshot {
+    pub fn snapshot_json(&self) -> Result<Vec<u8>, String> {
+        let mut devices: Vec<&Device> = self.devices.values().collect();
+        devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let snap = super::snapshot::SnapshotRef {
             format_version: super::snapshot::FORMAT_VERSION,
             seq: self.seq,
             devices,
@@ -571,9 +571,10 @@ impl LiveState {
                 .iter()
                 .filter_map(|f| serde_json::to_value(f).ok())
                 .collect(),
-            inside: self.inside.iter().cloned().collect(),
+            inside: self.inside.iter().collect(),
             reports_total: self.reports_total,
-        }
+        };
+        serde_json::to_vec(&snap).map_err(|e| format!("cannot serialise the snapshot: {e}"))
     }
 
     /// Restores a snapshot (devices not in `reg` are left out).
