@@ -8,6 +8,7 @@
 //! bind = "127.0.0.1:8080"        # --bind / URBIS_BIND
 //! public_url = "https://tiles.example.city"   # --public-url / URBIS_PUBLIC_URL
 //! cache_mb = 256                 # --cache-mb / URBIS_CACHE_MB (0 turns the cache off)
+//! max_upload_mb = 1024           # --max-upload-mb: largest file POST /admin/layers takes
 //! tile_budget_kb = 500           # --tile-budget-kb / URBIS_TILE_BUDGET_KB
 //! buffer = 64                    # --buffer / URBIS_BUFFER (tile units of 4096)
 //! max_age = 300                  # --max-age / URBIS_MAX_AGE (Cache-Control seconds)
@@ -49,6 +50,8 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// Tile cache size in MiB.
     pub cache_mb: Option<u64>,
+    /// Largest admin upload, MiB.
+    pub max_upload_mb: Option<u64>,
     /// Tile byte budget in KiB.
     pub tile_budget_kb: Option<u64>,
     /// Tile buffer in tile units.
@@ -102,6 +105,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Tile cache size in bytes.
     pub cache_bytes: u64,
+    /// Largest file `POST /admin/layers/{name}` takes, bytes.
+    pub max_upload_bytes: u64,
     /// Tile byte budget.
     pub tile_budget: usize,
     /// Tile buffer.
@@ -334,6 +339,11 @@ impl Config {
                 .cache_mb
                 .or(f.cache_mb)
                 .unwrap_or(256)
+                .saturating_mul(1 << 20),
+            max_upload_bytes: o
+                .max_upload_mb
+                .or(f.max_upload_mb)
+                .unwrap_or(1024)
                 .saturating_mul(1 << 20),
             tile_budget: (budget_kb * 1024) as usize,
             buffer,

@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use urbis::import::{ImportObserver, ImportOptions, Progress, import_file};
+use urbis::import::{ImportObserver, ImportOptions, Progress};
 use urbis::store::{LayerReader, Store};
 
 mod cli;
 use cli::audit::{AuditAction, audit, audit_cli};
 use cli::devices::{DevicesAction, devices};
-use cli::keys::{KeysAction, classify, keys};
+use cli::keys::{KeysAction, keys};
 use urbis::store::db::{Classification, Db};
 
 /// Urbis: a lightweight GIS engine and map tile server for smart-city operations.
@@ -74,6 +74,29 @@ enum Command {
         /// Attribution (licence notice) shown by map clients, e.g. "© OpenStreetMap contributors".
         #[arg(long)]
         attribution: Option<String>,
+        /// Catalog title of the layer.
+        #[arg(long)]
+        title: Option<String>,
+        /// Catalog description: what the layer holds.
+        #[arg(long)]
+        description: Option<String>,
+        /// Catalog keywords, comma-separated.
+        #[arg(long)]
+        keywords: Option<String>,
+        /// The department that owns the layer.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Who to ask about it (e-mail or name).
+        #[arg(long)]
+        contact: Option<String>,
+        /// Its licence (SPDX id, name or URL), e.g. CC-BY-4.0.
+        #[arg(long)]
+        licence: Option<String>,
+        /// More catalog metadata, KEY=VALUE (repeatable): update_frequency (daily, weekly,
+        /// ...), retention (e.g. 365d), temporal (START/END, ISO 8601 dates), personal
+        /// (true/false). `urbis layers meta NAME` shows and changes them later.
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
         /// Versions of the layer kept for rollback (this import's included); older ones are
         /// deleted.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
@@ -170,6 +193,9 @@ struct ServeArgs {
     /// Tile cache size in MiB; 0 turns the cache off [default: 256].
     #[arg(long, env = "URBIS_CACHE_MB")]
     cache_mb: Option<u64>,
+    /// Largest file the admin upload (POST /admin/layers/NAME) takes, in MiB [default: 1024].
+    #[arg(long, env = "URBIS_MAX_UPLOAD_MB")]
+    max_upload_mb: Option<u64>,
     /// Byte budget per tile in KiB: the least important features are dropped beyond it
     /// [default: 500].
     #[arg(long, env = "URBIS_TILE_BUDGET_KB")]
@@ -260,6 +286,25 @@ enum LayersAction {
         #[arg(id = "to_version", value_name = "VERSION")]
         version: u64,
     },
+    /// Show or change a layer's catalog metadata (title, owner, licence, ...), shown in
+    /// /catalog and as DCAT at /catalog?f=dcat; with the current version's lineage.
+    ///
+    /// Examples:
+    ///   urbis layers meta roads --set title="Road network" --set owner="Transport department"
+    ///   urbis layers meta roads --set licence=CC-BY-4.0 --set update_frequency=monthly
+    Meta {
+        /// The layer (a layer file or a live layer).
+        name: String,
+        /// KEY=VALUE to set (repeatable; an empty VALUE clears the key). Keys: title,
+        /// description, keywords (comma-separated), owner, contact, licence, attribution,
+        /// update_frequency, retention (e.g. 365d), temporal (START/END), classification,
+        /// personal.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set who may see a layer (a layer file or a live layer): public, internal,
     /// restricted or confidential. Running servers apply it within a second.
     Classify {
@@ -299,15 +344,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             classification,
             keep_versions,
             json,
+            title,
+            description,
+            keywords,
+            owner,
+            contact,
+            licence,
+            meta,
         } => {
             let store =
                 Store::open(&store.store, true)?.with_keep_versions(usize::from(keep_versions));
-            // Classified before the first version is visible, so it is never served as
-            // internal for a moment when it is meant to be restricted.
-            let db = Db::open(store.dir())?;
-            if let Some(l) = &layer {
-                classify(&db, l, classification)?;
+            let mut pairs = Vec::new();
+            for (k, v) in [
+                ("title", title),
+                ("description", description),
+                ("keywords", keywords),
+                ("owner", owner),
+                ("contact", contact),
+                ("licence", licence),
+            ] {
+                pairs.extend(v.map(|v| (k.to_string(), v)));
             }
+            for m in &meta {
+                pairs.push(urbis::governance::meta::parse_pair(m)?);
+            }
+            let gov = urbis::governance::publish::Governance {
+                classification: Some(classification),
+                meta: pairs,
+                principal: format!(
+                    "cli:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "-".into())
+                ),
+            };
             let opts = ImportOptions {
                 file,
                 layer,
@@ -318,11 +386,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let started = Instant::now();
             let observer = BarObserver::default();
-            let result = import_file(&store, &opts, &observer);
+            let result = urbis::governance::publish::publish(&store, &opts, &gov, &observer);
             observer.finish();
             let outcomes = result?;
             for o in &outcomes {
-                classify(&db, &o.layer, classification)?;
                 audit_cli(
                     store.dir(),
                     "layer.import",
@@ -411,6 +478,70 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Layers {
+            action: Some(LayersAction::Meta { name, set, json }),
+            store,
+            ..
+        } => {
+            use urbis::governance::meta;
+            if !urbis::store::catalog::valid_layer_name(&name) {
+                anyhow::bail!("{name:?} is not a layer name (1-64 of A-Z a-z 0-9 _ -)");
+            }
+            let db = Db::open(&store.store)?;
+            let m = if set.is_empty() {
+                meta::get(&db, &name)?
+            } else {
+                let pairs = set
+                    .iter()
+                    .map(|p| meta::parse_pair(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let m = meta::set(&db, &name, &pairs)?;
+                drop(db);
+                let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+                audit_cli(
+                    &store.store,
+                    "layer.meta",
+                    &format!("{name} {}", keys.join(",")),
+                )?;
+                m
+            };
+            let db = Db::open(&store.store)?;
+            let policy = db.layer_meta(&name)?.unwrap_or_default();
+            let current = Store::open(&store.store, false)
+                .ok()
+                .and_then(|st| st.catalog().ok())
+                .and_then(|c| c.layers.get(&name).map(|e| e.current));
+            let lineage = match current {
+                Some(v) => meta::lineage(&db, &name, v)?,
+                None => None,
+            };
+            let v = serde_json::json!({
+                "name": name, "meta": m, "classification": policy.classification,
+                "personal": policy.personal, "version": current, "lineage": lineage,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{name}");
+                for (k, val) in v
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| *k != "name")
+                {
+                    match val {
+                        serde_json::Value::Object(o) => {
+                            for (k2, v2) in o {
+                                println!("  {k}.{k2}: {v2}");
+                            }
+                        }
+                        serde_json::Value::Null => {}
+                        other => println!("  {k}: {other}"),
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Layers {
             action: Some(LayersAction::Rm { name }),
             store,
             ..
@@ -427,6 +558,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bind: a.bind,
                 public_url: a.public_url,
                 cache_mb: a.cache_mb,
+                max_upload_mb: a.max_upload_mb,
                 tile_budget_kb: a.tile_budget_kb,
                 buffer: a.buffer,
                 max_age: a.max_age,

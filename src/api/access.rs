@@ -9,7 +9,7 @@
 //! needs a right; 403 for a key whose role lacks it.
 
 use super::problem::Problem;
-use super::{AppState, live, viewer};
+use super::{AppState, admin, live, viewer};
 use crate::security::Principal;
 use crate::security::limits::Class;
 use crate::security::policy::Right;
@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 /// What a route asks of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,43 @@ fn table() -> Vec<Entry> {
             "/geofences/{id}",
             Right(R::GeofencesWrite),
             delete(live::delete_fence),
+        ),
+        entry(
+            "POST",
+            "/admin/layers/{name}",
+            Right(R::Admin),
+            // The upload streams to disk and counts against --max-upload-mb itself.
+            post(admin::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        ),
+        entry(
+            "DELETE",
+            "/admin/layers/{name}",
+            Right(R::Admin),
+            delete(admin::remove_layer),
+        ),
+        entry(
+            "PUT",
+            "/admin/layers/{name}/meta",
+            Right(R::Admin),
+            put(admin::set_meta),
+        ),
+        entry(
+            "POST",
+            "/admin/layers/{name}/rollback",
+            Right(R::Admin),
+            post(admin::rollback),
+        ),
+        entry(
+            "POST",
+            "/admin/devices",
+            Right(R::DevicesWrite),
+            post(admin::add_devices).layer(axum::extract::DefaultBodyLimit::max(256 << 20)),
+        ),
+        entry(
+            "DELETE",
+            "/admin/devices/{id}",
+            Right(R::DevicesWrite),
+            delete(admin::remove_device),
         ),
         entry(
             "GET",
@@ -322,5 +359,11 @@ pub fn refused(p: &Principal, right: Right) -> Response {
 
 /// Method names of the table, for CORS.
 pub fn methods() -> Vec<Method> {
-    vec![Method::GET, Method::HEAD, Method::POST, Method::DELETE]
+    vec![
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+    ]
 }

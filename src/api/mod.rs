@@ -3,6 +3,7 @@
 //! engine or the live hub, respond. Errors are `application/problem+json` (RFC 9457).
 
 pub mod access;
+pub mod admin;
 pub mod fuzzing;
 pub mod live;
 pub mod problem;
@@ -10,6 +11,10 @@ pub mod styles;
 pub mod viewer;
 
 use crate::engine::{Engine, EngineError, ServedLayer};
+use crate::governance::{
+    self,
+    meta::{CatalogMeta, Lineage},
+};
 use crate::live::LiveLayerInfo;
 use crate::security::{Principal, Security};
 use crate::store::FieldType;
@@ -33,6 +38,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Cache-Control max-age of tiles.
     pub max_age: u32,
+    /// Largest admin upload, bytes.
+    pub max_upload_bytes: u64,
     /// The live layer, when on.
     pub live: Option<Arc<crate::live::Hub>>,
     /// Keys, roles and classifications.
@@ -508,11 +515,26 @@ fn live_vector_layer(info: &LiveLayerInfo, view: &LayerView) -> serde_json::Valu
     })
 }
 
+/// A catalog row's governance: name, metadata, lineage, extent, live.
+type GovernanceRow = (String, CatalogMeta, Option<Lineage>, Option<[f64; 4]>, bool);
+
 async fn catalog(
     State(st): State<AppState>,
     Extension(principal): Extension<Principal>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let dcat = match q.get("f").map(String::as_str) {
+        None | Some("json") => false,
+        Some("dcat" | "jsonld") => true,
+        Some(other) => {
+            return Problem::bad_request(format!(
+                "f={other:?}: use json (the default) or dcat (DCAT 3 as JSON-LD)"
+            ))
+            .into_response();
+        }
+    };
+    let mut governance: Vec<GovernanceRow> = Vec::new();
     let _ = st.engine.refresh();
     let base = base_url(&st, &headers);
     let layers: Vec<serde_json::Value> = st
@@ -522,6 +544,30 @@ async fn catalog(
         .filter_map(|l| Some((l, st.security.layer(&principal, &l.name)?)))
         .map(|(l, view)| {
             let meta = l.reader.meta();
+            let (gmeta, lineage) = st.security.with_db(|db| {
+                (
+                    governance::meta::get(db, &l.name).unwrap_or_default(),
+                    governance::meta::lineage(db, &l.name, l.version)
+                        .ok()
+                        .flatten(),
+                )
+            });
+            let q = &meta.quality;
+            let quality = json!({
+                "read": q.read, "imported": q.imported, "repaired": q.repaired,
+                "dropped": q.dropped.values().sum::<u64>(),
+            });
+            let attribution = gmeta
+                .attribution
+                .clone()
+                .or_else(|| meta.attribution.clone());
+            governance.push((
+                l.name.clone(),
+                gmeta.clone(),
+                lineage.clone(),
+                Some(meta.bounds),
+                false,
+            ));
             json!({
                 "name": l.name,
                 "version": l.version,
@@ -532,8 +578,11 @@ async fn catalog(
                 "geometry_types": meta.quality.geometry_types,
                 "classification": st.security.layer_meta(&l.name).classification,
                 "fields": file_fields(l, &view),
-                "attribution": meta.attribution,
+                "attribution": attribution,
                 "source": meta.source,
+                "meta": gmeta,
+                "lineage": lineage,
+                "quality": quality,
                 "tilejson": format!("{base}/tiles/{}.json", l.name),
                 "tiles": format!("{base}/tiles/{}/{{z}}/{{x}}/{{y}}.mvt", l.name),
             })
@@ -549,7 +598,12 @@ async fn catalog(
                 continue;
             };
             let extent = live_extent(&st, &info, &view);
+            let gmeta = st
+                .security
+                .with_db(|db| governance::meta::get(db, &name).unwrap_or_default());
+            governance.push((name.clone(), gmeta.clone(), None, extent.1, true));
             layers.push(json!({
+                "meta": gmeta,
                 "name": name,
                 "live": true,
                 "features": extent.0,
@@ -564,6 +618,43 @@ async fn catalog(
                 "tiles": format!("{base}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt"),
             }));
         }
+    }
+    if dcat {
+        let modified: std::collections::HashMap<String, u64> = st
+            .engine
+            .layers()
+            .values()
+            .map(|l| (l.name.clone(), l.reader.meta().created))
+            .collect();
+        let attributions: std::collections::HashMap<String, Option<String>> = st
+            .engine
+            .layers()
+            .values()
+            .map(|l| (l.name.clone(), l.reader.meta().attribution.clone()))
+            .collect();
+        let rows: Vec<governance::meta::DcatLayer<'_>> = governance
+            .iter()
+            .map(|(name, m, lineage, bounds, live)| {
+                let policy = st.security.layer_meta(name);
+                governance::meta::DcatLayer {
+                    name,
+                    meta: m,
+                    bounds: *bounds,
+                    classification: policy.classification,
+                    personal: policy.personal,
+                    modified: modified.get(name).copied(),
+                    lineage: lineage.clone(),
+                    file_attribution: attributions.get(name).and_then(|a| a.as_deref()),
+                    live: *live,
+                }
+            })
+            .collect();
+        let mut r = json_response(&governance::meta::dcat(&base, &rows));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/ld+json"),
+        );
+        return r;
     }
     json_response(&json!({ "layers": layers }))
 }

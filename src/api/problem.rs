@@ -9,6 +9,7 @@ pub struct Problem {
     status: StatusCode,
     title: &'static str,
     detail: String,
+    field: Option<String>,
 }
 
 impl Problem {
@@ -18,7 +19,14 @@ impl Problem {
             status,
             title,
             detail: detail.into(),
+            field: None,
         }
+    }
+
+    /// Names the request field at fault (an extension member, `"field"`).
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 
     /// A 400 Bad Request.
@@ -29,12 +37,15 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": "about:blank",
             "title": self.title,
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let Some(f) = self.field {
+            body["field"] = serde_json::Value::String(f);
+        }
         let mut r = (self.status, body.to_string()).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -3,7 +3,7 @@
 use super::audit::audit_cli;
 use crate::StoreArg;
 use clap::Subcommand;
-use urbis::store::db::{Classification, Db};
+use urbis::store::db::Db;
 
 #[derive(Subcommand)]
 pub enum KeysAction {
@@ -37,16 +37,6 @@ pub enum KeysAction {
         #[command(flatten)]
         store: StoreArg,
     },
-}
-
-pub fn classify(db: &Db, layer: &str, classification: Classification) -> anyhow::Result<()> {
-    if !urbis::store::catalog::valid_layer_name(layer) {
-        anyhow::bail!("{layer:?} is not a layer name (1-64 of A-Z a-z 0-9 _ -)");
-    }
-    let mut meta = db.layer_meta(layer)?.unwrap_or_default();
-    meta.classification = classification;
-    db.set_layer_meta(layer, meta)?;
-    Ok(())
 }
 
 pub fn keys(action: KeysAction) -> anyhow::Result<()> {

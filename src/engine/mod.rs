@@ -91,6 +91,11 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The store it serves.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Opens the current version of every layer of `store`.
     pub fn open(store: Store, config: EngineConfig) -> Result<Engine, EngineError> {
         let cache = moka::sync::Cache::builder()

@@ -58,13 +58,67 @@ pub fn open_files(
     })
 }
 
-/// Lists the `.shp` members of a zip.
+/// Largest total an archive may unpack to.
+const ZIP_MAX_TOTAL: u64 = 8 << 30;
+/// Beyond this an entry must not unpack to more than [`ZIP_MAX_RATIO`] times its packed size.
+const ZIP_RATIO_FLOOR: u64 = 64 << 20;
+/// Deflate rarely passes 20:1 on GIS data; a zip bomb reaches 1000:1.
+const ZIP_MAX_RATIO: u64 = 200;
+
+/// Refuses archives that are not what a Shapefile zip is: entries whose names climb out of
+/// the archive (`../`, absolute paths, drive letters), entries that unpack to far more than
+/// they hold (a zip bomb), or more than 8 GiB in all. Nothing is unpacked to disk, but such a
+/// file is hostile and is named as such.
+fn check_zip<R: std::io::Read + std::io::Seek>(
+    path: &Path,
+    zip: &mut zip::ZipArchive<R>,
+) -> Result<(), ImportError> {
+    let bad = |message: String| ImportError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut total = 0u64;
+    for i in 0..zip.len() {
+        let f = zip
+            .by_index_raw(i)
+            .map_err(|e| bad(format!("not a readable zip: {e}")))?;
+        let name = f
+            .name()
+            .map_err(|e| bad(format!("zip entry {i}: unreadable name: {e}")))?
+            .to_string();
+        let climbs = name.starts_with('/')
+            || name.starts_with('\\')
+            || name.as_bytes().get(1) == Some(&b':')
+            || name.split(['/', '\\']).any(|c| c == "..");
+        if climbs {
+            return Err(bad(format!(
+                "zip entry {name:?} points outside the archive; refused"
+            )));
+        }
+        let (packed, size) = (f.compressed_size(), f.size());
+        if size > ZIP_RATIO_FLOOR && size / packed.max(1) > ZIP_MAX_RATIO {
+            return Err(bad(format!(
+                "zip entry {name:?} unpacks {packed} bytes to {size} (more than {ZIP_MAX_RATIO}:1): a zip bomb, refused"
+            )));
+        }
+        total = total.saturating_add(size);
+        if total > ZIP_MAX_TOTAL {
+            return Err(bad(format!(
+                "the zip unpacks to more than {ZIP_MAX_TOTAL} bytes; refused"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Lists the `.shp` members of a zip (after [`check_zip`]).
 pub fn zip_members(path: &Path) -> Result<Vec<String>, ImportError> {
     let file = std::fs::File::open(path).map_err(|e| ImportError::io(path, e))?;
-    let zip = zip::ZipArchive::new(file).map_err(|e| ImportError::Parse {
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| ImportError::Parse {
         path: path.to_path_buf(),
         message: format!("not a readable zip: {e}"),
     })?;
+    check_zip(path, &mut zip)?;
     Ok(zip
         .file_names()
         .filter_map(|n| n.ok())
@@ -93,9 +147,12 @@ pub fn open_zip(path: &Path, member: &str) -> Result<ShapefileParts<Cursor<Vec<u
             })
             .map(|n| n.into_owned());
         let Some(name) = name else { return Ok(None) };
-        let mut f = zip.by_name(&name).map_err(bad)?;
+        let f = zip.by_name(&name).map_err(bad)?;
+        // No more than the entry says it holds (a lying header is not read past).
+        let size = f.size();
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
+        f.take(size.saturating_add(1))
+            .read_to_end(&mut buf)
             .map_err(|e| ImportError::io(path, e))?;
         Ok(Some(buf))
     };

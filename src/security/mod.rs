@@ -299,6 +299,11 @@ impl Security {
             .unwrap_or_default()
     }
 
+    /// Runs `f` with the store's database (the connection this state holds).
+    pub fn with_db<T>(&self, f: impl FnOnce(&Db) -> T) -> T {
+        f(&self.db.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// What `p` may see of layer `name`, or `None`.
     pub fn layer(&self, p: &Principal, name: &str) -> Option<LayerAccess> {
         p.layer(name, self.layer_meta(name))

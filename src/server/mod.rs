@@ -283,6 +283,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine: Arc::clone(&engine),
         public_url: config.public_url.clone(),
         max_age: config.max_age,
+        max_upload_bytes: config.max_upload_bytes,
         live: Some(Arc::clone(&hub)),
     };
     let mut app = router(state);

@@ -3,7 +3,7 @@
 //! so readers never wait for a writer and every change is one transaction.
 //!
 //! ```text
-//! schema version 3 (PRAGMA user_version)
+//! schema version 4 (PRAGMA user_version)
 //! api_keys(id TEXT PRIMARY KEY, name TEXT, role TEXT, sha256 TEXT UNIQUE,
 //!          created INTEGER, expires INTEGER NULL, revoked INTEGER NULL)   seconds since 1970
 //! layer_meta(name TEXT PRIMARY KEY, classification TEXT, personal INTEGER)
@@ -18,6 +18,9 @@
 //! counters(name TEXT PRIMARY KEY, value INTEGER)        registry_rev: bumped by every
 //!                                                       registry change; devices_json: 1 once
 //!                                                       STORE/live/devices.json is migrated
+//! layer_catalog(name TEXT PRIMARY KEY, meta TEXT)       version 4: catalog metadata (JSON;
+//!                                                       see governance::meta)
+//! layer_lineage(name TEXT, version INTEGER, meta TEXT)  where each version came from (JSON)
 //! ```
 //! Every registry change stamps the rows it touches with the new `registry_rev`, so a running
 //! server reads only the rows changed since the revision it holds (see `live::registry`).
@@ -30,7 +33,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Sensitivity of a layer, lowest first: a principal sees a layer when its clearance is at
 /// least the layer's classification (and no rule denies it).
@@ -201,6 +204,18 @@ impl Db {
                  CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
                  INSERT OR IGNORE INTO counters VALUES ('registry_rev', 0);
                  PRAGMA user_version = 3;
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
+        if version < 4 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS layer_catalog(name TEXT PRIMARY KEY, meta TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS layer_lineage(
+                     name TEXT NOT NULL, version INTEGER NOT NULL, meta TEXT NOT NULL,
+                     PRIMARY KEY(name, version));
+                 PRAGMA user_version = 4;
                  COMMIT;",
             )
             .map_err(err)?;
