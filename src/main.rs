@@ -163,6 +163,14 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Apply retention now: delete device history older than each live layer's retention
+    /// (`urbis layers meta LAYER --set retention=30d`; default --retention-days) and layer
+    /// versions older than their layer's retention; every deletion is audited. `urbis serve`
+    /// does this once a day; while a server runs, ask it instead: POST /admin/retention/run.
+    Retention {
+        #[command(subcommand)]
+        action: RetentionAction,
+    },
     /// List the layers of a store, or remove one (`urbis layers rm NAME`).
     Layers {
         #[command(subcommand)]
@@ -317,6 +325,21 @@ enum LayersAction {
         /// exact_positions right see them snapped to a grid. Without it the flag is cleared.
         #[arg(long)]
         personal: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionAction {
+    /// Delete what is older than the retention periods, now.
+    Run {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Device history kept for live layers without a retention of their own, in days.
+        #[arg(long, default_value_t = 90)]
+        retention_days: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -599,6 +622,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices { action } => devices(action),
         Command::Keys { action } => keys(action),
         Command::Audit { action } => audit(action),
+        Command::Retention {
+            action:
+                RetentionAction::Run {
+                    store,
+                    retention_days,
+                    json,
+                },
+        } => {
+            let st = Store::open(&store.store, false)?;
+            let hub = urbis::live::Hub::open(urbis::live::LiveConfig {
+                store_dir: store.store.clone(),
+                retention_s: retention_days.saturating_mul(86_400),
+                keep_segments_s: u64::MAX,
+                buffer: 64,
+                queue: 16,
+                segment_bytes: urbis::live::SEGMENT_BYTES,
+                dtls_only: false,
+            })?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let dir = store.store.clone();
+            let audit = |action: &str, target: &str| {
+                if let Err(e) = audit_cli(&dir, action, target) {
+                    eprintln!("urbis: cannot audit {action} {target}: {e}");
+                }
+            };
+            let now = urbis::security::keys::now();
+            let summary = runtime.block_on(urbis::governance::retention::run(
+                Some(&hub),
+                &st,
+                now,
+                &audit,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else if summary.live.is_empty() && summary.versions.is_empty() {
+                println!("retention: nothing older than the retention periods");
+            } else {
+                for (layer, d) in &summary.live {
+                    println!(
+                        "{layer}: deleted history before {}: {} fixes, {} geofence events, {} state changes",
+                        d["before"].as_str().unwrap_or("?"),
+                        d["fixes"],
+                        d["events"],
+                        d["states"]
+                    );
+                }
+                for (layer, v) in &summary.versions {
+                    println!("{layer}: deleted versions {v:?}");
+                }
+            }
+            Ok(())
+        }
         Command::Layers {
             action:
                 Some(LayersAction::Classify {

@@ -167,7 +167,9 @@ fn tilejson_catalog_and_health_describe_the_layers() {
 
 #[test]
 fn a_configured_public_url_and_config_file_are_used() {
-    let (dir, _src, _server) = setup();
+    let (dir, _src, server) = setup();
+    // One server per store: its live log has one writer (STORE/live/hub.lock).
+    drop(server);
     let cfg = dir.path().join("urbis.toml");
     std::fs::write(
         &cfg,

@@ -155,6 +155,12 @@ fn table() -> Vec<Entry> {
             delete(admin::remove_device),
         ),
         entry(
+            "POST",
+            "/admin/retention/run",
+            Right(R::Admin),
+            post(admin::retention_run),
+        ),
+        entry(
             "GET",
             "/admin/audit",
             Right(R::Audit),

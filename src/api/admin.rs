@@ -557,3 +557,33 @@ pub async fn remove_device(
             .into_response(),
     }
 }
+
+/// `POST /admin/retention/run`: applies every retention now (see `governance::retention`);
+/// answers with what was deleted.
+pub async fn retention_run(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<Client>,
+) -> Response {
+    let store = match store_of(&st) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let now = crate::security::keys::now();
+    let audit_one = |action: &str, target: &str| {
+        audit(&st, &principal, &client, action, target, true);
+    };
+    match crate::governance::retention::run(st.live.as_deref(), &store, now, &audit_one).await {
+        Ok(summary) => {
+            let _ = st.engine.refresh();
+            audit(&st, &principal, &client, "retention.run", "-", true);
+            Json(summary).into_response()
+        }
+        Err(e) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Retention failed",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}

@@ -1,12 +1,14 @@
 //! Governance: what the city knows about each layer and how long it keeps it. Catalog
 //! metadata (DCAT 3 / ISO 19115 core: title, owner, licence, update frequency, retention,
 //! lineage) in the store's database and its DCAT JSON-LD form ([`meta`]); publishing a file
-//! with them ([`publish`]). Layer versions and
-//! rollback are the store's (`Store::rollback`); the audit chain is the security room's.
-//! Depends on `store` (the database), `import` and `security` (duration parsing).
+//! with them ([`publish`]); retention of device history and of earlier layer versions
+//! ([`retention`]). Layer versions and rollback are the store's (`Store::rollback`); the audit
+//! chain is the security room's. Depends on `store` (the database), `import`, `live` (the
+//! hub runs retention on its log) and `security` (duration parsing).
 
 pub mod meta;
 pub mod publish;
+pub mod retention;
 
 /// Seconds since 1970 as an ISO 8601 UTC date-time (`2026-12-01T19:06:27Z`).
 pub fn iso8601(secs: i64) -> String {

@@ -9,6 +9,7 @@
 //! what may not be on disk.
 
 use super::admit::Batch;
+use super::retention::{RetentionPlan, RetentionReport};
 use super::wal::{Record, Wal};
 use super::{Hub, LiveError, lock, read_lock, snapshot, write_lock};
 use std::sync::mpsc::{Receiver, TrySendError};
@@ -34,10 +35,14 @@ pub struct Committed {
 /// Called on the committer thread once a batch is durable (or why it is not).
 pub type Reply = Box<dyn FnOnce(Result<Committed, LiveError>) + Send>;
 
-/// A group of records for the committer, with where to send the outcome.
+/// Called on the committer thread once a retention run is done.
+pub type RetentionReply = Box<dyn FnOnce(Result<RetentionReport, LiveError>) + Send>;
+
+/// A group of records for the committer, with where to send the outcome; or a retention run.
 pub(super) struct Job {
     pub(super) records: Vec<Record>,
     pub(super) reply: Option<Reply>,
+    pub(super) retention: Option<(RetentionPlan, RetentionReply)>,
 }
 
 impl Hub {
@@ -69,7 +74,31 @@ impl Hub {
         reply: Option<Reply>,
     ) -> Result<(), LiveError> {
         self.is_ready().map_err(LiveError::Storage)?;
-        match self.tx.try_send(Job { records, reply }) {
+        match self.tx.try_send(Job {
+            records,
+            reply,
+            retention: None,
+        }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(LiveError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(LiveError::Storage("the log thread has stopped".into()))
+            }
+        }
+    }
+
+    /// Hands a retention run to the committer.
+    pub(super) fn submit_control(
+        &self,
+        plan: RetentionPlan,
+        reply: RetentionReply,
+    ) -> Result<(), LiveError> {
+        self.is_ready().map_err(LiveError::Storage)?;
+        match self.tx.try_send(Job {
+            records: Vec::new(),
+            reply: None,
+            retention: Some((plan, reply)),
+        }) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(LiveError::Overloaded),
             Err(TrySendError::Disconnected(_)) => {
@@ -193,8 +222,22 @@ pub(super) fn run(hub: Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut next_seq:
                     Err(_) => break,
                 }
             }
-            hub.commit_group(jobs, &mut wal, &mut next_seq, &mut frames);
-            dirty = true;
+            let (runs, jobs): (Vec<Job>, Vec<Job>) =
+                jobs.into_iter().partition(|j| j.retention.is_some());
+            if !jobs.is_empty() {
+                hub.commit_group(jobs, &mut wal, &mut next_seq, &mut frames);
+                dirty = true;
+            }
+            for run in runs {
+                if let Some((plan, reply)) = run.retention {
+                    let r = hub.retention_now(&plan, &mut wal, next_seq);
+                    if r.is_ok() {
+                        last_snapshot = Instant::now();
+                        dirty = false;
+                    }
+                    reply(r);
+                }
+            }
         }
         if dirty && last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             write_snapshot_in_background(&hub);
@@ -204,7 +247,10 @@ pub(super) fn run(hub: Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut next_seq:
         if last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
             let wal_dir = hub.live_dir().join("wal");
             let snap_seq = hub.snapshot_seq.load(std::sync::atomic::Ordering::Acquire);
-            snapshot::expire_segments(&wal_dir, Duration::from_secs(hub.cfg.retention_s), snap_seq);
+            let keep = hub
+                .keep_segments_s
+                .load(std::sync::atomic::Ordering::Acquire);
+            snapshot::expire_segments(&wal_dir, Duration::from_secs(keep), snap_seq);
             last_retention = Some(Instant::now());
         }
     }

@@ -32,6 +32,7 @@ fn listener() -> &'static Arc<Listener> {
         let hub = Hub::open(LiveConfig {
             store_dir: dir,
             retention_s: 86_400,
+            keep_segments_s: 86_400,
             buffer: 64,
             queue: 16,
             segment_bytes: super::SEGMENT_BYTES,

@@ -25,6 +25,8 @@ use std::time::SystemTime;
 /// The live hub: registry, state, committer, stream and live tile cache.
 pub struct Hub {
     pub(super) cfg: LiveConfig,
+    /// `STORE/live/hub.lock`, locked while this hub is open: one process writes the log.
+    _lock: std::fs::File,
     /// The registry's database connection; held while reading changes.
     reg_db: Mutex<RegistryDb>,
     /// The registry as last read; changed in place by [`Hub::refresh_registry`].
@@ -41,6 +43,8 @@ pub struct Hub {
     tiles: Mutex<TileCache>,
     rate: Mutex<Rate>,
     pub(super) snapshot_busy: AtomicBool,
+    /// Whole segments older than this many seconds are swept (see `LiveConfig`).
+    pub(super) keep_segments_s: AtomicU64,
     /// Sequence number covered by the last snapshot on disk.
     pub(super) snapshot_seq: AtomicU64,
 }
@@ -116,7 +120,22 @@ impl Hub {
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir)
             .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
+        let lock_path = dir.join("hub.lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LiveError::Io(format!("{}: {e}", lock_path.display())))?;
+        if lock_file.try_lock().is_err() {
+            return Err(LiveError::Io(format!(
+                "{}: another urbis process (a running server?) has this store's live data open; \
+                 stop it first, or ask the server (POST /admin/retention/run)",
+                lock_path.display()
+            )));
+        }
         let reg_db = RegistryDb::open(&cfg.store_dir)?;
+        let keep_segments_s = cfg.keep_segments_s.max(cfg.retention_s);
         let reg = reg_db.load()?;
         let mut st = LiveState::default();
         snapshot::restore(&dir.join("snapshot.json"), &mut st, &reg).map_err(LiveError::Io)?;
@@ -162,6 +181,7 @@ impl Hub {
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
         let hub = Arc::new(Hub {
             cfg,
+            _lock: lock_file,
             reg_db: Mutex::new(reg_db),
             registry: RwLock::new(reg),
             state: RwLock::new(st),
@@ -173,6 +193,7 @@ impl Hub {
             tiles: Mutex::new(TileCache::default()),
             rate: Mutex::new(Rate::default()),
             snapshot_busy: AtomicBool::new(false),
+            keep_segments_s: AtomicU64::new(keep_segments_s),
             // The snapshot on disk covers what it was read with.
             snapshot_seq: AtomicU64::new(snap_seq_at_open),
         });
@@ -187,6 +208,13 @@ impl Hub {
             hub.write_snapshot();
         }
         Ok(hub)
+    }
+
+    /// Keeps whole log segments for at least `secs` (the longest retention of a live layer,
+    /// when it changes).
+    pub fn keep_segments_for(&self, secs: u64) {
+        self.keep_segments_s
+            .store(secs.max(self.cfg.retention_s), Ordering::Release);
     }
 
     /// The settings.

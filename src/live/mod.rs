@@ -29,6 +29,7 @@ pub mod fuzzing;
 mod hub;
 mod payload;
 pub mod registry;
+mod retention;
 mod snapshot;
 mod state;
 mod stream;
@@ -40,6 +41,7 @@ pub use committer::{Committed, Reply};
 pub use hub::{DeviceList, DeviceQuery, Fix, Hub, LiveLayerInfo};
 pub use payload::Format;
 pub use registry::Principal;
+pub use retention::{Deleted, RetentionPlan, RetentionReport};
 pub use state::{DevState, Device};
 pub use stream::{STREAM_BUFFER, StreamEvent, Subscription};
 pub use wal::SEGMENT_BYTES;
@@ -55,6 +57,10 @@ pub struct LiveConfig {
     pub store_dir: PathBuf,
     /// How long position history is kept, seconds.
     pub retention_s: u64,
+    /// Whole log segments last written longer ago than this are deleted by the hourly sweep:
+    /// the longest retention of any live layer (at least `retention_s`; per-layer retention
+    /// within it is the exact run of `Hub::run_retention`).
+    pub keep_segments_s: u64,
     /// Tile buffer in tile units.
     pub buffer: u32,
     /// Submissions waiting for the committer, at most (beyond: 4.29 / 429).

@@ -383,6 +383,18 @@ impl Wal {
         Ok(f)
     }
 
+    /// Closes the current segment and starts a new one at `next_seq` (nothing to do when the
+    /// current one is empty).
+    pub fn roll(&mut self, next_seq: u64) -> io::Result<()> {
+        if self.seg_len == 0 {
+            return Ok(());
+        }
+        self.file.sync_all()?;
+        self.file = Self::create_segment(&self.dir, next_seq)?;
+        self.seg_len = 0;
+        Ok(())
+    }
+
     /// Appends encoded frames (whose first sequence number is `first_seq`) and makes them
     /// durable (`fdatasync`) before returning.
     pub fn append_durable(&mut self, frames: &[u8], first_seq: u64) -> io::Result<()> {

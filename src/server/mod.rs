@@ -180,10 +180,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         budget: config.tile_budget,
         cache_bytes: config.cache_bytes,
     };
+    // The policy first: a bad policy file is refused before anything else is opened.
+    let security = {
+        let (dir, policy) = (config.store.clone(), config.policy.clone());
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::security::Security::open(&dir, policy))
+                .await??,
+        )
+    };
     let hub = {
+        let longest = crate::governance::retention::longest(&config.store, config.retention_s);
         let cfg = crate::live::LiveConfig {
             store_dir: config.store.clone(),
             retention_s: config.retention_s,
+            keep_segments_s: longest,
             buffer: config.buffer,
             queue: config.ingest_queue,
             segment_bytes: config.wal_segment_mb << 20,
@@ -260,13 +270,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await;
         }
     });
-    let security = {
-        let (dir, policy) = (config.store.clone(), config.policy.clone());
-        Arc::new(
-            tokio::task::spawn_blocking(move || crate::security::Security::open(&dir, policy))
-                .await??,
-        )
-    };
     let watcher = Arc::clone(&security);
     tokio::spawn(async move {
         // Four times a second: a revoked key stops working within a second.
@@ -286,6 +289,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_upload_bytes: config.max_upload_bytes,
         live: Some(Arc::clone(&hub)),
     };
+    // Retention once a day, the first a minute after start (device history per live layer,
+    // earlier layer versions); every deletion audited.
+    {
+        let (hub, store_dir, security) = (
+            Arc::clone(&hub),
+            config.store.clone(),
+            Arc::clone(&state.security),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let mut tick = tokio::time::interval(Duration::from_secs(86_400));
+            loop {
+                tick.tick().await;
+                let Ok(store) = crate::store::Store::open(&store_dir, false) else {
+                    continue;
+                };
+                let audit = |action: &str, target: &str| {
+                    security.audit(&crate::security::audit::Event {
+                        key_id: "-",
+                        role: "server",
+                        client: "retention",
+                        action,
+                        target,
+                        outcome: "ok",
+                    });
+                };
+                let now = crate::security::keys::now();
+                match crate::governance::retention::run(Some(&hub), &store, now, &audit).await {
+                    Ok(s) => tracing::info!(
+                        segments_deleted = s.segments_deleted,
+                        segments_rewritten = s.segments_rewritten,
+                        "retention run"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "retention run failed"),
+                }
+            }
+        });
+    }
     let mut app = router(state);
     let acceptor = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {

@@ -366,6 +366,34 @@ impl Store {
         Ok(entry)
     }
 
+    /// Deletes the versions of layer `name` published before `before` (seconds since 1970),
+    /// never the current one; returns them.
+    pub fn expire_versions(
+        &self,
+        name: &str,
+        before: u64,
+    ) -> Result<Vec<VersionEntry>, StoreError> {
+        let _lock = self.lock()?;
+        let mut cat = self.catalog()?;
+        let Some(layer) = cat.layers.get_mut(name) else {
+            return Ok(Vec::new());
+        };
+        let current = layer.current;
+        let (gone, kept): (Vec<VersionEntry>, Vec<VersionEntry>) = layer
+            .versions
+            .drain(..)
+            .partition(|v| v.version != current && v.created < before);
+        layer.versions = kept;
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        self.write_catalog(&cat)?;
+        for v in &gone {
+            let _ = fs::remove_file(self.dir.join(&v.file));
+        }
+        Ok(gone)
+    }
+
     /// Removes a layer and all its files.
     pub fn remove(&self, name: &str) -> Result<LayerEntry, StoreError> {
         let _lock = self.lock()?;
