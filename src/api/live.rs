@@ -196,10 +196,10 @@ pub async fn devices(
         layer: q.get("layer").map(String::as_str),
         state: q.get("state").map(String::as_str),
         visible: &mut |d| {
-            if !views.contains_key(&d.layer) {
-                views.insert(d.layer.clone(), st.security.layer(&principal, &d.layer));
+            if !views.contains_key(&*d.layer) {
+                views.insert(d.layer.to_string(), st.security.layer(&principal, &d.layer));
             }
-            views[&d.layer]
+            views[&*d.layer]
                 .as_ref()
                 .is_some_and(|v| d.pos.is_none_or(|p| v.shows(p)))
         },
@@ -211,7 +211,7 @@ pub async fn devices(
     let devices = (!summary).then(|| {
         list.devices
             .iter()
-            .map(|d| shown(views.get(&d.layer).and_then(Option::as_ref), d.json()))
+            .map(|d| shown(views.get(&*d.layer).and_then(Option::as_ref), d.json()))
             .collect::<Vec<_>>()
     });
     let next = (!summary && offset + list.devices.len() < count).then(|| {

@@ -267,8 +267,8 @@ impl Hub {
                 .filter_map(|id| st.devices.get(id.as_str()))
                 .map(|d| Record::Removed {
                     t: now,
-                    device: d.id.clone(),
-                    layer: d.layer.clone(),
+                    device: d.id.to_string(),
+                    layer: d.layer.to_string(),
                     pos: d.pos,
                 })
                 .collect()
@@ -340,7 +340,7 @@ impl Hub {
         let mut matching: Vec<&Device> = st
             .devices
             .values()
-            .filter(|d| q.layer.is_none_or(|l| l == d.layer))
+            .filter(|d| q.layer.is_none_or(|l| l == &*d.layer))
             .filter(|d| q.state.is_none_or(|x| x == d.state.as_str()))
             .filter(|d| (q.visible)(d))
             .collect();
@@ -374,7 +374,7 @@ impl Hub {
     /// short), without copying them.
     pub fn for_each_device(&self, layer: &str, mut f: impl FnMut(&Device)) {
         let st = read_lock(&self.state);
-        for d in st.devices.values().filter(|d| d.layer == layer) {
+        for d in st.devices.values().filter(|d| &*d.layer == layer) {
             f(d);
         }
     }
@@ -479,7 +479,7 @@ impl Hub {
         let st = read_lock(&self.state);
         let mut devices = 0;
         let mut bounds: Option<[f64; 4]> = None;
-        for d in st.devices.values().filter(|d| d.layer == name) {
+        for d in st.devices.values().filter(|d| &*d.layer == name) {
             devices += 1;
             if let Some(p) = d.pos {
                 let b = bounds.get_or_insert([p[0], p[1], p[0], p[1]]);
@@ -558,7 +558,7 @@ impl Hub {
                     (s != d.state).then(|| Record::State {
                         t: now,
                         state: s.code(),
-                        device: d.id.clone(),
+                        device: d.id.to_string(),
                     })
                 })
                 .collect()

@@ -133,20 +133,21 @@ pub enum AuthError {
     Unknown,
 }
 
-/// One device as the server holds it: the layer shared between its devices, the secret's hash
-/// as bytes. About a third of a [`DeviceEntry`].
+/// One device as the server holds it: id and layer shared, the secret's hash as bytes.
 #[derive(Debug, Clone)]
 struct Dev {
+    id: Arc<str>,
     layer: Arc<str>,
     secret: [u8; 32],
     interval_s: u32,
     kind: DeviceKind,
-    dtls_psk: Option<Box<str>>,
 }
 
 /// What the server knows of one registered device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceInfo<'a> {
+    /// Id (the registry's shared copy).
+    pub id: &'a Arc<str>,
     /// Live layer.
     pub layer: &'a str,
     /// Kind.
@@ -157,13 +158,19 @@ pub struct DeviceInfo<'a> {
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// The registry as a running server holds it, with the look-ups of admission.
+/// The registry as a running server holds it, with the look-ups of admission: a dense table
+/// of devices by slot and two small indexes (id, and the first 8 bytes of the secret's hash)
+/// to slots, about 190 bytes a device at a million (a map of entries would take 300).
 #[derive(Default)]
 pub struct RegIndex {
-    devices: FastMap<Box<str>, Dev>,
-    /// First 8 bytes of each device secret's SHA-256 -> device: who a bare device secret
-    /// is (HTTP ingest names no device). The full hash is compared after the look-up.
-    by_hash: FastMap<u64, Box<str>>,
+    index: FastMap<Arc<str>, u32>,
+    table: Vec<Option<Dev>>,
+    free: Vec<u32>,
+    /// First 8 bytes of each device secret's SHA-256 -> slot: who a bare device secret is
+    /// (HTTP ingest names no device). The full hash is compared after the look-up.
+    by_hash: FastMap<u64, u32>,
+    /// DTLS pre-shared keys, by slot (few devices have one).
+    psk: FastMap<u32, Box<str>>,
     ingest_keys: Vec<(String, [u8; 32])>,
     dtls_layers: BTreeSet<String>,
     /// Devices per live layer.
@@ -201,12 +208,12 @@ impl RegIndex {
 
     /// Number of registered devices.
     pub fn len(&self) -> usize {
-        self.devices.len()
+        self.index.len()
     }
 
     /// True with no devices.
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
+        self.index.is_empty()
     }
 
     /// The live layers (every layer with a registered device), sorted.
@@ -221,53 +228,46 @@ impl RegIndex {
             .is_ok()
     }
 
+    fn dev(&self, id: &str) -> Option<(u32, &Dev)> {
+        let s = *self.index.get(id)?;
+        Some((s, self.table.get(s as usize)?.as_ref()?))
+    }
+
     /// True if device `id` is registered.
     pub fn has_device(&self, id: &str) -> bool {
-        self.devices.contains_key(id)
+        self.index.contains_key(id)
+    }
+
+    fn info(d: &Dev) -> DeviceInfo<'_> {
+        DeviceInfo {
+            id: &d.id,
+            layer: &d.layer,
+            kind: d.kind,
+            interval_s: u64::from(d.interval_s),
+        }
     }
 
     /// Layer, kind and interval of device `id`.
     pub fn device(&self, id: &str) -> Option<DeviceInfo<'_>> {
-        self.devices.get(id).map(|d| DeviceInfo {
-            layer: &d.layer,
-            kind: d.kind,
-            interval_s: u64::from(d.interval_s),
-        })
+        self.dev(id).map(|(_, d)| Self::info(d))
     }
 
     /// Every device with what the server knows of it, in no order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, DeviceInfo<'_>)> {
-        self.devices.iter().map(|(id, d)| {
-            (
-                &**id,
-                DeviceInfo {
-                    layer: &d.layer,
-                    kind: d.kind,
-                    interval_s: u64::from(d.interval_s),
-                },
-            )
-        })
-    }
-
-    /// True if device `id` is registered with this secret hash.
-    pub fn same_secret(&self, id: &str, other: &RegIndex) -> bool {
-        match (self.devices.get(id), other.devices.get(id)) {
-            (Some(a), Some(b)) => a.secret == b.secret,
-            _ => false,
-        }
+        self.table.iter().flatten().map(|d| (&*d.id, Self::info(d)))
     }
 
     /// The DTLS pre-shared key of device `id`, if it reports over DTLS.
     pub fn dtls_psk(&self, id: &str) -> Option<&str> {
-        self.devices.get(id)?.dtls_psk.as_deref()
+        self.psk.get(&self.dev(id)?.0).map(|k| &**k)
     }
 
     /// True if device `id` must report over DTLS: it has a DTLS key, or its layer takes DTLS
     /// only.
     pub fn dtls_required(&self, id: &str) -> bool {
-        self.devices
-            .get(id)
-            .is_some_and(|e| e.dtls_psk.is_some() || self.dtls_layers.contains(&*e.layer))
+        self.dev(id).is_some_and(|(s, d)| {
+            self.psk.contains_key(&s) || self.dtls_layers.contains(&*d.layer)
+        })
     }
 
     /// Who `secret` is: an ingest key (`ik_…`, may report for any device) or a device's own
@@ -277,9 +277,9 @@ impl RegIndex {
     pub fn authenticate(&self, secret: &str, device: Option<&str>) -> Result<Principal, AuthError> {
         let entry = match device {
             Some(d) => Some(
-                self.devices
-                    .get(d)
-                    .ok_or_else(|| AuthError::UnknownDevice(d.to_string()))?,
+                self.dev(d)
+                    .ok_or_else(|| AuthError::UnknownDevice(d.to_string()))?
+                    .1,
             ),
             None => None,
         };
@@ -303,12 +303,9 @@ impl RegIndex {
             (None, _) => self
                 .by_hash
                 .get(&hash_prefix(&hash))
-                .filter(|id| {
-                    self.devices
-                        .get(&***id)
-                        .is_some_and(|e| same_bytes(&e.secret, &hash))
-                })
-                .map(|id| Principal::Device(id.to_string()))
+                .and_then(|s| self.table.get(*s as usize)?.as_ref())
+                .filter(|e| same_bytes(&e.secret, &hash))
+                .map(|e| Principal::Device(e.id.to_string()))
                 .ok_or(AuthError::Unknown),
         }
     }
@@ -333,9 +330,12 @@ impl RegIndex {
     }
 
     fn remove(&mut self, id: &str) -> Option<Dev> {
-        let d = self.devices.remove(id)?;
+        let s = self.index.remove(id)?;
+        let d = self.table.get_mut(s as usize)?.take()?;
+        self.free.push(s);
+        self.psk.remove(&s);
         let p = hash_prefix(&d.secret);
-        if self.by_hash.get(&p).is_some_and(|x| &**x == id) {
+        if self.by_hash.get(&p) == Some(&s) {
             self.by_hash.remove(&p);
         }
         self.count_layer(&d.layer, false);
@@ -344,14 +344,7 @@ impl RegIndex {
 
     fn upsert(&mut self, id: &str, e: &DeviceEntry) {
         let secret = parse_hash(&e.secret_sha256).unwrap_or([0; 32]);
-        self.insert(
-            id,
-            &e.layer,
-            e.kind,
-            e.interval_s,
-            secret,
-            e.dtls_psk.as_deref(),
-        );
+        self.insert(id, &e.layer, e.kind, e.interval_s, secret, e.dtls_psk.as_deref());
     }
 
     fn insert(
@@ -366,17 +359,33 @@ impl RegIndex {
         self.remove(id);
         let layer = self.intern(layer);
         self.count_layer(&layer, true);
-        self.by_hash.insert(hash_prefix(&secret), id.into());
-        self.devices.insert(
-            id.into(),
-            Dev {
-                layer,
-                secret,
-                interval_s: u32::try_from(interval_s).unwrap_or(u32::MAX),
-                kind,
-                dtls_psk: dtls_psk.map(Box::from),
-            },
-        );
+        let id: Arc<str> = Arc::from(id);
+        let s = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.table.push(None);
+                (self.table.len() - 1) as u32
+            }
+        };
+        self.index.insert(Arc::clone(&id), s);
+        self.by_hash.insert(hash_prefix(&secret), s);
+        if let Some(k) = dtls_psk {
+            self.psk.insert(s, Box::from(k));
+        }
+        self.table[s as usize] = Some(Dev {
+            id,
+            layer,
+            secret,
+            interval_s: u32::try_from(interval_s).unwrap_or(u32::MAX),
+            kind,
+        });
+    }
+
+    /// Room for `n` more devices.
+    fn reserve(&mut self, n: usize) {
+        self.index.reserve(n);
+        self.by_hash.reserve(n);
+        self.table.reserve_exact(n);
     }
 
     /// Applies changes read from the database; returns the ids that changed (added, removed
@@ -398,16 +407,12 @@ impl RegIndex {
         ids
     }
 
-    /// A copy of what the index holds of `ids`, to compare with after [`RegIndex::apply`].
+    /// The secret hashes of `ids` as the index holds them, to compare with after
+    /// [`RegIndex::apply`].
     pub fn secrets_of(&self, ids: &[String]) -> FastMap<String, [u8; 32]> {
         ids.iter()
-            .filter_map(|id| Some((id.clone(), self.devices.get(id.as_str())?.secret)))
+            .filter_map(|id| Some((id.clone(), self.dev(id)?.1.secret)))
             .collect()
-    }
-
-    /// The secret hash of device `id`.
-    pub fn secret_of(&self, id: &str) -> Option<[u8; 32]> {
-        self.devices.get(id).map(|d| d.secret)
     }
 }
 
@@ -1041,8 +1046,7 @@ impl RegistryDb {
         let n: i64 = c
             .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
             .map_err(e)?;
-        idx.devices.reserve(n.max(0) as usize);
-        idx.by_hash.reserve(n.max(0) as usize);
+        idx.reserve(n.max(0) as usize);
         let mut st = c
             .prepare(&format!(
                 "SELECT {DEVICE_COLUMNS}, rev FROM devices WHERE rev <= ?1"

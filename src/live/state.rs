@@ -14,6 +14,7 @@ use rstar::RTree;
 use rstar::primitives::GeomWithData;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// A device state, from the time since its last report and its expected interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
@@ -78,13 +79,73 @@ impl DevState {
     }
 }
 
+/// The last value of each telemetry name of a device, in a small vector (a device sends a
+/// handful; a map's node would cost 400 bytes a device). Names are shared between devices.
+/// Serialised as a JSON object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Telemetry(Vec<(Arc<str>, f64)>);
+
+impl Telemetry {
+    /// Sets `name` to `value`.
+    pub fn insert(&mut self, name: Arc<str>, value: f64) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some(e) => e.1 = value,
+            None => {
+                self.0.push((name, value));
+                self.0.sort_by(|a, b| a.0.cmp(&b.0));
+                self.0.shrink_to_fit();
+            }
+        }
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| *v)
+    }
+
+    /// Forgets every value.
+    pub fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+
+    /// Names and values, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(k, v)| (&**k, *v))
+    }
+
+    /// True with no values.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Telemetry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(&**k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Telemetry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m: BTreeMap<String, f64> = BTreeMap::deserialize(d)?;
+        Ok(Telemetry(
+            m.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+        ))
+    }
+}
+
 /// One device as the live layer knows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Device {
-    /// Id.
-    pub id: String,
-    /// Live layer.
-    pub layer: String,
+    /// Id (shared with the state's index).
+    pub id: Arc<str>,
+    /// Live layer (shared between the layer's devices).
+    pub layer: Arc<str>,
     /// Kind.
     pub kind: DeviceKind,
     /// Expected seconds between reports.
@@ -96,7 +157,7 @@ pub struct Device {
     /// Server time of the last report, late ones included.
     pub last_seen: Option<f64>,
     /// Last value of each telemetry name.
-    pub telemetry: BTreeMap<String, f64>,
+    pub telemetry: Telemetry,
     /// Reports applied.
     pub reports: u64,
     /// Late reports (older than the last fix; kept in history only).
@@ -125,7 +186,7 @@ impl Device {
 }
 
 /// A point of a live layer's R-tree: grid position and the device's slot (see
-/// [`LiveState::ids`]); a number, not the id, so that moving a point allocates nothing and
+/// [`Devices::at`]); a number, not the id, so that moving a point allocates nothing and
 /// compares 4 bytes.
 pub type LivePoint = GeomWithData<[i64; 2], u32>;
 
@@ -189,17 +250,102 @@ pub enum Change {
     },
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The devices of the state: a dense table by slot (the number the R-tree points carry) and
+/// an index from id to slot; a removed device's slot is reused. At a million devices a
+/// hash map of devices would have two million buckets of 150 bytes; this has a million rows
+/// and two million buckets of 24.
+#[derive(Default)]
+pub struct Devices {
+    index: FastMap<Arc<str>, u32>,
+    table: Vec<Option<Device>>,
+    free: Vec<u32>,
+}
+
+impl Devices {
+    /// The device of id `id`.
+    pub fn get(&self, id: &str) -> Option<&Device> {
+        self.at(*self.index.get(id)?)
+    }
+
+    /// The device of id `id`, to change.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Device> {
+        let s = *self.index.get(id)?;
+        self.table.get_mut(s as usize)?.as_mut()
+    }
+
+    /// The device in slot `slot`.
+    pub fn at(&self, slot: u32) -> Option<&Device> {
+        self.table.get(slot as usize)?.as_ref()
+    }
+
+    /// The slot of device `id`.
+    pub fn slot(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    /// True if device `id` is here.
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Adds (or replaces) a device; returns its slot.
+    pub fn insert(&mut self, d: Device) -> u32 {
+        if let Some(&s) = self.index.get(&*d.id) {
+            self.table[s as usize] = Some(d);
+            return s;
+        }
+        let s = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.table.push(None);
+                (self.table.len() - 1) as u32
+            }
+        };
+        self.index.insert(Arc::clone(&d.id), s);
+        self.table[s as usize] = Some(d);
+        s
+    }
+
+    /// Removes device `id`; its slot is free for another.
+    pub fn remove(&mut self, id: &str) -> Option<Device> {
+        let s = self.index.remove(id)?;
+        self.free.push(s);
+        self.table.get_mut(s as usize)?.take()
+    }
+
+    /// Every device, in slot order.
+    pub fn values(&self) -> impl Iterator<Item = &Device> {
+        self.table.iter().flatten()
+    }
+
+    /// Every id.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.index.keys()
+    }
+
+    /// Number of devices.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Room for `n` more.
+    pub fn reserve(&mut self, n: usize) {
+        self.index.reserve(n);
+        self.table.reserve(n);
+    }
+}
+
 /// The live state.
 #[derive(Default)]
 pub struct LiveState {
     /// Devices by id.
-    pub devices: HashMap<String, Device>,
+    pub devices: Devices,
     /// Current positions per live layer.
     pub trees: BTreeMap<String, RTree<LivePoint>>,
-    /// Device id of each slot.
-    pub ids: Vec<String>,
-    /// Slot of each device id (slots are never reused while running).
-    pub slots: HashMap<String, u32>,
+    /// Layer and telemetry names, shared by the devices that use them.
+    names: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// The geofences (sorted by id), indexed.
     pub fence_set: FenceSet,
     /// (fence, device) pairs with the device inside: open alarms.
@@ -237,6 +383,18 @@ pub fn fence_from_json(v: &serde_json::Value) -> Option<Fence> {
 }
 
 impl LiveState {
+    /// The shared copy of a layer or telemetry name.
+    fn name(&mut self, n: &str) -> Arc<str> {
+        match self.names.get(n) {
+            Some(a) => Arc::clone(a),
+            None => {
+                let a: Arc<str> = Arc::from(n);
+                self.names.insert(Arc::clone(&a));
+                a
+            }
+        }
+    }
+
     /// Brings the device list in line with the registry: new devices appear as `new`,
     /// removed ones leave the layer, changed layer/kind/interval are taken over. With `only`,
     /// just those ids are looked at (the registry changes a running server reads); without,
@@ -251,57 +409,62 @@ impl LiveState {
         let gone: Vec<String> = match only {
             Some(ids) => ids
                 .iter()
-                .filter(|id| !reg.has_device(id) && self.devices.contains_key(id.as_str()))
+                .filter(|id| !reg.has_device(id) && self.devices.contains_key(id))
                 .cloned()
                 .collect(),
             None => self
                 .devices
                 .keys()
                 .filter(|id| !reg.has_device(id))
-                .cloned()
+                .map(|id| id.to_string())
                 .collect(),
         };
         for id in gone {
-            if let Some(d) = self.devices.remove(&id) {
+            if let Some(d) = self.devices.get(&id).cloned() {
                 self.remove_point(&d);
+                self.devices.remove(&id);
                 self.inside.retain(|(_, dev)| dev != &id);
-                touched.push((id, d.pos, d.layer));
+                touched.push((id, d.pos, d.layer.to_string()));
             }
         }
-        let mut sync = |id: &str, e: super::registry::DeviceInfo<'_>| match self.devices.get_mut(id)
-        {
-            Some(d) => {
-                d.kind = e.kind;
-                d.interval_s = e.interval_s;
-                if d.layer != e.layer {
-                    let old = d.clone();
-                    self.remove_point(&old);
-                    let d = self.devices.get_mut(id).expect("present");
-                    d.layer = e.layer.to_string();
-                    let d = d.clone();
-                    self.insert_point(&d);
-                    touched.push((id.to_string(), old.pos, old.layer));
+        if only.is_none() {
+            self.devices
+                .reserve(reg.len().saturating_sub(self.devices.len()));
+        }
+        let mut sync = |st: &mut LiveState, id: &str, e: super::registry::DeviceInfo<'_>| {
+            let layer = st.name(e.layer);
+            match st.devices.get_mut(id) {
+                Some(d) => {
+                    d.kind = e.kind;
+                    d.interval_s = e.interval_s;
+                    if d.layer != layer {
+                        let old = d.clone();
+                        st.remove_point(&old);
+                        let d = st.devices.get_mut(id).expect("present");
+                        d.layer = layer;
+                        let d = d.clone();
+                        st.insert_point(&d);
+                        touched.push((id.to_string(), old.pos, old.layer.to_string()));
+                    }
                 }
-            }
-            None => {
-                self.devices.insert(
-                    id.to_string(),
-                    Device {
-                        id: id.to_string(),
-                        layer: e.layer.to_string(),
+                None => {
+                    st.devices.insert(Device {
+                        // The registry's copy: one allocation per id for both.
+                        id: Arc::clone(e.id),
+                        layer,
                         kind: e.kind,
                         interval_s: e.interval_s,
                         pos: None,
                         t: None,
                         last_seen: None,
-                        telemetry: BTreeMap::new(),
+                        telemetry: Telemetry::default(),
                         reports: 0,
                         late: 0,
                         state: DevState::New,
-                    },
-                );
-                if !self.trees.contains_key(e.layer) {
-                    self.trees.insert(e.layer.to_string(), Default::default());
+                    });
+                    if !st.trees.contains_key(e.layer) {
+                        st.trees.insert(e.layer.to_string(), Default::default());
+                    }
                 }
             }
         };
@@ -309,13 +472,13 @@ impl LiveState {
             Some(ids) => {
                 for id in ids {
                     if let Some(e) = reg.device(id) {
-                        sync(id, e);
+                        sync(self, id, e);
                     }
                 }
             }
             None => {
                 for (id, e) in reg.iter() {
-                    sync(id, e);
+                    sync(self, id, e);
                 }
             }
         }
@@ -341,31 +504,26 @@ impl LiveState {
         }
     }
 
-    /// The slot of a device id, given one if new.
-    pub fn slot(&mut self, id: &str) -> u32 {
-        if let Some(&s) = self.slots.get(id) {
-            return s;
-        }
-        let s = self.ids.len() as u32;
-        self.ids.push(id.to_string());
-        self.slots.insert(id.to_string(), s);
-        s
-    }
-
     fn remove_point(&mut self, d: &Device) {
-        let slot = self.slot(&d.id);
-        if let (Some(p), Some(tree)) = (d.pos, self.trees.get_mut(&d.layer)) {
+        let Some(slot) = self.devices.slot(&d.id) else {
+            return;
+        };
+        if let (Some(p), Some(tree)) = (d.pos, self.trees.get_mut(&*d.layer)) {
             tree.remove(&LivePoint::new(grid(p), slot));
         }
     }
 
     fn insert_point(&mut self, d: &Device) {
-        let slot = self.slot(&d.id);
+        let Some(slot) = self.devices.slot(&d.id) else {
+            return;
+        };
         if let Some(p) = d.pos {
-            self.trees
-                .entry(d.layer.clone())
-                .or_default()
-                .insert(LivePoint::new(grid(p), slot));
+            if !self.trees.contains_key(&*d.layer) {
+                self.trees.insert(d.layer.to_string(), RTree::new());
+            }
+            if let Some(tree) = self.trees.get_mut(&*d.layer) {
+                tree.insert(LivePoint::new(grid(p), slot));
+            }
         }
     }
 
@@ -387,7 +545,7 @@ impl LiveState {
             match &mut rec {
                 Record::Report(r) => {
                     if let Some(d) = self.devices.get(r.device.as_str()) {
-                        let fix = fixes.entry(d.id.as_str()).or_insert((d.t, d.pos));
+                        let fix = fixes.entry(&*d.id).or_insert((d.t, d.pos));
                         r.late = fix.0.is_some_and(|t| r.t < t);
                         if !r.late {
                             fix.0 = Some(r.t);
@@ -422,7 +580,7 @@ impl LiveState {
                 }
                 Record::Removed { device, .. } => {
                     if let Some(d) = self.devices.get(device.as_str()) {
-                        fixes.insert(d.id.as_str(), (None, None));
+                        fixes.insert(&*d.id, (None, None));
                     }
                 }
                 Record::FenceEvent { .. } | Record::State { .. } => {}
@@ -472,7 +630,7 @@ impl LiveState {
                         .map_or_else(|| fence.clone(), |f| f.name.clone()),
                     kind,
                     device: device.clone(),
-                    layer: d.layer.clone(),
+                    layer: d.layer.to_string(),
                     pos: *pos,
                     t: *t,
                     seq,
@@ -531,22 +689,31 @@ impl LiveState {
         }
         d.reports += 1;
         d.t = Some(r.t);
-        for (k, v) in &r.telemetry {
-            d.telemetry.insert(k.clone(), *v);
-        }
         let from = d.pos;
         d.state = DevState::Live;
-        if let Some(p) = r.pos
-            && from != Some(p)
-        {
+        let moved = r.pos.filter(|p| from != Some(*p));
+        if let Some(p) = moved {
             d.pos = Some(p);
-            let layer = d.layer.clone();
-            let slot = self.slot(&r.device);
-            let tree = self.trees.entry(layer).or_default();
-            if let Some(old) = from {
-                tree.remove(&LivePoint::new(grid(old), slot));
+        }
+        let layer = Arc::clone(&d.layer);
+        for (k, v) in &r.telemetry {
+            let k = self.name(k);
+            if let Some(d) = self.devices.get_mut(r.device.as_str()) {
+                d.telemetry.insert(k, *v);
             }
-            tree.insert(LivePoint::new(grid(p), slot));
+        }
+        if let Some(p) = moved
+            && let Some(slot) = self.devices.slot(&r.device)
+        {
+            if !self.trees.contains_key(&*layer) {
+                self.trees.insert(layer.to_string(), RTree::new());
+            }
+            if let Some(tree) = self.trees.get_mut(&*layer) {
+                if let Some(old) = from {
+                    tree.remove(&LivePoint::new(grid(old), slot));
+                }
+                tree.insert(LivePoint::new(grid(p), slot));
+            }
         }
         changes.push(Change::Moved {
             device: r.device.clone(),
@@ -585,11 +752,18 @@ impl LiveState {
             let Some(e) = reg.device(&d.id) else {
                 continue;
             };
-            d.layer = e.layer.to_string();
+            d.layer = self.name(e.layer);
             d.kind = e.kind;
             d.interval_s = e.interval_s;
+            d.telemetry = Telemetry(
+                d.telemetry
+                    .0
+                    .iter()
+                    .map(|(k, v)| (self.name(k), *v))
+                    .collect(),
+            );
+            self.devices.insert(d.clone());
             self.insert_point(&d);
-            self.devices.insert(d.id.clone(), d);
         }
         let mut fences: Vec<Fence> = snap.fences.iter().filter_map(fence_from_json).collect();
         fences.sort_by(|a, b| a.id.cmp(&b.id));
@@ -634,7 +808,7 @@ mod tests {
         let mut planned = Vec::new();
         st.plan(group, &mut next, &mut planned);
         assert_eq!(st.seq, 0, "planning changes nothing");
-        assert!(st.devices["d"].pos.is_none() && st.fence_set.fences().is_empty());
+        assert!(st.devices.get("d").unwrap().pos.is_none() && st.fence_set.fences().is_empty());
         let seqs: Vec<u64> = planned.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, (100..107).collect::<Vec<_>>());
         assert_eq!(next, 107);
@@ -649,7 +823,7 @@ mod tests {
         for (seq, rec) in &planned {
             st.apply(*seq, rec, &mut changes);
         }
-        let d = &st.devices["d"];
+        let d = st.devices.get("d").unwrap();
         assert_eq!(
             (d.t, d.pos, d.reports, d.late),
             (Some(30.0), Some([-0.5, 0.5]), 3, 1)

@@ -111,7 +111,7 @@ pub(super) fn events(st: &LiveState, reg: &RegIndex, changes: Vec<Change>) -> Ve
                 out.push(StreamEvent {
                     id: seq,
                     event: "position",
-                    layer: Some(d.layer.clone()),
+                    layer: Some(d.layer.to_string()),
                     pos: to,
                     data: data.to_string(),
                 });
@@ -123,7 +123,7 @@ pub(super) fn events(st: &LiveState, reg: &RegIndex, changes: Vec<Change>) -> Ve
                 out.push(StreamEvent {
                     id: seq,
                     event: "state",
-                    layer: Some(d.layer.clone()),
+                    layer: Some(d.layer.to_string()),
                     pos: d.pos,
                     data: json!({"id": d.id, "layer": d.layer, "state": d.state, "position": d.pos})
                         .to_string(),

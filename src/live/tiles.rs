@@ -112,7 +112,7 @@ pub fn render<'s>(
     // The tile position of a point of the tree, as the view may serve it; `None` outside.
     let at = |p: &super::state::LivePoint| -> Option<[i64; 2]> {
         if view.area.is_some() {
-            let pos = st.devices.get(&st.ids[p.data as usize])?.pos?;
+            let pos = st.devices.at(p.data)?.pos?;
             if !view.shows(pos) {
                 return None; // outside the allowed area
             }
@@ -120,7 +120,7 @@ pub fn render<'s>(
         let g = match view.precision_m {
             None => *p.geom(),
             Some(_) => {
-                let pos = st.devices.get(&st.ids[p.data as usize])?.pos?;
+                let pos = st.devices.at(p.data)?.pos?;
                 let [lon, lat] = view.position(pos);
                 let g = lonlat_to_grid(lon, lat);
                 [i64::from(g[0]), i64::from(g[1])]
@@ -143,9 +143,9 @@ pub fn render<'s>(
         if let Some(t) = d.t {
             props.push(("t", TileValue::Int(t as i64)));
         }
-        for (k, v) in &d.telemetry {
-            if !RESERVED.contains(&k.as_str()) {
-                props.push((k.as_str(), TileValue::Double(*v)));
+        for (k, v) in d.telemetry.iter() {
+            if !RESERVED.contains(&k) {
+                props.push((k, TileValue::Double(v)));
             }
         }
         props.retain(|(k, _)| view.keeps(k));
@@ -153,8 +153,10 @@ pub fn render<'s>(
     };
     if !clustered {
         for p in tree.locate_in_envelope(&env) {
-            if let Some(t) = at(p) {
-                add_device(&mut out, &st.ids[p.data as usize], t);
+            if let Some(t) = at(p)
+                && let Some(d) = st.devices.at(p.data)
+            {
+                add_device(&mut out, &d.id, t);
             }
         }
         return out.encode(budget);
@@ -174,13 +176,13 @@ pub fn render<'s>(
         let c = cells.entry(key).or_insert_with(|| Cell {
             n: 0,
             sum: [0, 0],
-            first: (&st.ids[p.data as usize], at),
+            first: (st.devices.at(p.data).map_or("", |d| &*d.id), at),
             states: BTreeMap::new(),
         });
         c.n += 1;
         c.sum[0] += at[0];
         c.sum[1] += at[1];
-        if let Some(d) = st.devices.get(&st.ids[p.data as usize]) {
+        if let Some(d) = st.devices.at(p.data) {
             *c.states.entry(d.state).or_default() += 1;
         }
     }
