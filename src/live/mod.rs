@@ -26,6 +26,7 @@ mod committer;
 pub mod dtls;
 pub mod fence;
 pub mod fuzzing;
+mod grid;
 mod hub;
 mod payload;
 pub mod registry;

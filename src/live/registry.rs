@@ -265,9 +265,8 @@ impl RegIndex {
     /// True if device `id` must report over DTLS: it has a DTLS key, or its layer takes DTLS
     /// only.
     pub fn dtls_required(&self, id: &str) -> bool {
-        self.dev(id).is_some_and(|(s, d)| {
-            self.psk.contains_key(&s) || self.dtls_layers.contains(&*d.layer)
-        })
+        self.dev(id)
+            .is_some_and(|(s, d)| self.psk.contains_key(&s) || self.dtls_layers.contains(&*d.layer))
     }
 
     /// Who `secret` is: an ingest key (`ik_…`, may report for any device) or a device's own
@@ -344,7 +343,14 @@ impl RegIndex {
 
     fn upsert(&mut self, id: &str, e: &DeviceEntry) {
         let secret = parse_hash(&e.secret_sha256).unwrap_or([0; 32]);
-        self.insert(id, &e.layer, e.kind, e.interval_s, secret, e.dtls_psk.as_deref());
+        self.insert(
+            id,
+            &e.layer,
+            e.kind,
+            e.interval_s,
+            secret,
+            e.dtls_psk.as_deref(),
+        );
     }
 
     fn insert(

@@ -1,16 +1,16 @@
-//! The live state: every device's last fix, state and telemetry, an R-tree of current positions
-//! per live layer, the geofences and who is inside them. Read by the hub's views and the tile
+//! The live state: every device's last fix, state and telemetry, a grid index of current
+//! positions per live layer, the geofences and who is inside them. Read by the hub's views and the tile
 //! renderer; changed only through [`LiveState::apply`], by the committer once a group is in the
 //! log, and by recovery replaying the log: one function for both, so the state after a restart
 //! is the state before it. [`LiveState::plan`] decides, without changing anything, what a group
 //! will log (late flags, the geofence events its reports raise) before it is written.
 
 use super::fence::{Fence, FenceEventKind, FenceSet};
+use super::grid::PointGrid;
 use super::registry::{DeviceKind, RegIndex};
 use super::snapshot::Snapshot;
 use super::wal::{Record, ReportRec};
 use crate::tile::mercator::lonlat_to_grid;
-use rstar::RTree;
 use rstar::primitives::GeomWithData;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -83,7 +83,7 @@ impl DevState {
 /// handful; a map's node would cost 400 bytes a device). Names are shared between devices.
 /// Serialised as a JSON object.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Telemetry(Vec<(Arc<str>, f64)>);
+pub struct Telemetry(Box<[(Arc<str>, f64)]>);
 
 impl Telemetry {
     /// Sets `name` to `value`.
@@ -91,9 +91,13 @@ impl Telemetry {
         match self.0.iter_mut().find(|(k, _)| *k == name) {
             Some(e) => e.1 = value,
             None => {
-                self.0.push((name, value));
-                self.0.sort_by(|a, b| a.0.cmp(&b.0));
-                self.0.shrink_to_fit();
+                // Allocated at its exact size once (a push then a shrink would leave a hole
+                // in the heap per device).
+                let mut v = Vec::with_capacity(self.0.len() + 1);
+                v.extend(self.0.iter().cloned());
+                v.push((name, value));
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                self.0 = v.into_boxed_slice();
             }
         }
     }
@@ -105,7 +109,7 @@ impl Telemetry {
 
     /// Forgets every value.
     pub fn clear(&mut self) {
-        self.0 = Vec::new();
+        self.0 = Box::default();
     }
 
     /// Names and values, by name.
@@ -134,7 +138,10 @@ impl<'de> Deserialize<'de> for Telemetry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let m: BTreeMap<String, f64> = BTreeMap::deserialize(d)?;
         Ok(Telemetry(
-            m.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+            m.into_iter()
+                .map(|(k, v)| (Arc::from(k), v))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
         ))
     }
 }
@@ -185,7 +192,7 @@ impl Device {
     }
 }
 
-/// A point of a live layer's R-tree: grid position and the device's slot (see
+/// A point of a live layer's index (`grid::PointGrid`): grid position and the device's slot (see
 /// [`Devices::at`]); a number, not the id, so that moving a point allocates nothing and
 /// compares 4 bytes.
 pub type LivePoint = GeomWithData<[i64; 2], u32>;
@@ -343,7 +350,7 @@ pub struct LiveState {
     /// Devices by id.
     pub devices: Devices,
     /// Current positions per live layer.
-    pub trees: BTreeMap<String, RTree<LivePoint>>,
+    pub trees: BTreeMap<String, PointGrid>,
     /// Layer and telemetry names, shared by the devices that use them.
     names: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// The geofences (sorted by id), indexed.
@@ -519,7 +526,7 @@ impl LiveState {
         };
         if let Some(p) = d.pos {
             if !self.trees.contains_key(&*d.layer) {
-                self.trees.insert(d.layer.to_string(), RTree::new());
+                self.trees.insert(d.layer.to_string(), PointGrid::default());
             }
             if let Some(tree) = self.trees.get_mut(&*d.layer) {
                 tree.insert(LivePoint::new(grid(p), slot));
@@ -706,7 +713,7 @@ impl LiveState {
             && let Some(slot) = self.devices.slot(&r.device)
         {
             if !self.trees.contains_key(&*layer) {
-                self.trees.insert(layer.to_string(), RTree::new());
+                self.trees.insert(layer.to_string(), PointGrid::default());
             }
             if let Some(tree) = self.trees.get_mut(&*layer) {
                 if let Some(old) = from {
