@@ -7,7 +7,7 @@
 
 use super::committer::{self, Job};
 use super::fence::Fence;
-use super::registry::{RegIndex, RegistryDb, parse_hash};
+use super::registry::{Digest16, RegIndex, RegistryDb, digest16, parse_hash};
 use super::snapshot;
 use super::state::{Change, DevState, Device, LiveState};
 use super::stream::{self, Rate, Stream, Subscription};
@@ -247,10 +247,15 @@ impl Hub {
             .chain(ch.gone.iter().cloned())
             .collect();
         let old = read_lock(&self.registry).secrets_of(&ids);
-        let new: std::collections::HashMap<&str, [u8; 32]> = ch
+        let new: std::collections::HashMap<&str, Digest16> = ch
             .upserts
             .iter()
-            .map(|(id, e)| (id.as_str(), parse_hash(&e.secret_sha256).unwrap_or([0; 32])))
+            .map(|(id, e)| {
+                (
+                    id.as_str(),
+                    digest16(&parse_hash(&e.secret_sha256).unwrap_or([0; 32])),
+                )
+            })
             .collect();
         let left: Vec<String> = old
             .iter()

@@ -133,12 +133,21 @@ pub enum AuthError {
     Unknown,
 }
 
+/// The first 16 bytes of a secret's SHA-256: what a running server compares (128 bits, the
+/// strength of the secrets themselves for DTLS devices; the database keeps all 32).
+pub type Digest16 = [u8; 16];
+
+/// The first 16 bytes of a SHA-256.
+pub fn digest16(h: &[u8; 32]) -> Digest16 {
+    h[..16].try_into().expect("16 bytes")
+}
+
 /// One device as the server holds it: id and layer shared, the secret's hash as bytes.
 #[derive(Debug, Clone)]
 struct Dev {
     id: Arc<str>,
     layer: Arc<str>,
-    secret: [u8; 32],
+    secret: Digest16,
     interval_s: u32,
     kind: DeviceKind,
 }
@@ -196,7 +205,7 @@ pub struct Changes {
     pub dtls_layers: BTreeSet<String>,
 }
 
-fn hash_prefix(h: &[u8; 32]) -> u64 {
+fn hash_prefix(h: &[u8]) -> u64 {
     u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
@@ -295,7 +304,7 @@ impl RegIndex {
                 .ok_or(AuthError::Unknown);
         }
         match (device, entry) {
-            (Some(d), Some(e)) if same_bytes(&e.secret, &hash) => {
+            (Some(d), Some(e)) if same16(&e.secret, &digest16(&hash)) => {
                 Ok(Principal::Device(d.to_string()))
             }
             (Some(_), _) => Err(AuthError::Unknown),
@@ -303,7 +312,7 @@ impl RegIndex {
                 .by_hash
                 .get(&hash_prefix(&hash))
                 .and_then(|s| self.table.get(*s as usize)?.as_ref())
-                .filter(|e| same_bytes(&e.secret, &hash))
+                .filter(|e| same16(&e.secret, &digest16(&hash)))
                 .map(|e| Principal::Device(e.id.to_string()))
                 .ok_or(AuthError::Unknown),
         }
@@ -362,6 +371,7 @@ impl RegIndex {
         secret: [u8; 32],
         dtls_psk: Option<&str>,
     ) {
+        let secret = digest16(&secret);
         self.remove(id);
         let layer = self.intern(layer);
         self.count_layer(&layer, true);
@@ -415,7 +425,7 @@ impl RegIndex {
 
     /// The secret hashes of `ids` as the index holds them, to compare with after
     /// [`RegIndex::apply`].
-    pub fn secrets_of(&self, ids: &[String]) -> FastMap<String, [u8; 32]> {
+    pub fn secrets_of(&self, ids: &[String]) -> FastMap<String, Digest16> {
         ids.iter()
             .filter_map(|id| Some((id.clone(), self.dev(id)?.1.secret)))
             .collect()
@@ -538,6 +548,11 @@ pub fn same_hash(a: &str, b: &str) -> bool {
 /// SHA-256 of a secret.
 pub fn hash_bytes(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares without an early exit on the first differing byte.
+fn same16(a: &Digest16, b: &Digest16) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Compares without an early exit on the first differing byte.

@@ -153,7 +153,7 @@ pub fn render<'s>(
     };
     if !clustered {
         for p in tree.locate_in_envelope(&env) {
-            if let Some(t) = at(p)
+            if let Some(t) = at(&p)
                 && let Some(d) = st.devices.at(p.data)
             {
                 add_device(&mut out, &d.id, t);
@@ -169,7 +169,7 @@ pub fn render<'s>(
     }
     let mut cells: BTreeMap<(i64, i64), Cell> = BTreeMap::new();
     for p in tree.locate_in_envelope(&env) {
-        let Some(at) = at(p) else {
+        let Some(at) = at(&p) else {
             continue;
         };
         let key = (at[0].div_euclid(CELL), at[1].div_euclid(CELL));
