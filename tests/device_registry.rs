@@ -285,4 +285,65 @@ fn a_batch_with_bad_rows_registers_nothing_and_a_good_one_is_served_within_a_sec
         r#"{"device":"w-1","lon":24.94,"lat":60.17}"#,
     );
     assert_eq!(r.json()["accepted"], 0);
+
+    // The admin API: a batch all or nothing, then one device removed.
+    let bad = br#"[{"id":"a-1","layer":"water"},{"id":"a 2","layer":"water"},{"id":"w-7","layer":"water"}]"#;
+    let r = server.request("POST", "/admin/devices", &[], bad);
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    let lines: Vec<u64> = j["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2], "the bad id; {j}");
+    let r = server.request(
+        "POST",
+        "/admin/devices",
+        &[],
+        br#"[{"id":"a-1","layer":"water"},{"id":"w-7","layer":"water"}]"#,
+    );
+    assert_eq!(r.status, 422, "w-7 is registered already");
+    assert!(r.json()["detail"].as_str().unwrap().contains("1 bad rows"));
+    let r = server.request(
+        "POST",
+        "/admin/devices",
+        &[],
+        br#"[{"id":"a-1","layer":"water","kind":"meter","interval":"1h"},{"id":"a-2","layer":"water"}]"#,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    assert_eq!(j["registered"], 2);
+    let secret = j["secrets"][0]["secret"].as_str().unwrap().to_string();
+    assert_eq!(j["secrets"][0]["id"], "a-1");
+    let r = post_json(
+        &server.addr,
+        &format!("Bearer {secret}"),
+        r#"{"lon":24.94,"lat":60.17}"#,
+    );
+    assert_eq!(
+        r.status, 200,
+        "the registration answered after the server had it"
+    );
+    let r = server.request("DELETE", "/admin/devices/a-1", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(server.get("/devices/a-1", &[]).status, 404);
+    assert_eq!(
+        server
+            .request("DELETE", "/admin/devices/a-1", &[], b"")
+            .status,
+        404
+    );
+    // A viewer may not change the registry.
+    let viewer = common::api_key(&store, "viewer");
+    std::thread::sleep(Duration::from_millis(600));
+    let r = common::http_request(
+        &server.addr,
+        "POST",
+        "/admin/devices",
+        &[("Authorization", &format!("Bearer {viewer}"))],
+        br#"[{"id":"v-1","layer":"water"}]"#,
+    );
+    assert_eq!(r.status, 403);
 }

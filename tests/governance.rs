@@ -322,6 +322,9 @@ fn admin_upload_publishes_with_lineage_and_refuses_hostile_or_broken_files_leavi
         "the uploaded layer serves tiles"
     );
     assert!(!store.join("helsinki.gpkg").exists());
+    // The paged /devices is not involved; a layer is removed over HTTP too.
+    let r = server.request("DELETE", "/admin/layers/nothing_here", &[], b"");
+    assert_eq!(r.status, 404);
 
     // Metadata over HTTP, checked key by key.
     let r = server.request(
@@ -394,5 +397,20 @@ print(json.dumps(out))
     assert!(
         g["buildings"]["bbox"].as_str().unwrap().contains("24."),
         "{g}"
+    );
+
+    // Removed over HTTP: gone from the catalog and its tiles.
+    let r = server.request("DELETE", "/admin/layers/buildings", &[], b"");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        server.get("/tiles/buildings/14/9326/4742.mvt", &[]).status,
+        404
+    );
+    assert!(
+        !get_json(&server, "/catalog")["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "buildings")
     );
 }

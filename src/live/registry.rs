@@ -15,7 +15,8 @@
 //! Secrets are 32 random bytes shown once and stored only as their SHA-256: a check costs
 //! about a microsecond, where a password hash (argon2) would cost 75 ms per report.
 //!
-//! [`RegIndex`] is the registry as the server holds it, compact (about 150 bytes a device),
+//! [`RegIndex`] is the registry as the server holds it, compact (about 150 bytes a device at a
+//! million, measured by `benches/scale/registry.sh`),
 //! with the look-ups of the one admission path: who a credential is
 //! ([`RegIndex::authenticate`]).
 
