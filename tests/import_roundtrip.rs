@@ -355,7 +355,7 @@ fn natural_earth_10m_countries_are_repaired_not_lost() {
     assert_eq!(r.dropped_total(), 1);
     assert!(
         r.repairs
-            .get("invalid polygon rebuilt")
+            .get("invalid polygon rebuilt (sweep line)")
             .copied()
             .unwrap_or(0)
             >= 40,

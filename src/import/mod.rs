@@ -18,6 +18,7 @@ pub mod fgb;
 pub mod fuzzing;
 pub mod geojson;
 pub mod gpkg;
+pub mod makevalid;
 pub mod shp;
 pub mod source;
 pub mod validate;

@@ -5,14 +5,14 @@
 //! latitudes beyond Web Mercator's ±85.05° are clamped, not dropped); repeated consecutive
 //! points are removed; rings are closed; a ring with fewer than three distinct points drops
 //! its polygon (exterior) or itself (hole); an invalid polygon (self-intersection, holes
-//! outside the shell...) is repaired with geo's `MakeValid` and dropped only if that fails or
-//! leaves nothing; a line with fewer than two distinct points is dropped.
+//! outside the shell...) is repaired on the integer grid by a sweep line (`super::makevalid`)
+//! and dropped only if nothing with an area is left; a line with fewer than two distinct points is dropped.
 
 use super::source::{Crs, SourceFeature};
 use crate::store::{GeomKind, GridGeometry};
 use crate::tile::GridPoint;
 use crate::tile::mercator::{MERCATOR_HALF, lonlat_to_grid_f64, mercator_to_grid_f64, snap};
-use geo::{Coord, Geometry, LineString, MakeValid, MapCoords, Polygon, Validation};
+use geo::{Coord, Geometry, LineString, Polygon, Validation};
 
 /// Why a feature was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,8 +62,8 @@ pub mod repair {
     /// A geometry collection mixing dimensions kept only its highest-dimension members.
     pub const COLLECTION_REDUCED: &str =
         "mixed geometry collection reduced to its highest dimension";
-    /// An invalid polygon was rebuilt with geo's MakeValid.
-    pub const POLYGON_REBUILT: &str = "invalid polygon rebuilt";
+    /// An invalid polygon was rebuilt by the sweep-line repair (`import::makevalid`).
+    pub const POLYGON_REBUILT: &str = "invalid polygon rebuilt (sweep line)";
 }
 
 /// The outcome of preparing one feature.
@@ -292,6 +292,7 @@ fn fix_polygons(polys: Parts, repairs: &mut Vec<&'static str>) -> Result<Parts, 
     let n = polys.len();
     let mut out: Parts = Vec::with_capacity(n);
     let mut first_drop = None;
+    let mut invalid = None;
     for rings in polys {
         let mut it = rings.into_iter();
         let Some(ext) = it.next() else { continue };
@@ -312,51 +313,32 @@ fn fix_polygons(polys: Parts, repairs: &mut Vec<&'static str>) -> Result<Parts, 
                 holes.push(h);
             }
         }
-        let polygon = Polygon::new(closed(&ext), holes.iter().map(|h| closed(h)).collect());
-        // geo's full check compares every pair of edges: affordable on small polygons only.
-        let small = ext.len() + holes.iter().map(Vec::len).sum::<usize>() <= 2_000;
-        if rings_look_valid(&ext, &holes) || (small && polygon.is_valid()) {
-            let mut rings = vec![ext];
-            rings.extend(holes);
-            out.push(rings);
-            continue;
-        }
-        let why = if small {
-            polygon
-                .check_validation()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-        } else {
-            "edges cross or touch, or a hole lies outside its shell".to_string()
-        };
-        // Repair relative to the ring's first point, where f64 keeps every bit of the grid.
-        let origin = ext[0];
-        let local = polygon.map_coords(|c| Coord {
-            x: c.x - origin.x,
-            y: c.y - origin.y,
-        });
-        match local.make_valid() {
-            Ok(mp) if !mp.0.is_empty() => {
-                repairs.push(repair::POLYGON_REBUILT);
-                let mp = mp.map_coords(|c| Coord {
-                    x: c.x + origin.x,
-                    y: c.y + origin.y,
-                });
-                for p in mp.0 {
-                    let mut rings = vec![open_ring(p.exterior().0.clone(), &mut Vec::new())];
-                    rings.extend(
-                        p.interiors()
-                            .iter()
-                            .map(|h| open_ring(h.0.clone(), &mut Vec::new())),
-                    );
-                    out.push(rings);
+        if invalid.is_none() {
+            // geo's full check compares every pair of edges: affordable on small polygons.
+            let small = ext.len() + holes.iter().map(Vec::len).sum::<usize>() <= 2_000;
+            if !rings_look_valid(&ext, &holes) {
+                let polygon = Polygon::new(closed(&ext), holes.iter().map(|h| closed(h)).collect());
+                if !small {
+                    invalid =
+                        Some("edges cross or touch, or a hole lies outside its shell".to_string());
+                } else if let Err(e) = polygon.check_validation() {
+                    invalid = Some(e.to_string());
                 }
             }
-            _ => {
-                first_drop.get_or_insert((DropReason::InvalidPolygon, why));
-            }
         }
+        let mut rings = vec![ext];
+        rings.extend(holes);
+        out.push(rings);
+    }
+    // One invalid part and the whole feature is repaired at once: a repaired part may now
+    // reach into another, and the sweep line sorts that out in the same pass.
+    if let Some(why) = invalid {
+        let fixed = super::makevalid::repair(&out);
+        if fixed.is_empty() {
+            return Err((DropReason::InvalidPolygon, why));
+        }
+        repairs.push(repair::POLYGON_REBUILT);
+        out = fixed;
     }
     if out.is_empty() {
         return Err(first_drop.unwrap_or((DropReason::EmptyGeometry, String::new())));
