@@ -114,3 +114,115 @@ fn natural_earth_countries_made_invalid_are_valid_after_import_with_geos_areas()
         .collect();
     assert!(off.is_empty(), "areas off GEOS's by more than 0.1 %: {r}");
 }
+
+/// A ring of about 1,000,000 vertices (a circle on the grid) with 1,000 petals, each a loop
+/// that crosses itself once: the ring goes out to `q1`, across to `q2` and back to the next
+/// circle vertex, crossing its own outgoing edge near the circle. Returns the ring and the
+/// area that ring encloses once repaired: the circle's, plus each petal's triangle beyond
+/// the crossing and the sliver between the crossing and the circle's edge.
+pub fn petal_ring() -> (Vec<geo::Coord>, f64) {
+    let (n, petals) = (998_000usize, 1_000usize);
+    let (cx, cy, r) = (2_147_483_648.0f64, 2_147_483_648.0f64, 100_000_000.0f64);
+    let base: Vec<[f64; 2]> = (0..n)
+        .map(|i| {
+            let a = i as f64 / n as f64 * std::f64::consts::TAU;
+            [(cx + r * a.cos()).round(), (cy + r * a.sin()).round()]
+        })
+        .collect();
+    let shoelace = |r: &[[f64; 2]]| -> f64 {
+        (0..r.len())
+            .map(|i| {
+                let (a, b) = (r[i], r[(i + 1) % r.len()]);
+                a[0] * b[1] - b[0] * a[1]
+            })
+            .sum::<f64>()
+            / 2.0
+    };
+    let tri = |a: [f64; 2], b: [f64; 2], c: [f64; 2]| shoelace(&[a, b, c]).abs();
+    let mut expected = shoelace(&base);
+    let (d, h) = (r / 400.0, r / 20.0);
+    let mut ring = Vec::with_capacity(n + 2 * petals);
+    for i in 0..n {
+        let p = base[i];
+        ring.push(geo::Coord { x: p[0], y: p[1] });
+        if i % (n / petals) == 0 {
+            let q = base[(i + 1) % n];
+            let len = ((q[0] - p[0]).powi(2) + (q[1] - p[1]).powi(2)).sqrt();
+            let t = [(q[0] - p[0]) / len, (q[1] - p[1]) / len];
+            // Outward: right of the direction of travel on a counter-clockwise ring.
+            let o = [t[1], -t[0]];
+            let q1 = [
+                (p[0] + d * t[0] + h * o[0]).round(),
+                (p[1] + d * t[1] + h * o[1]).round(),
+            ];
+            let q2 = [
+                (p[0] - d * t[0] + h * o[0]).round(),
+                (p[1] - d * t[1] + h * o[1]).round(),
+            ];
+            // Where p->q1 crosses q2->q.
+            let (e1, e2) = ([q1[0] - p[0], q1[1] - p[1]], [q[0] - q2[0], q[1] - q2[1]]);
+            let den = e1[0] * e2[1] - e1[1] * e2[0];
+            let s = ((q2[0] - p[0]) * e2[1] - (q2[1] - p[1]) * e2[0]) / den;
+            let x = [p[0] + s * e1[0], p[1] + s * e1[1]];
+            expected += tri(x, q1, q2) + tri(p, x, q);
+            ring.push(geo::Coord { x: q1[0], y: q1[1] });
+            ring.push(geo::Coord { x: q2[0], y: q2[1] });
+        }
+    }
+    (ring, expected)
+}
+
+#[test]
+fn a_million_vertex_ring_with_a_thousand_self_crossings_is_repaired_fast_and_right() {
+    let (ring, expected) = petal_ring();
+    assert_eq!(ring.len(), 1_000_000);
+    let t0 = std::time::Instant::now();
+    let out = urbis::import::makevalid::repair(&[vec![ring]]);
+    let took = t0.elapsed();
+    eprintln!("1,000,000 vertices, 1,000 crossings repaired in {took:?} (debug build)");
+    // The release bench (`cargo bench --bench import -- repair`) holds the 5 s target; a
+    // debug build is slower, but never minutes as a triangulation was.
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    assert_eq!(
+        out.len(),
+        1 + 1_000,
+        "the circle and each petal's far triangle"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("petals.json");
+    let parts: Vec<Vec<Vec<[f64; 2]>>> = out
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|r| {
+                    let mut r: Vec<[f64; 2]> = r.iter().map(|c| [c.x, c.y]).collect();
+                    r.push(r[0]);
+                    r
+                })
+                .collect()
+        })
+        .collect();
+    std::fs::write(&f, serde_json::to_string(&parts).unwrap()).unwrap();
+    let py = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json, shapely\n\
+             from shapely.geometry import MultiPolygon, Polygon\n\
+             g = MultiPolygon([Polygon(p[0], p[1:]) for p in json.load(open(sys.argv[1]))])\n\
+             print(json.dumps({'valid': bool(g.is_valid), 'why': shapely.is_valid_reason(g), 'area': g.area}))",
+            f.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(r["valid"], true, "{r}");
+    let area = r["area"].as_f64().unwrap();
+    let rel = (area - expected).abs() / expected;
+    eprintln!("area {area} expected {expected}: {rel:e} off");
+    assert!(rel < 0.001, "area {area}, expected {expected} ({rel} off)");
+}
