@@ -31,6 +31,7 @@ fn bench_import(c: &mut Criterion) {
             minzoom: 0,
             maxzoom: None,
             attribution: None,
+            feature_timeout: None,
         };
         group.bench_function(name, |b| {
             b.iter(|| import_file(&store, &opts, &Silent).unwrap())

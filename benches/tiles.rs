@@ -83,6 +83,7 @@ fn bench_tiles(c: &mut Criterion) {
         minzoom: 0,
         maxzoom: None,
         attribution: None,
+        feature_timeout: None,
     };
     import_file(&store, &opts, &Silent).unwrap();
     let layer = ServedLayer {

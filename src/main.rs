@@ -97,6 +97,10 @@ enum Command {
         /// (true/false). `urbis layers meta NAME` shows and changes them later.
         #[arg(long = "meta", value_name = "KEY=VALUE")]
         meta: Vec<String>,
+        /// A feature that takes longer than this to check and repair is dropped and named in
+        /// the report instead of holding the import up (e.g. 60s, 500ms, 2m).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        feature_timeout: std::time::Duration,
         /// Versions of the layer kept for rollback (this import's included); older ones are
         /// deleted.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
@@ -343,6 +347,28 @@ enum RetentionAction {
     },
 }
 
+/// A duration like `60s`, `500ms`, `2m`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: give a number and a unit, like 60s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?}; use ms, s or m")),
+    };
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("{s:?}: between 1ms and 24h"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -374,6 +400,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             contact,
             licence,
             meta,
+            feature_timeout,
         } => {
             let store =
                 Store::open(&store.store, true)?.with_keep_versions(usize::from(keep_versions));
@@ -406,6 +433,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 minzoom,
                 maxzoom,
                 attribution,
+                feature_timeout: Some(feature_timeout),
             };
             let started = Instant::now();
             let observer = BarObserver::default();

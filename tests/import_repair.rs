@@ -226,3 +226,71 @@ fn a_million_vertex_ring_with_a_thousand_self_crossings_is_repaired_fast_and_rig
     eprintln!("area {area} expected {expected}: {rel:e} off");
     assert!(rel < 0.001, "area {area}, expected {expected} ({rel} off)");
 }
+
+#[test]
+fn a_feature_over_the_timeout_is_dropped_by_name_and_the_import_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 300,000-vertex circle named "Big island" beside two small squares.
+    let n = 300_000;
+    let circle: Vec<String> = (0..=n)
+        .map(|i| {
+            let a = (i % n) as f64 / n as f64 * std::f64::consts::TAU;
+            format!("[{:.7},{:.7}]", 10.0 * a.cos(), 10.0 * a.sin())
+        })
+        .collect();
+    let square = |x: f64| {
+        format!(
+            "[[{x},30],[{},30],[{},31],[{x},31],[{x},30]]",
+            x + 1.0,
+            x + 1.0
+        )
+    };
+    let text = format!(
+        r#"{{"type":"FeatureCollection","features":[
+        {{"type":"Feature","properties":{{"name":"Small one"}},"geometry":{{"type":"Polygon","coordinates":[{}]}}}},
+        {{"type":"Feature","properties":{{"name":"Big island"}},"geometry":{{"type":"Polygon","coordinates":[[{}]]}}}},
+        {{"type":"Feature","properties":{{"name":"Small two"}},"geometry":{{"type":"Polygon","coordinates":[{}]}}}}]}}"#,
+        square(40.0),
+        circle.join(","),
+        square(50.0)
+    );
+    let file = dir.path().join("islands.geojson");
+    std::fs::write(&file, text).unwrap();
+    let r = common::import_json(
+        &file,
+        &dir.path().join("a"),
+        &["--layer", "islands", "--feature-timeout", "1ms"],
+    );
+    let q = &r[0]["quality"];
+    assert_eq!(q["imported"], 2, "{q}");
+    assert_eq!(
+        q["dropped"]["took longer than --feature-timeout to repair"], 1,
+        "{q}"
+    );
+    let ex = &q["examples"][0];
+    assert_eq!(ex["feature"], 1);
+    assert!(
+        ex["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Big island: more than"),
+        "{q}"
+    );
+    // With the default timeout it is imported, and the report names it as the slowest.
+    let r = common::import_json(&file, &dir.path().join("b"), &["--layer", "islands"]);
+    let q = &r[0]["quality"];
+    assert_eq!(q["imported"], 3, "{q}");
+    assert_eq!(q["slowest"][0]["name"], "Big island", "{q}");
+    assert_eq!(q["slowest"][0]["feature"], 1, "{q}");
+    // A bad timeout is refused with the flag's rules.
+    let out = common::urbis(&[
+        "import",
+        file.to_str().unwrap(),
+        "--store",
+        dir.path().join("c").to_str().unwrap(),
+        "--feature-timeout",
+        "5y",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown unit"));
+}

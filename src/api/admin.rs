@@ -222,6 +222,7 @@ pub async fn upload(
         minzoom,
         maxzoom,
         attribution: None,
+        feature_timeout: None,
     };
     let gov = Governance {
         classification,

@@ -5,7 +5,7 @@
 
 use super::detect::{Format, detect_format, is_gzip, open_counted, open_stream};
 use super::source::{Crs, FeatureSink, Progress, SourceFeature};
-use super::validate::{Prepared, geometry_type_name, prepare};
+use super::validate::{Prepared, feature_name, geometry_type_name, prepare_watched};
 use super::{ImportError, fgb, geojson, gpkg, shp};
 use crate::store::catalog::valid_layer_name;
 use crate::store::{
@@ -37,7 +37,13 @@ pub struct ImportOptions {
     pub maxzoom: Option<u8>,
     /// Attribution (licence notice) stored with the layer and shown by map clients.
     pub attribution: Option<String>,
+    /// A feature whose checks and repair take longer is dropped and reported (default
+    /// [`FEATURE_TIMEOUT`]).
+    pub feature_timeout: Option<std::time::Duration>,
 }
+
+/// How long one feature may take to check and repair by default.
+pub const FEATURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One published layer.
 #[derive(Debug, Clone)]
@@ -316,7 +322,7 @@ fn import_unit(
         })
         .map_err(|e| ImportError::io(&path, e))?;
 
-    let collected = collect(rx);
+    let collected = collect(rx, opts.feature_timeout.unwrap_or(FEATURE_TIMEOUT));
     let read_result = handle.join().unwrap_or_else(|_| {
         Err(ImportError::Parse {
             path: path.clone(),
@@ -388,7 +394,7 @@ fn import_unit(
 }
 
 /// Drains the reader's batches: prepares each batch in parallel, appends in source order.
-fn collect(rx: Receiver<Msg>) -> (LayerBuilder, QualityReport, Crs) {
+fn collect(rx: Receiver<Msg>, timeout: std::time::Duration) -> (LayerBuilder, QualityReport, Crs) {
     let mut builder = LayerBuilder::new();
     let mut report = QualityReport::default();
     let mut crs = Crs::Wgs84;
@@ -397,9 +403,13 @@ fn collect(rx: Receiver<Msg>) -> (LayerBuilder, QualityReport, Crs) {
             Msg::Crs(c) => crs = c,
             Msg::Warn(w) => report.warnings.push(w),
             Msg::Batch(batch) => {
-                let prepared: Vec<Prepared> = batch.par_iter().map(|f| prepare(f, crs)).collect();
-                for (f, p) in batch.into_iter().zip(prepared) {
+                let prepared: Vec<(Prepared, std::time::Duration)> = batch
+                    .par_iter()
+                    .map(|f| prepare_watched(f, crs, timeout))
+                    .collect();
+                for (f, (p, took)) in batch.into_iter().zip(prepared) {
                     let index = report.read;
+                    report.note_time(index, || feature_name(&f), took);
                     report.read += 1;
                     *report
                         .geometry_types

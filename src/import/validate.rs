@@ -33,6 +33,8 @@ pub enum DropReason {
     DegenerateLine,
     /// An invalid polygon that could not be repaired.
     InvalidPolygon,
+    /// Checking and repairing the feature took longer than the import's feature timeout.
+    Timeout,
 }
 
 impl DropReason {
@@ -47,6 +49,7 @@ impl DropReason {
             DropReason::DegenerateRing => "ring with fewer than 3 distinct points",
             DropReason::DegenerateLine => "line with fewer than 2 distinct points",
             DropReason::InvalidPolygon => "invalid polygon that could not be repaired",
+            DropReason::Timeout => "took longer than --feature-timeout to repair",
         }
     }
 }
@@ -101,6 +104,69 @@ pub fn geometry_type_name(g: Option<&Geometry<f64>>) -> &'static str {
         Some(Geometry::MultiPolygon(_)) => "MultiPolygon",
         Some(Geometry::GeometryCollection(_)) => "GeometryCollection",
     }
+}
+
+/// Features with more vertices than this are prepared on a thread of their own, under the
+/// import's feature timeout; smaller ones take milliseconds.
+const WATCHED_VERTICES: usize = 50_000;
+
+/// Like [`prepare`], but a feature with many vertices that takes longer than `timeout` is
+/// dropped (reason [`DropReason::Timeout`], its name in the detail) instead of holding the
+/// import up; its work is left to finish on its own thread and thrown away. Returns how long
+/// it took too.
+pub fn prepare_watched(
+    f: &SourceFeature,
+    crs: Crs,
+    timeout: std::time::Duration,
+) -> (Prepared, std::time::Duration) {
+    use geo::CoordsIter;
+    let t0 = std::time::Instant::now();
+    let big = f
+        .geometry
+        .as_ref()
+        .is_some_and(|g| g.coords_count() > WATCHED_VERTICES);
+    if !big {
+        let p = prepare(f, crs);
+        return (p, t0.elapsed());
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let owned = f.clone();
+    let spawned = std::thread::Builder::new()
+        .name("urbis-repair".into())
+        .spawn(move || {
+            let _ = tx.send(prepare(&owned, crs));
+        });
+    if spawned.is_err() {
+        let p = prepare(f, crs);
+        return (p, t0.elapsed());
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(p) => (p, t0.elapsed()),
+        Err(_) => (
+            Prepared::Dropped {
+                reason: DropReason::Timeout,
+                detail: format!(
+                    "{}: more than {:.1} s",
+                    feature_name(f),
+                    timeout.as_secs_f64()
+                ),
+            },
+            t0.elapsed(),
+        ),
+    }
+}
+
+/// A feature's name for reports: its `name` (or `NAME`, `name_en`, `ADMIN`) property, else
+/// its id, else `-`.
+pub fn feature_name(f: &SourceFeature) -> String {
+    for key in ["name", "NAME", "name_en", "NAME_EN", "ADMIN", "admin"] {
+        if let Some((_, crate::store::PropValue::String(s))) =
+            f.properties.iter().find(|(k, _)| k == key)
+        {
+            return s.clone();
+        }
+    }
+    f.id.map_or_else(|| "-".to_string(), |i| format!("id {i}"))
 }
 
 /// Checks, repairs and projects one feature.

@@ -53,6 +53,7 @@ pub fn import_demo_if_empty(store: &Store) -> anyhow::Result<()> {
             minzoom: 0,
             maxzoom: None,
             attribution: Some(DEMO_ATTRIBUTION.to_string()),
+            feature_timeout: None,
         };
         for o in import_file(store, &opts, &Silent)? {
             // The demo layers are open data: anyone may see them, without a key.

@@ -59,6 +59,21 @@ pub struct QualityReport {
     /// Notes about the whole file (assumed CRS, skipped binary columns...).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The slowest features to check and repair, slowest first (at most
+    /// [`QualityReport::SLOWEST`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slowest: Vec<SlowFeature>,
+}
+
+/// A feature that took long to check and repair, for the report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SlowFeature {
+    /// Its position in the source (0-based).
+    pub feature: u64,
+    /// Its name (a `name` property or its id).
+    pub name: String,
+    /// Milliseconds.
+    pub ms: f64,
 }
 
 /// One dropped feature, for the report.
@@ -75,6 +90,32 @@ pub struct DropExample {
 impl QualityReport {
     /// At most this many examples are kept.
     pub const MAX_EXAMPLES: usize = 100;
+    /// The slowest features listed.
+    pub const SLOWEST: usize = 5;
+
+    /// Notes how long feature `index` took; `name` is asked only if it is among the slowest
+    /// (features under 10 ms are not listed).
+    pub fn note_time(
+        &mut self,
+        index: u64,
+        name: impl FnOnce() -> String,
+        took: std::time::Duration,
+    ) {
+        let ms = took.as_secs_f64() * 1000.0;
+        if ms < 10.0
+            || (self.slowest.len() >= Self::SLOWEST
+                && self.slowest.last().is_some_and(|s| s.ms >= ms))
+        {
+            return;
+        }
+        self.slowest.push(SlowFeature {
+            feature: index,
+            name: name(),
+            ms,
+        });
+        self.slowest.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        self.slowest.truncate(Self::SLOWEST);
+    }
 
     /// Total features dropped.
     pub fn dropped_total(&self) -> u64 {
@@ -109,6 +150,14 @@ impl QualityReport {
         }
         for w in &self.warnings {
             s += &format!("\n  warning: {w}");
+        }
+        if !self.slowest.is_empty() {
+            let list: Vec<String> = self
+                .slowest
+                .iter()
+                .map(|f| format!("#{} {} {:.0} ms", f.feature, f.name, f.ms))
+                .collect();
+            s += &format!("\n  slowest: {}", list.join(", "));
         }
         s
     }
