@@ -96,6 +96,8 @@ fn anonymous_callers_see_public_layers_only_and_roles_get_their_rights() {
             .collect()
     };
     assert_eq!(names(server.get_anonymous("/catalog")), ["parks"]);
+    // /health counts what anyone may see: the restricted parcels are not even counted.
+    assert_eq!(server.get_anonymous("/health").json()["layers"], 1);
     // Device data and writes: 401 without a key.
     assert_eq!(anon("/devices"), 401);
     assert_eq!(anon("/stream"), 401);

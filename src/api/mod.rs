@@ -734,5 +734,14 @@ async fn audit_log(
 }
 
 async fn health(State(st): State<AppState>) -> Response {
-    json_response(&json!({ "status": "ok", "layers": st.engine.layers().len() }))
+    // Anyone may call it: it counts the layers anyone may see (a count of every layer would
+    // tell an anonymous caller that restricted ones exist).
+    let layers = st.security.authenticate(None).map_or(0, |anonymous| {
+        st.engine
+            .layers()
+            .keys()
+            .filter(|l| st.security.layer(&anonymous, l).is_some())
+            .count()
+    });
+    json_response(&json!({ "status": "ok", "layers": layers }))
 }
