@@ -257,16 +257,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(e) => anyhow::bail!("cannot listen for CoAP on udp {}: {e}", config.coap_bind),
     };
     let ticker = Arc::clone(&hub);
+    let (store_dir, default_s) = (config.store.clone(), config.retention_s);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut seconds = 0u64;
         loop {
             tick.tick().await;
             let h = Arc::clone(&ticker);
+            let dir = store_dir.clone();
+            seconds += 1;
             let _ = tokio::task::spawn_blocking(move || {
                 if let Err(e) = h.refresh_registry() {
                     tracing::warn!(error = %e, "cannot re-read the device registry");
                 }
                 h.tick_states();
+                // A retention set longer on a running server protects the log's whole
+                // segments from the hourly sweep within a minute.
+                if seconds.is_multiple_of(60) {
+                    h.keep_segments_for(crate::governance::retention::longest(&dir, default_s));
+                }
             })
             .await;
         }
