@@ -262,7 +262,10 @@ async fn guard(State(st): State<AppState>, need: Need, mut req: Request, next: N
         .map_or_else(|| "-".to_string(), |c| c.0.ip().to_string());
     if need == Need::Device {
         // Device credentials are the live room's; the rate is per address.
-        if let Err(s) = st.limiter.check(Class::Ingest, &client) {
+        if let Err(s) = st
+            .limiter
+            .check(Class::Ingest, &crate::security::limits::network(&client))
+        {
             return too_many(s, "too many ingest requests from this address");
         }
         return next.run(req).await;
@@ -337,7 +340,7 @@ async fn guard(State(st): State<AppState>, need: Need, mut req: Request, next: N
 pub fn caller(p: &Principal, client: &str) -> String {
     match &p.key_id {
         Some(k) => k.clone(),
-        None => format!("addr:{client}"),
+        None => format!("addr:{}", crate::security::limits::network(client)),
     }
 }
 

@@ -58,6 +58,22 @@ pub struct Limiter {
     streams: Mutex<HashMap<String, Arc<AtomicUsize>>>,
 }
 
+/// The part of a client address that rate limits key on: the whole IPv4 address, or the /64
+/// network of an IPv6 address (one subscriber's line gets a /64; keyed by address, it could
+/// take 2^64 fresh buckets). Anything else as it is.
+pub fn network(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = a.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        _ => client.to_string(),
+    }
+}
+
 /// One open stream of a caller; the count goes down when it is dropped.
 pub struct StreamPermit(Arc<AtomicUsize>);
 
@@ -114,13 +130,14 @@ impl Limiter {
 
     /// A permit for one more open stream of `who`, or `None` at the cap.
     pub fn stream(&self, who: &str) -> Option<StreamPermit> {
-        let count = Arc::clone(
-            self.streams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(who.to_string())
-                .or_default(),
-        );
+        let count = {
+            let mut map = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() > 10_000 {
+                // Forget callers with no stream open (only the map holds their counter).
+                map.retain(|_, c| Arc::strong_count(c) > 1);
+            }
+            Arc::clone(map.entry(who.to_string()).or_default())
+        };
         let cap = self.rates.streams as usize;
         if cap > 0 && count.fetch_add(1, Ordering::AcqRel) >= cap {
             count.fetch_sub(1, Ordering::AcqRel);
@@ -152,6 +169,38 @@ mod tests {
         assert!(l.check(Class::Api, "k").is_ok(), "classes are apart");
         std::thread::sleep(std::time::Duration::from_millis(250));
         assert!(l.check(Class::Tiles, "k").is_ok(), "refilled");
+    }
+
+    #[test]
+    fn ipv6_callers_are_keyed_by_their_64_bit_network() {
+        assert_eq!(network("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(network("2001:db8:1:2:ffff::1"), "2001:db8:1:2::/64");
+        assert_eq!(network("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(network("192.0.2.7"), "192.0.2.7");
+        assert_eq!(network("-"), "-");
+        let l = Limiter::new(Rates {
+            tiles: 1,
+            ..Rates::default()
+        });
+        assert!(l.check(Class::Tiles, &network("2001:db8::1")).is_ok());
+        assert!(l.check(Class::Tiles, &network("2001:db8::2")).is_ok());
+        assert!(
+            l.check(Class::Tiles, &network("2001:db8::3")).is_err(),
+            "a new address in the same /64 shares its bucket"
+        );
+    }
+
+    #[test]
+    fn callers_without_an_open_stream_are_forgotten() {
+        let l = Limiter::new(Rates::default());
+        let kept = l.stream("kept").unwrap();
+        for i in 0..10_050 {
+            drop(l.stream(&format!("c{i}")).unwrap());
+        }
+        let n = l.streams.lock().unwrap().len();
+        assert!(n < 100, "{n} callers remembered");
+        assert!(l.streams.lock().unwrap().contains_key("kept"));
+        drop(kept);
     }
 
     #[test]
