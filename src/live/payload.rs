@@ -497,10 +497,15 @@ pub fn compact_record(i: usize, v: &serde_json::Value, now: f64) -> Result<Repor
                 .ok_or_else(|| PayloadError(format!("record {i}: '{k}' must be a number"))),
         }
     };
-    let lat = num("lat")?;
-    let lon = match num("lon")? {
+    // The long names too (as SenML's): taken as telemetry, a position would reach callers
+    // the view gives snapped positions only.
+    let lat = match num("lat")? {
         Some(l) => Some(l),
-        None => num("lng")?,
+        None => num("latitude")?,
+    };
+    let lon = match (num("lon")?, num("lng")?) {
+        (Some(l), _) | (None, Some(l)) => Some(l),
+        (None, None) => num("longitude")?,
     };
     let position = match (lat, lon) {
         (Some(lat), Some(lon)) => Some(check_position(lon, lat, i)?),
@@ -529,7 +534,10 @@ pub fn compact_record(i: usize, v: &serde_json::Value, now: f64) -> Result<Repor
     };
     let mut telemetry = Vec::new();
     for (k, val) in obj {
-        if matches!(k.as_str(), "lat" | "lon" | "lng" | "t" | "device" | "id") {
+        if matches!(
+            k.as_str(),
+            "lat" | "lon" | "lng" | "latitude" | "longitude" | "t" | "device" | "id"
+        ) {
             continue;
         }
         let x = match val {
@@ -558,6 +566,18 @@ pub fn compact_record(i: usize, v: &serde_json::Value, now: f64) -> Result<Repor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_json_takes_the_long_names_as_a_position_never_as_telemetry() {
+        let r = parse_compact(
+            br#"{"latitude":60.17,"longitude":24.94,"battery":3.6}"#,
+            1e9,
+        )
+        .unwrap();
+        assert_eq!(r[0].position, Some([24.94, 60.17]));
+        assert_eq!(r[0].telemetry, vec![("battery".to_string(), 3.6)]);
+        assert!(parse_compact(br#"{"latitude":60.17}"#, 1e9).is_err());
+    }
 
     const NOW: f64 = 1_790_000_000.0;
 
