@@ -1037,3 +1037,79 @@ fn geofences_of_hidden_layers_are_hidden_and_placing_one_needs_exact_positions()
         1
     );
 }
+
+#[test]
+fn points_of_a_personal_layer_file_are_snapped_for_roles_without_exact_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let s = store.to_str().unwrap();
+    // Twelve home addresses around one z16 tile of central Helsinki.
+    let pts: Vec<[f64; 2]> = (0..12)
+        .map(|i| {
+            let f = f64::from(i);
+            [
+                24.93011 + f * 0.000731,
+                60.16823 + (f * 0.37).sin() * 0.0009,
+            ]
+        })
+        .collect();
+    let features: Vec<String> = pts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                r#"{{"type":"Feature","properties":{{"n":{i}}},"geometry":{{"type":"Point","coordinates":[{},{}]}}}}"#,
+                p[0], p[1]
+            )
+        })
+        .collect();
+    let file = dir.path().join("homes.geojson");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"type":"FeatureCollection","features":[{}]}}"#,
+            features.join(",")
+        ),
+    )
+    .unwrap();
+    common::import_json(&file, &store, &["--layer", "homes", "--maxzoom", "16"]);
+    let out = urbis(&[
+        "layers",
+        "classify",
+        "homes",
+        "internal",
+        "--personal",
+        "--store",
+        s,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let viewer = api_key(&store, "viewer");
+    let server = Server::start(&store, &[]);
+    let (x, y, _, _) = common::live::tile_of(pts[6][0], pts[6][1], 16);
+    let path = format!("/tiles/homes/16/{x}/{y}.mvt");
+    let exact = decode_tile(&server.get(&path, &[]).body, "homes");
+    assert!(!exact.is_empty());
+    assert!(
+        exact.iter().any(|f| !on_grid(
+            tile_lonlat(16, x, y, &f["geometry"]["coordinates"]),
+            100.0,
+            1.0
+        )),
+        "the admin sees exact positions"
+    );
+    let r = server.get_with(&path, &viewer);
+    assert_eq!(r.status, 200);
+    let coarse = decode_tile(&r.body, "homes");
+    assert!(!coarse.is_empty());
+    for f in &coarse {
+        let p = tile_lonlat(16, x, y, &f["geometry"]["coordinates"]);
+        assert!(
+            on_grid(p, 100.0, 0.5),
+            "{p:?} is not on the 100 m grid: {f}"
+        );
+    }
+}

@@ -7,6 +7,7 @@ use crate::store::geometry::FlatGeometry;
 use crate::store::lod::point_rank;
 use crate::store::{GeomKind, PropRef};
 use crate::tile::clip::{ClipBox, TilePoint, clip_line, clip_ring};
+use crate::tile::mercator::{grid_to_lonlat, lonlat_to_grid, snap_lonlat};
 use crate::tile::mvt::{
     EncodedLayer, MvtLayer, TileGeometry, TileValue, ValueSlots, encode_lines, encode_polygons,
 };
@@ -84,10 +85,21 @@ fn render_layer_with(
             None => continue,
             Some(GeomKind::Point) => {
                 ring_buf.clear();
+                // A view with a precision limit (a personal layer, a rule) gets points
+                // snapped to its grid, as live positions are. Lines and polygons are drawn
+                // as they are.
+                let snap = |p: &crate::tile::GridPoint| match view.precision_m {
+                    None => *p,
+                    Some(m) => {
+                        let (lon, lat) = grid_to_lonlat(*p);
+                        let s = snap_lonlat([lon, lat], f64::from(m));
+                        lonlat_to_grid(s[0], s[1])
+                    }
+                };
                 ring_buf.extend(
                     flat.coords
                         .iter()
-                        .map(|p| tf.apply(*p))
+                        .map(|p| tf.apply(snap(p)))
                         .filter(|p| clip.contains(*p)),
                 );
                 if !points.set_points(ring_buf.iter().copied()) {
