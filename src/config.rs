@@ -22,6 +22,7 @@
 //! rate_api = 50                  # --rate-api: device, geofence and audit requests a second
 //! rate_ingest = 200              # --rate-ingest: POST /ingest a second per address
 //! max_streams = 16               # --max-streams: open /stream connections per key or address
+//! max_connections = 4096         # --max-connections: open HTTP connections at most (beyond: closed)
 //! header_timeout_s = 10          # --header-timeout-s: a client must send its headers within this
 //! tls_cert = "cert.pem"          # --tls-cert / URBIS_TLS_CERT: HTTPS (with tls_key), re-read on change
 //! tls_key = "key.pem"            # --tls-key / URBIS_TLS_KEY
@@ -80,6 +81,8 @@ pub struct FileConfig {
     pub max_streams: Option<u32>,
     /// Seconds a client has to send its request headers.
     pub header_timeout_s: Option<u64>,
+    /// Open HTTP connections at most.
+    pub max_connections: Option<u32>,
     /// TLS certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -129,6 +132,8 @@ pub struct Config {
     pub rates: crate::security::limits::Rates,
     /// Seconds a client has to send its request headers.
     pub header_timeout_s: u64,
+    /// Open HTTP connections at most; a connection beyond is closed at once.
+    pub max_connections: u32,
     /// TLS certificate chain (PEM), for HTTPS.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM), for HTTPS.
@@ -305,6 +310,12 @@ impl Config {
             1,
             600,
         )?;
+        let max_connections = in_range(
+            "max_connections",
+            u64::from(o.max_connections.or(f.max_connections).unwrap_or(4096)),
+            1,
+            1_000_000,
+        )? as u32;
         let (tls_cert, tls_key) = (o.tls_cert.or(f.tls_cert), o.tls_key.or(f.tls_key));
         if tls_cert.is_some() != tls_key.is_some() {
             return Err(ConfigError::Invalid {
@@ -324,6 +335,7 @@ impl Config {
             tls_key,
             rates,
             header_timeout_s,
+            max_connections,
             policy: o.policy.or(f.policy),
             wal_segment_mb,
             coap_bind,

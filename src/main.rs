@@ -258,6 +258,10 @@ struct ServeArgs {
     /// clients holding connections) [default: 10].
     #[arg(long, env = "URBIS_HEADER_TIMEOUT_S")]
     header_timeout_s: Option<u64>,
+    /// Open HTTP connections at most; one beyond is closed at once (against a client opening
+    /// connections until the server runs out of file descriptors) [default: 4096].
+    #[arg(long, env = "URBIS_MAX_CONNECTIONS")]
+    max_connections: Option<u32>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate chain (PEM; with --tls-key).
     /// Both files are read again when they change: renew them with any ACME client.
     #[arg(long, env = "URBIS_TLS_CERT")]
@@ -624,6 +628,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rate_ingest: a.rate_ingest,
                 max_streams: a.max_streams,
                 header_timeout_s: a.header_timeout_s,
+                max_connections: a.max_connections,
                 tls_cert: a.tls_cert,
                 tls_key: a.tls_key,
                 coaps_bind: a.coaps_bind,

@@ -1113,3 +1113,40 @@ fn points_of_a_personal_layer_file_are_snapped_for_roles_without_exact_positions
         );
     }
 }
+
+#[test]
+fn connections_beyond_the_cap_are_closed_and_the_open_ones_go_on() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let server = Server::start(&store, &["--max-connections", "3"]);
+    // Three connections held open (each half-way through its headers).
+    let mut held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // A fourth is closed at once, without an answer.
+    let mut extra = std::net::TcpStream::connect(&server.addr).unwrap();
+    extra
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = Vec::new();
+    let n = extra.read_to_end(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf));
+    // The held ones finish their requests.
+    let s = &mut held[0];
+    s.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Closed connections free their places.
+    assert_eq!(server.get("/health", &[]).status, 200);
+}

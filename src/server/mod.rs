@@ -81,15 +81,25 @@ async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     header_timeout: Duration,
+    max_connections: usize,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    // HTTP/2 has no header timeout: pings find peers that went away, and a connection
+    // carries a bounded number of streams.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(256);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -104,6 +114,12 @@ async fn serve_http(
                         continue;
                     }
                 };
+                // At the cap, a new connection is closed at once: the ones open go on.
+                let Ok(permit) = std::sync::Arc::clone(&open).try_acquire_owned() else {
+                    tracing::warn!(max = max_connections, "too many open connections: one refused");
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let svc = hyper_util::service::TowerToHyperService::new(
                     app.clone()
@@ -117,6 +133,7 @@ async fn serve_http(
                         let conn = graceful.watch(conn);
                         tokio::spawn(async move {
                             let _ = conn.await;
+                            drop(permit);
                         });
                     }
                     Some(acceptor) => {
@@ -134,6 +151,7 @@ async fn serve_http(
                                 .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                                 .into_owned();
                             let _ = watcher.watch(conn).await;
+                            drop(permit);
                         });
                     }
                 }
@@ -386,6 +404,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         app,
         Duration::from_secs(config.header_timeout_s),
+        config.max_connections as usize,
         acceptor,
         shutdown_signal(),
     )
