@@ -457,22 +457,25 @@ pub async fn remove_layer(
     }
 }
 
+/// Has the running hub read a registry change before the answer goes out.
+async fn refresh_registry(st: &AppState) {
+    if let Some(h) = &st.live {
+        let h = Arc::clone(h);
+        let _ = tokio::task::spawn_blocking(move || h.refresh_registry()).await;
+    }
+}
+
 fn registry_problem(e: RegistryError) -> Response {
     match e {
-        RegistryError::Rows(rows) => {
-            let detail = RegistryError::Rows(rows.clone()).to_string();
-            let mut r = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Bad devices", detail)
-                .field("devices")
-                .into_response();
-            // The rows themselves, for programs.
-            let body = json!({
-                "type": "about:blank", "title": "Bad devices", "status": 422,
-                "detail": format!("{} bad rows, nothing was registered", rows.len()),
-                "field": "devices", "rows": rows,
-            });
-            *r.body_mut() = Body::from(body.to_string());
-            r
-        }
+        // The rows themselves too, for programs.
+        RegistryError::Rows(rows) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Bad devices",
+            format!("{} bad rows, nothing was registered", rows.len()),
+        )
+        .field("devices")
+        .member("rows", json!(rows))
+        .into_response(),
         RegistryError::Refused(m) => Problem::bad_request(m).into_response(),
         other => Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -511,10 +514,7 @@ pub async fn add_devices(
                 &format!("{n} devices"),
                 true,
             );
-            if let Some(h) = &st.live {
-                let h = Arc::clone(h);
-                let _ = tokio::task::spawn_blocking(move || h.refresh_registry()).await;
-            }
+            refresh_registry(&st).await;
             (
                 StatusCode::CREATED,
                 Json(json!({"registered": n, "secrets": issued})),
@@ -544,10 +544,7 @@ pub async fn remove_device(
     match result {
         Ok(Ok(e)) => {
             audit(&st, &principal, &client, "devices.rm", &id, true);
-            if let Some(h) = &st.live {
-                let h = Arc::clone(h);
-                let _ = tokio::task::spawn_blocking(move || h.refresh_registry()).await;
-            }
+            refresh_registry(&st).await;
             Json(json!({"removed": id, "layer": e.layer})).into_response()
         }
         Ok(Err(RegistryError::Refused(m))) => Problem::new(StatusCode::NOT_FOUND, "No device", m)

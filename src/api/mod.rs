@@ -11,10 +11,7 @@ pub mod styles;
 pub mod viewer;
 
 use crate::engine::{Engine, EngineError, ServedLayer};
-use crate::governance::{
-    self,
-    meta::{CatalogMeta, Lineage},
-};
+use crate::governance;
 use crate::live::LiveLayerInfo;
 use crate::security::{Principal, Security};
 use crate::store::FieldType;
@@ -515,9 +512,6 @@ fn live_vector_layer(info: &LiveLayerInfo, view: &LayerView) -> serde_json::Valu
     })
 }
 
-/// A catalog row's governance: name, metadata, lineage, extent, live.
-type GovernanceRow = (String, CatalogMeta, Option<Lineage>, Option<[f64; 4]>, bool);
-
 async fn catalog(
     State(st): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -534,7 +528,8 @@ async fn catalog(
             .into_response();
         }
     };
-    let mut governance: Vec<GovernanceRow> = Vec::new();
+    // The same rows as DCAT datasets, gathered on the way.
+    let mut governance: Vec<governance::meta::DcatLayer> = Vec::new();
     let _ = st.engine.refresh();
     let base = base_url(&st, &headers);
     let layers: Vec<serde_json::Value> = st
@@ -561,13 +556,18 @@ async fn catalog(
                 .attribution
                 .clone()
                 .or_else(|| meta.attribution.clone());
-            governance.push((
-                l.name.clone(),
-                gmeta.clone(),
-                lineage.clone(),
-                Some(meta.bounds),
-                false,
-            ));
+            let policy = st.security.layer_meta(&l.name);
+            governance.push(governance::meta::DcatLayer {
+                name: l.name.clone(),
+                meta: gmeta.clone(),
+                bounds: Some(meta.bounds),
+                classification: policy.classification,
+                personal: policy.personal,
+                modified: Some(meta.created),
+                lineage: lineage.clone(),
+                file_attribution: meta.attribution.clone(),
+                live: false,
+            });
             json!({
                 "name": l.name,
                 "version": l.version,
@@ -576,7 +576,7 @@ async fn catalog(
                 "minzoom": l.reader.minzoom(),
                 "maxzoom": l.reader.maxzoom(),
                 "geometry_types": meta.quality.geometry_types,
-                "classification": st.security.layer_meta(&l.name).classification,
+                "classification": policy.classification,
                 "fields": file_fields(l, &view),
                 "attribution": attribution,
                 "source": meta.source,
@@ -601,7 +601,18 @@ async fn catalog(
             let gmeta = st
                 .security
                 .with_db(|db| governance::meta::get(db, &name).unwrap_or_default());
-            governance.push((name.clone(), gmeta.clone(), None, extent.1, true));
+            let policy = st.security.layer_meta(&name);
+            governance.push(governance::meta::DcatLayer {
+                name: name.clone(),
+                meta: gmeta.clone(),
+                bounds: extent.1,
+                classification: policy.classification,
+                personal: policy.personal,
+                modified: None,
+                lineage: None,
+                file_attribution: None,
+                live: true,
+            });
             layers.push(json!({
                 "meta": gmeta,
                 "name": name,
@@ -612,7 +623,7 @@ async fn catalog(
                 "maxzoom": info.maxzoom,
                 "clustered_below": info.clustered_below,
                 "geometry_types": {"Point": extent.0},
-                "classification": st.security.layer_meta(&name).classification,
+                "classification": policy.classification,
                 "fields": live_fields(&info, &view),
                 "tilejson": format!("{base}/tiles/{name}.json"),
                 "tiles": format!("{base}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt"),
@@ -620,36 +631,7 @@ async fn catalog(
         }
     }
     if dcat {
-        let modified: std::collections::HashMap<String, u64> = st
-            .engine
-            .layers()
-            .values()
-            .map(|l| (l.name.clone(), l.reader.meta().created))
-            .collect();
-        let attributions: std::collections::HashMap<String, Option<String>> = st
-            .engine
-            .layers()
-            .values()
-            .map(|l| (l.name.clone(), l.reader.meta().attribution.clone()))
-            .collect();
-        let rows: Vec<governance::meta::DcatLayer<'_>> = governance
-            .iter()
-            .map(|(name, m, lineage, bounds, live)| {
-                let policy = st.security.layer_meta(name);
-                governance::meta::DcatLayer {
-                    name,
-                    meta: m,
-                    bounds: *bounds,
-                    classification: policy.classification,
-                    personal: policy.personal,
-                    modified: modified.get(name).copied(),
-                    lineage: lineage.clone(),
-                    file_attribution: attributions.get(name).and_then(|a| a.as_deref()),
-                    live: *live,
-                }
-            })
-            .collect();
-        let mut r = json_response(&governance::meta::dcat(&base, &rows));
+        let mut r = json_response(&governance::meta::dcat(&base, &governance));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/ld+json"),

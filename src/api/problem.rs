@@ -9,7 +9,8 @@ pub struct Problem {
     status: StatusCode,
     title: &'static str,
     detail: String,
-    field: Option<String>,
+    /// Extension members (RFC 9457 §3.2): `field`, `rows`, ...
+    members: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -19,13 +20,18 @@ impl Problem {
             status,
             title,
             detail: detail.into(),
-            field: None,
+            members: serde_json::Map::new(),
         }
     }
 
     /// Names the request field at fault (an extension member, `"field"`).
-    pub fn field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+    pub fn field(self, field: impl Into<String>) -> Self {
+        self.member("field", serde_json::Value::String(field.into()))
+    }
+
+    /// Adds an extension member.
+    pub fn member(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.members.insert(key.to_string(), value);
         self
     }
 
@@ -43,8 +49,8 @@ impl IntoResponse for Problem {
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
-        if let Some(f) = self.field {
-            body["field"] = serde_json::Value::String(f);
+        if let Some(o) = body.as_object_mut() {
+            o.extend(self.members);
         }
         let mut r = (self.status, body.to_string()).into_response();
         r.headers_mut().insert(

@@ -154,6 +154,22 @@ pub fn get(db: &Db, name: &str) -> Result<CatalogMeta, DbError> {
         .unwrap_or_default())
 }
 
+/// Every layer's catalog metadata, by name.
+pub fn all(db: &Db) -> Result<Vec<(String, CatalogMeta)>, DbError> {
+    let mut st = db
+        .conn()
+        .prepare("SELECT name, meta FROM layer_catalog ORDER BY name")
+        .map_err(|e| db.error(e))?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| db.error(e))?;
+    Ok(rows
+        .into_iter()
+        .map(|(n, t)| (n, serde_json::from_str(&t).unwrap_or_default()))
+        .collect())
+}
+
 fn put(db: &Db, name: &str, meta: &CatalogMeta) -> Result<(), DbError> {
     let text = serde_json::to_string(meta).unwrap_or_else(|_| "{}".into());
     db.conn()
@@ -353,11 +369,11 @@ pub fn lineage_of(file: &Path, principal: &str) -> std::io::Result<Lineage> {
 }
 
 /// One layer as the DCAT catalog shows it.
-pub struct DcatLayer<'a> {
+pub struct DcatLayer {
     /// Name (the dataset's identifier).
-    pub name: &'a str,
+    pub name: String,
     /// Its catalog metadata.
-    pub meta: &'a CatalogMeta,
+    pub meta: CatalogMeta,
     /// `[w, s, e, n]`, degrees.
     pub bounds: Option<[f64; 4]>,
     /// Classification.
@@ -369,24 +385,24 @@ pub struct DcatLayer<'a> {
     /// Lineage of the current version.
     pub lineage: Option<Lineage>,
     /// Attribution from the layer file, when the metadata gives none.
-    pub file_attribution: Option<&'a str>,
+    pub file_attribution: Option<String>,
     /// A live layer (device positions).
     pub live: bool,
 }
 
 /// The catalog as DCAT 3 in JSON-LD: a `dcat:Catalog` with a `dcat:Dataset` per layer, its
 /// TileJSON and tiles as `dcat:Distribution`s.
-pub fn dcat(base: &str, layers: &[DcatLayer<'_>]) -> serde_json::Value {
+pub fn dcat(base: &str, layers: &[DcatLayer]) -> serde_json::Value {
     use serde_json::json;
     let datasets: Vec<serde_json::Value> = layers
         .iter()
         .map(|l| {
-            let m = l.meta;
+            let m = &l.meta;
             let mut d = json!({
                 "@id": format!("{base}/catalog#{}", l.name),
                 "@type": "dcat:Dataset",
                 "dct:identifier": l.name,
-                "dct:title": m.title.as_deref().unwrap_or(l.name),
+                "dct:title": m.title.as_deref().unwrap_or(&l.name),
                 "dcat:keyword": m.keywords,
                 "dct:accessRights": l.classification.as_str(),
                 "urbis:personalData": l.personal,
@@ -429,7 +445,7 @@ pub fn dcat(base: &str, layers: &[DcatLayer<'_>]) -> serde_json::Value {
                 };
                 o.insert("dct:license".into(), lic);
             }
-            if let Some(v) = m.attribution.as_deref().or(l.file_attribution) {
+            if let Some(v) = m.attribution.as_deref().or(l.file_attribution.as_deref()) {
                 o.insert("dct:rights".into(), json!(v));
             }
             if let Some(f) = &m.update_frequency

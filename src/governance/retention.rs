@@ -46,23 +46,11 @@ pub fn longest(store_dir: &std::path::Path, default_s: u64) -> u64 {
     let Ok(db) = Db::open(store_dir) else {
         return u64::MAX; // unknown: keep everything rather than lose history
     };
-    let mut longest = default_s;
-    let names: Vec<String> = db
-        .conn()
-        .prepare("SELECT name FROM layer_catalog")
-        .and_then(|mut st| {
-            st.query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .unwrap_or_default();
-    for n in names {
-        if let Ok(m) = meta::get(&db, &n)
-            && let Some(s) = m.retention_s
-        {
-            longest = longest.max(s);
-        }
-    }
-    longest
+    meta::all(&db)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, m)| m.retention_s)
+        .fold(default_s, u64::max)
 }
 
 /// Applies every retention at time `now` (seconds since 1970); `audit` records each
@@ -73,23 +61,7 @@ pub async fn run(
     now: u64,
     audit: &(dyn Fn(&str, &str) + Sync),
 ) -> Result<Summary, RetentionError> {
-    let dir = store.dir().to_path_buf();
-    let metas: Vec<(String, meta::CatalogMeta)> = {
-        let db = Db::open(&dir)?;
-        let names: Vec<String> = db
-            .conn()
-            .prepare("SELECT name FROM layer_catalog")
-            .and_then(|mut st| {
-                st.query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .map_err(|e| db.error(e))?;
-        let mut out = Vec::new();
-        for n in names {
-            out.push((n.clone(), meta::get(&db, &n)?));
-        }
-        out
-    };
+    let metas = meta::all(&Db::open(store.dir())?)?;
     let mut summary = Summary::default();
     if let Some(hub) = hub {
         let default_s = hub.config().retention_s;

@@ -305,7 +305,7 @@ impl RegIndex {
                 .ok_or(AuthError::Unknown);
         }
         match (device, entry) {
-            (Some(d), Some(e)) if same16(&e.secret, &digest16(&hash)) => {
+            (Some(d), Some(e)) if same_bytes(&e.secret, &digest16(&hash)) => {
                 Ok(Principal::Device(d.to_string()))
             }
             (Some(_), _) => Err(AuthError::Unknown),
@@ -313,7 +313,7 @@ impl RegIndex {
                 .by_hash
                 .get(&hash_prefix(&hash))
                 .and_then(|s| self.table.get(*s as usize)?.as_ref())
-                .filter(|e| same16(&e.secret, &digest16(&hash)))
+                .filter(|e| same_bytes(&e.secret, &digest16(&hash)))
                 .map(|e| Principal::Device(e.id.to_string()))
                 .ok_or(AuthError::Unknown),
         }
@@ -527,23 +527,7 @@ pub fn parse_interval(s: &str) -> Result<u64, String> {
 
 /// SHA-256 of a secret, hex.
 pub fn hash_secret(secret: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = Sha256::digest(secret.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in d.iter() {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    out
-}
-
-/// Compares without an early exit on the first differing byte.
-pub fn same_hash(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    hex(&hash_bytes(secret))
 }
 
 /// SHA-256 of a secret.
@@ -552,13 +536,8 @@ pub fn hash_bytes(secret: &str) -> [u8; 32] {
 }
 
 /// Compares without an early exit on the first differing byte.
-fn same16(a: &Digest16, b: &Digest16) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Compares without an early exit on the first differing byte.
-pub fn same_bytes(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Lower-case hex of bytes.
@@ -1284,13 +1263,7 @@ impl RegistryDb {
             }
         }
         let created = now() as i64;
-        let path = self.db.path().to_path_buf();
-        let db_err = move |e: rusqlite::Error| {
-            RegistryError::Db(DbError {
-                path: path.clone(),
-                message: e.to_string(),
-            })
-        };
+        let db_err = self.db.error_fn();
         let tx = self.db.conn_mut().transaction().map_err(&db_err)?;
         let rev = bump(&tx).map_err(&db_err)?;
         let mut errors = Vec::new();
@@ -1339,13 +1312,7 @@ impl RegistryDb {
         let Some(e) = self.device(id)? else {
             return Err(RegistryError::Refused(format!("no device {id}")));
         };
-        let path = self.db.path().to_path_buf();
-        let db_err = move |e: rusqlite::Error| {
-            RegistryError::Db(DbError {
-                path: path.clone(),
-                message: e.to_string(),
-            })
-        };
+        let db_err = self.db.error_fn();
         let tx = self.db.conn_mut().transaction().map_err(&db_err)?;
         let rev = bump(&tx).map_err(&db_err)?;
         let n = tx
@@ -1418,17 +1385,11 @@ impl RegistryDb {
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<(), RegistryError> {
-        let path = self.db.path().to_path_buf();
-        let db_err = move |e: rusqlite::Error| {
-            RegistryError::Db(DbError {
-                path: path.clone(),
-                message: e.to_string(),
-            })
-        };
+        let db_err = self.db.error_fn();
         let tx = self.db.conn_mut().transaction().map_err(&db_err)?;
         bump(&tx).map_err(&db_err)?;
         f(&tx).map_err(&db_err)?;
-        tx.commit().map_err(&db_err)
+        Ok(tx.commit().map_err(&db_err)?)
     }
 }
 

@@ -102,11 +102,6 @@ impl Telemetry {
         }
     }
 
-    /// The value of `name`.
-    pub fn get(&self, name: &str) -> Option<f64> {
-        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| *v)
-    }
-
     /// Forgets every value.
     pub fn clear(&mut self) {
         self.0 = Box::default();
@@ -115,11 +110,6 @@ impl Telemetry {
     /// Names and values, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
         self.0.iter().map(|(k, v)| (&**k, *v))
-    }
-
-    /// True with no values.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

@@ -246,6 +246,16 @@ impl Db {
         }
     }
 
+    /// [`Db::error`] as a function that does not borrow the database, for the statements of
+    /// a transaction (which holds it mutably).
+    pub fn error_fn(&self) -> impl Fn(rusqlite::Error) -> DbError + 'static {
+        let path = self.path.clone();
+        move |e| DbError {
+            path: path.clone(),
+            message: e.to_string(),
+        }
+    }
+
     /// SQLite's `data_version`: changes when another connection commits.
     pub fn data_version(&self) -> Result<i64, DbError> {
         self.conn
