@@ -23,6 +23,7 @@
 mod admit;
 pub mod coap;
 mod committer;
+mod devices;
 pub mod dtls;
 pub mod fence;
 pub mod fuzzing;
