@@ -69,7 +69,7 @@ fn table() -> Vec<Entry> {
             get(super::tile),
         ),
         entry("GET", "/tiles/{tilejson}", Layers, get(super::tilejson)),
-        entry("GET", "/catalog", Layers, get(super::catalog)),
+        entry("GET", "/catalog", Layers, get(super::catalog::catalog)),
         entry("GET", "/styles/{file}", Layers, get(super::style)),
         entry("GET", "/styles", Public, get(super::style_list)),
         entry("GET", "/", Public, get(viewer::index)),
