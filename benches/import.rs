@@ -32,6 +32,7 @@ fn bench_import(c: &mut Criterion) {
             maxzoom: None,
             attribution: None,
             feature_timeout: None,
+            memory_mb: None,
         };
         group.bench_function(name, |b| {
             b.iter(|| import_file(&store, &opts, &Silent).unwrap())

@@ -84,6 +84,7 @@ fn bench_tiles(c: &mut Criterion) {
         maxzoom: None,
         attribution: None,
         feature_timeout: None,
+        memory_mb: None,
     };
     import_file(&store, &opts, &Silent).unwrap();
     let layer = ServedLayer {

@@ -101,6 +101,12 @@ enum Command {
         /// the report instead of holding the import up (e.g. 60s, 500ms, 2m).
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         feature_timeout: std::time::Duration,
+        /// Megabytes of features held in memory while the layer is built. A larger input is
+        /// sorted on disk in the store's staging area (unnamed files, gone when the import ends
+        /// or is killed), so an import of any size fits this budget plus about 300 MB; the
+        /// layer file is the same byte for byte whatever the budget.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+        memory_mb: u64,
         /// Versions of the layer kept for rollback (this import's included); older ones are
         /// deleted.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
@@ -405,6 +411,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             licence,
             meta,
             feature_timeout,
+            memory_mb,
         } => {
             let store =
                 Store::open(&store.store, true)?.with_keep_versions(usize::from(keep_versions));
@@ -438,6 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 maxzoom,
                 attribution,
                 feature_timeout: Some(feature_timeout),
+                memory_mb: Some(memory_mb as usize),
             };
             let started = Instant::now();
             let observer = BarObserver::default();
@@ -458,6 +466,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         serde_json::json!({
                             "layer": o.layer, "version": o.version, "quality": o.report,
                             "levels": o.summary.level_items,
+                            "spilled": {"runs": o.summary.spilled.runs, "bytes": o.summary.spilled.bytes},
                         })
                     })
                     .collect();
@@ -480,6 +489,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "  bounds {:.6},{:.6},{:.6},{:.6}; features per level z{}..: {:?}",
                     b[0], b[1], b[2], b[3], o.version.minzoom, o.summary.level_items
                 );
+                if o.summary.spilled.runs > 0 {
+                    println!(
+                        "  larger than --memory-mb {memory_mb}: sorted on disk in {} run(s) ({})",
+                        o.summary.spilled.runs,
+                        human_bytes(o.summary.spilled.bytes)
+                    );
+                }
                 println!("  {}", o.report.summary().replace('\n', "\n  "));
             }
             Ok(())

@@ -7,6 +7,11 @@
       bow-tie). EXPECTED holds, per feature, GEOS's make_valid area (shapely) in grid units
       of Urbis's store (Web Mercator, 2^32 units around the world, latitudes clamped at
       +-85.0511 as the importer clamps them).
+  repair_check.py dense SRC.geojson.gz OUT.geojson VERTICES
+      The bench's hard case (benches/peers/repair.sh): the same countries densified to about
+      VERTICES vertices in all (points put along each edge), with a crossing injected every
+      2,000 vertices of every ring (two neighbouring vertices swapped: a tiny bow-tie), as
+      coastlines digitised at 1:10 m cross themselves. Nearly every polygon is invalid.
   repair_check.py check EXPECTED.json IMPORTED.json
       IMPORTED: [{"index": source index, "parts": [[[x, y], ...] ring, ...] polygon, ...]}]
       in grid units. Prints a JSON report: invalid features, area mismatches beyond 0.1 %.
@@ -88,6 +93,33 @@ def make(src, out, expected):
     json.dump(exp, open(expected, "w"))
 
 
+def dense(src, out, vertices):
+    fc = json.load(gzip.open(src))
+    total = sum(len(r) for f in fc["features"] if f["geometry"] for p in rings_of(f["geometry"]) for r in p)
+    k = max(1, math.ceil(int(vertices) / max(total, 1)))
+    feats = []
+    for i, f in enumerate(fc["features"]):
+        g = f["geometry"]
+        if g is None or not g["coordinates"]:
+            continue
+        polys = []
+        for p in rings_of(g):
+            rings = []
+            for r in p:
+                a = np.asarray(r, dtype=float)[:-1]
+                b = np.roll(a, -1, axis=0)
+                t = (np.arange(k) / k)[None, :, None]
+                d = (a[:, None, :] + (b - a)[:, None, :] * t).reshape(-1, 2)
+                for j in range(1000, len(d) - 1, 2000):
+                    d[[j, j + 1]] = d[[j + 1, j]]
+                d = np.vstack([d, d[:1]])
+                rings.append(d.round(7).tolist())
+            polys.append(rings)
+        feats.append({"type": "Feature", "properties": {"i": i},
+                      "geometry": {"type": "MultiPolygon", "coordinates": polys}})
+    json.dump({"type": "FeatureCollection", "features": feats}, open(out, "w"))
+
+
 def check(expected, imported):
     exp = json.load(open(expected))
     got = json.load(open(imported))
@@ -112,5 +144,7 @@ def check(expected, imported):
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(*sys.argv[2:5])
+    elif sys.argv[1] == "dense":
+        dense(*sys.argv[2:5])
     else:
         check(*sys.argv[2:4])

@@ -10,6 +10,16 @@ use urbis::tile::GridBox;
 
 mod common;
 
+/// A new file for a layer: the builder reads its levels back, so read and write.
+fn create(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .unwrap()
+}
+
 fn build(
     features: &[(GridGeometry, Vec<(String, PropValue)>)],
     zooms: ZoomRange,
@@ -18,11 +28,17 @@ fn build(
     let path = dir.path().join("layer.urbis");
     let mut b = LayerBuilder::new();
     for (g, p) in features {
-        b.push(g, None, p.clone());
+        b.push(g, None, p.clone()).unwrap();
     }
-    let file = std::fs::File::create(&path).unwrap();
-    b.write(LayerMeta::default(), zooms, &file, &|_| {})
-        .unwrap();
+    let file = create(&path);
+    b.write(
+        LayerMeta::default(),
+        zooms.minzoom,
+        Some(zooms.maxzoom),
+        &file,
+        &|_| {},
+    )
+    .unwrap();
     drop(file);
     let r = LayerReader::open(&path).unwrap();
     (dir, r)
@@ -200,17 +216,9 @@ fn properties_and_ids_round_trip_through_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l.urbis");
     let mut b = LayerBuilder::new();
-    b.push(&g, Some(42), props.clone());
-    b.write(
-        LayerMeta::default(),
-        ZoomRange {
-            minzoom: 0,
-            maxzoom: 3,
-        },
-        std::fs::File::create(&path).unwrap(),
-        &|_| {},
-    )
-    .unwrap();
+    b.push(&g, Some(42), props.clone()).unwrap();
+    b.write(LayerMeta::default(), 0, Some(3), &create(&path), &|_| {})
+        .unwrap();
     let r = LayerReader::open(&path).unwrap();
     assert_eq!(r.properties(0).unwrap().id, Some(42));
     let mut got: Vec<(String, PropValue)> = r
@@ -242,17 +250,10 @@ fn a_file_of_another_version_is_refused_by_name() {
         },
         None,
         vec![],
-    );
-    b.write(
-        LayerMeta::default(),
-        ZoomRange {
-            minzoom: 0,
-            maxzoom: 0,
-        },
-        std::fs::File::create(&path).unwrap(),
-        &|_| {},
     )
     .unwrap();
+    b.write(LayerMeta::default(), 0, Some(0), &create(&path), &|_| {})
+        .unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[8] = 2;
     std::fs::write(&path, &bytes).unwrap();

@@ -84,6 +84,7 @@ fn natural_earth_tiles_z0_to_z6_fit_the_budget_and_cover_the_land() {
         maxzoom: Some(6),
         attribution: None,
         feature_timeout: None,
+        memory_mb: None,
     };
     import_file(&store, &opts, &Silent).unwrap();
     let budget = 500 * 1024;

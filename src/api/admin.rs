@@ -223,6 +223,7 @@ pub async fn upload(
         maxzoom,
         attribution: None,
         feature_timeout: None,
+        memory_mb: None,
     };
     let gov = Governance {
         classification,

@@ -9,8 +9,8 @@ use super::validate::{Prepared, feature_name, geometry_type_name, prepare_watche
 use super::{ImportError, fgb, geojson, gpkg, shp};
 use crate::store::catalog::valid_layer_name;
 use crate::store::{
-    DropExample, LayerBuilder, LayerMeta, MAX_ZOOM, QualityReport, SourceInfo, Store, StoreError,
-    VersionEntry, WriteSummary, ZoomRange,
+    DEFAULT_MEMORY, DropExample, LayerBuilder, LayerMeta, MAX_ZOOM, QualityReport, SourceInfo,
+    SpillDir, Store, StoreError, VersionEntry, WriteSummary,
 };
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,9 @@ pub struct ImportOptions {
     /// A feature whose checks and repair take longer is dropped and reported (default
     /// [`FEATURE_TIMEOUT`]).
     pub feature_timeout: Option<std::time::Duration>,
+    /// Megabytes of features held in memory while the layer is built (default
+    /// [`DEFAULT_MEMORY`]); the rest is sorted on disk in the store's staging area.
+    pub memory_mb: Option<usize>,
 }
 
 /// How long one feature may take to check and repair by default.
@@ -322,14 +325,19 @@ fn import_unit(
         })
         .map_err(|e| ImportError::io(&path, e))?;
 
-    let collected = collect(rx, opts.feature_timeout.unwrap_or(FEATURE_TIMEOUT));
+    let builder = LayerBuilder::with_memory(
+        opts.memory_mb.map_or(DEFAULT_MEMORY, |mb| mb.max(1) << 20),
+        SpillDir(store.dir().to_path_buf()),
+    );
+    let collected = collect(rx, builder, opts.feature_timeout.unwrap_or(FEATURE_TIMEOUT));
     let read_result = handle.join().unwrap_or_else(|_| {
         Err(ImportError::Parse {
             path: path.clone(),
             message: "the reader crashed".into(),
         })
     });
-    let (builder, mut report, crs) = collected;
+    // A failed build stops the reader (its channel closes): that error is the one to tell.
+    let (builder, mut report, crs) = collected?;
     read_result?;
     if builder.is_empty() {
         if report.read == 0 {
@@ -345,13 +353,6 @@ fn import_unit(
     }
 
     observer.phase(name, "building", None);
-    let maxzoom = opts
-        .maxzoom
-        .unwrap_or_else(|| builder.guess_maxzoom(opts.minzoom));
-    let zooms = ZoomRange {
-        minzoom: opts.minzoom.min(maxzoom),
-        maxzoom,
-    };
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -374,12 +375,14 @@ fn import_unit(
     };
     let staged = store.stage()?;
     let bounds = builder.bbox().to_lonlat_bounds();
-    let summary = builder.write(meta, zooms, &staged.file, &|m| observer.detail(m))?;
+    let summary = builder.write(meta, opts.minzoom, opts.maxzoom, &staged.file, &|m| {
+        observer.detail(m)
+    })?;
     let entry = VersionEntry {
         features: summary.features,
         bytes: summary.bytes,
-        minzoom: zooms.minzoom,
-        maxzoom: zooms.maxzoom,
+        minzoom: summary.zooms.minzoom,
+        maxzoom: summary.zooms.maxzoom,
         bounds,
         source: file_name,
         ..Default::default()
@@ -394,8 +397,11 @@ fn import_unit(
 }
 
 /// Drains the reader's batches: prepares each batch in parallel, appends in source order.
-fn collect(rx: Receiver<Msg>, timeout: std::time::Duration) -> (LayerBuilder, QualityReport, Crs) {
-    let mut builder = LayerBuilder::new();
+fn collect(
+    rx: Receiver<Msg>,
+    mut builder: LayerBuilder,
+    timeout: std::time::Duration,
+) -> Result<(LayerBuilder, QualityReport, Crs), ImportError> {
     let mut report = QualityReport::default();
     let mut crs = Crs::Wgs84;
     for msg in rx {
@@ -424,7 +430,7 @@ fn collect(rx: Receiver<Msg>, timeout: std::time::Duration) -> (LayerBuilder, Qu
                                 }
                             }
                             report.imported += 1;
-                            builder.push(&geometry, f.id, f.properties);
+                            builder.push(&geometry, f.id, f.properties)?;
                         }
                         Prepared::Dropped { reason, detail } => {
                             *report
@@ -444,5 +450,5 @@ fn collect(rx: Receiver<Msg>, timeout: std::time::Duration) -> (LayerBuilder, Qu
             }
         }
     }
-    (builder, report, crs)
+    Ok((builder, report, crs))
 }

@@ -54,6 +54,7 @@ pub fn import_demo_if_empty(store: &Store) -> anyhow::Result<()> {
             maxzoom: None,
             attribution: Some(DEMO_ATTRIBUTION.to_string()),
             feature_timeout: None,
+            memory_mb: None,
         };
         for o in import_file(store, &opts, &Silent)? {
             // The demo layers are open data: anyone may see them, without a key.

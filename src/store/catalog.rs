@@ -88,6 +88,41 @@ pub struct StagedFile {
     named: Option<PathBuf>,
 }
 
+impl StagedFile {
+    /// A new unnamed file in `dir` (`O_TMPFILE`: it vanishes with the last handle, even when
+    /// the process is killed); where the file system has none, a named `.staging-PID-N.tmp`
+    /// file, removed on drop and swept by a later publish once its process is gone.
+    pub fn create_in(dir: &Path) -> Result<StagedFile, StoreError> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+        match rustix::fs::open(dir, flags, Mode::from_raw_mode(0o644)) {
+            Ok(fd) => Ok(StagedFile {
+                file: File::from(fd),
+                named: None,
+            }),
+            Err(_) => {
+                static SEQ: AtomicU64 = AtomicU64::new(0);
+                let name = format!(
+                    ".staging-{}-{}.tmp",
+                    std::process::id(),
+                    SEQ.fetch_add(1, Ordering::Relaxed)
+                );
+                let path = dir.join(name);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                Ok(StagedFile {
+                    file,
+                    named: Some(path),
+                })
+            }
+        }
+    }
+}
+
 impl Drop for StagedFile {
     fn drop(&mut self) {
         if let Some(p) = self.named.take() {
@@ -185,33 +220,7 @@ impl Store {
 
     /// A new file to write a layer into, invisible until [`Store::publish`].
     pub fn stage(&self) -> Result<StagedFile, StoreError> {
-        use rustix::fs::{Mode, OFlags};
-        let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
-        match rustix::fs::open(&self.dir, flags, Mode::from_raw_mode(0o644)) {
-            Ok(fd) => Ok(StagedFile {
-                file: File::from(fd),
-                named: None,
-            }),
-            Err(_) => {
-                static SEQ: AtomicU64 = AtomicU64::new(0);
-                let name = format!(
-                    ".staging-{}-{}.tmp",
-                    std::process::id(),
-                    SEQ.fetch_add(1, Ordering::Relaxed)
-                );
-                let path = self.dir.join(name);
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(|e| StoreError::io(&path, e))?;
-                Ok(StagedFile {
-                    file,
-                    named: Some(path),
-                })
-            }
-        }
+        StagedFile::create_in(&self.dir)
     }
 
     fn lock(&self) -> Result<File, StoreError> {

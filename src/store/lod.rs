@@ -13,7 +13,8 @@
 //!   holds at most 16 × 256 points at its own zoom, and the points kept at zoom `z` are always a
 //!   subset of those kept at `z + 1` (nothing blinks while zooming in).
 //!
-//! Levels are built from the maximum zoom downwards, each from the one above it.
+//! Levels are built from the maximum zoom downwards, each from the one above it (by the layer
+//! writer, which also makes the thinning choice in one pass over each level).
 
 use super::geometry::{GeomKind, GridGeometry};
 use crate::tile::GridPoint;
@@ -145,28 +146,6 @@ pub fn point_cell(p: GridPoint, z: u8) -> (u32, u32) {
     }
 }
 
-/// Chooses which point features survive at zoom `z`. `points` holds `(feature, anchor)`;
-/// returns a flag per entry.
-pub fn thin_points(points: &[(u32, GridPoint)], z: u8) -> Vec<bool> {
-    let mut order: Vec<usize> = (0..points.len()).collect();
-    order.sort_unstable_by_key(|&i| (point_cell(points[i].1, z), point_rank(points[i].0)));
-    let mut keep = vec![false; points.len()];
-    let mut run_cell = None;
-    let mut run_len = 0;
-    for i in order {
-        let cell = point_cell(points[i].1, z);
-        if run_cell != Some(cell) {
-            run_cell = Some(cell);
-            run_len = 0;
-        }
-        if run_len < POINTS_PER_CELL {
-            keep[i] = true;
-        }
-        run_len += 1;
-    }
-    keep
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,19 +199,5 @@ mod tests {
             generalize(&g, z).unwrap().parts[0][0],
             vec![[0, 0], [200 * unit, 0]]
         );
-    }
-
-    #[test]
-    fn thinning_bounds_points_per_cell_and_is_nested_across_zooms() {
-        // 2000 points inside one z12 cell.
-        let pts: Vec<(u32, GridPoint)> = (0..2000u32)
-            .map(|i| (i, [1_000_000 + i * 7, 2_000_000 + (i * 13) % 500]))
-            .collect();
-        let k10 = thin_points(&pts, 10);
-        let k11 = thin_points(&pts, 11);
-        assert_eq!(k10.iter().filter(|k| **k).count(), POINTS_PER_CELL);
-        for i in 0..pts.len() {
-            assert!(!k10[i] || k11[i], "point {i} kept at z10 but not z11");
-        }
     }
 }

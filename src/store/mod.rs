@@ -55,6 +55,7 @@ pub mod meta;
 pub mod props;
 pub mod reader;
 pub mod rtree;
+pub mod spill;
 pub mod writer;
 
 pub use catalog::{Catalog, LayerEntry, Store, VersionEntry};
@@ -62,7 +63,8 @@ pub use geometry::{GeomKind, GridGeometry};
 pub use meta::{DropExample, LayerMeta, QualityReport, SourceInfo};
 pub use props::{FieldType, PropRef, PropValue};
 pub use reader::{FeatureRef, LayerReader, Level};
-pub use writer::{LayerBuilder, MAX_ZOOM, WriteSummary, ZoomRange};
+pub use spill::{SpillDir, SpillStats};
+pub use writer::{DEFAULT_MEMORY, LayerBuilder, MAX_ZOOM, WriteSummary, ZoomRange};
 
 use std::path::{Path, PathBuf};
 

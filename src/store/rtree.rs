@@ -27,46 +27,46 @@ pub fn level_sizes(items: usize) -> Vec<usize> {
     sizes
 }
 
-/// Position along a Hilbert curve of order 16 (a 65536 × 65536 grid).
-pub fn hilbert(mut x: u32, mut y: u32) -> u32 {
-    const N: u32 = 1 << 16;
+/// Position along a Hilbert curve of order 32, over the whole grid (2³² × 2³² cells).
+///
+/// Over the whole grid rather than stretched over a layer's extent, so that a feature's key
+/// is known as soon as the feature is read (the external sort writes sorted runs before the
+/// layer's extent is known) and so that every aligned square block of the grid (a tile, a
+/// thinning cell) is one unbroken stretch of the curve at every zoom.
+pub fn hilbert(mut x: u32, mut y: u32) -> u64 {
     let mut d: u64 = 0;
-    let mut s = N / 2;
+    let mut s: u32 = 1 << 31;
     while s > 0 {
         let rx = u32::from(x & s > 0);
         let ry = u32::from(y & s > 0);
         d += u64::from(s) * u64::from(s) * u64::from((3 * rx) ^ ry);
         if ry == 0 {
             if rx == 1 {
-                x = N - 1 - x;
-                y = N - 1 - y;
+                // Reflect: `N - 1 - x` with N = 2³²; only the bits below `s` matter from here.
+                x = !x;
+                y = !y;
             }
             std::mem::swap(&mut x, &mut y);
         }
         s /= 2;
     }
-    d as u32
+    d
 }
 
-/// The Hilbert key of a box's centre, with the curve stretched over `extent`.
-pub fn hilbert_key(b: &GridBox, extent: &GridBox) -> u32 {
-    let scale = |v: u64, lo: u32, span: u64| -> u32 {
-        ((v - u64::from(lo)) * 65535).checked_div(span).unwrap_or(0) as u32
-    };
-    let cx = (u64::from(b.min_x) + u64::from(b.max_x)) / 2;
-    let cy = (u64::from(b.min_y) + u64::from(b.max_y)) / 2;
-    hilbert(
-        scale(
-            cx.max(u64::from(extent.min_x)),
-            extent.min_x,
-            extent.width(),
-        ),
-        scale(
-            cy.max(u64::from(extent.min_y)),
-            extent.min_y,
-            extent.height(),
-        ),
-    )
+/// The centre of a box, rounded down to the grid.
+#[inline]
+pub fn centre(b: &GridBox) -> [u32; 2] {
+    [
+        ((u64::from(b.min_x) + u64::from(b.max_x)) / 2) as u32,
+        ((u64::from(b.min_y) + u64::from(b.max_y)) / 2) as u32,
+    ]
+}
+
+/// The Hilbert key of a box's centre.
+#[inline]
+pub fn hilbert_key(b: &GridBox) -> u64 {
+    let [x, y] = centre(b);
+    hilbert(x, y)
 }
 
 /// Builds the node boxes (levels ≥ 1, level 1 first) over items already in Hilbert order.
@@ -193,10 +193,8 @@ mod tests {
     proptest! {
         #[test]
         fn search_equals_brute_force(items in boxes(), q in (0u32..1_100_000, 0u32..1_100_000, 0u32..300_000, 0u32..300_000)) {
-            let mut extent = GridBox::EMPTY;
-            items.iter().for_each(|b| extent.union(b));
             let mut sorted = items.clone();
-            sorted.sort_by_key(|b| hilbert_key(b, &extent));
+            sorted.sort_by_key(hilbert_key);
             let nodes = build_nodes(&sorted);
             let (mut ib, mut nb) = (Vec::new(), Vec::new());
             put_boxes(&mut ib, &sorted);
@@ -214,7 +212,7 @@ mod tests {
     fn hilbert_walks_a_block_cell_by_neighbouring_cell() {
         // The 16 cells of the 4 x 4 block at the origin take positions 0..16, and each step
         // along the curve moves to an edge-adjacent cell.
-        let mut cells: Vec<(u32, u32, u32)> = (0..4)
+        let mut cells: Vec<(u64, u32, u32)> = (0..4)
             .flat_map(|x| (0..4).map(move |y| (hilbert(x, y), x, y)))
             .collect();
         cells.sort();
@@ -229,6 +227,37 @@ mod tests {
                 "{w:?}"
             );
         }
+    }
+
+    #[test]
+    fn every_aligned_block_is_one_stretch_of_the_curve() {
+        // Blocks of side 2^k anywhere on the grid, including its far corners: the keys of
+        // their cells are consecutive, which is what point thinning relies on.
+        for (x0, y0, k) in [
+            (0u32, 0u32, 2u32),
+            (u32::MAX - 7, u32::MAX - 7, 3),
+            (0x8000_0000, 0x4000_0000, 3),
+            (0x1234_5600, 0x6543_2100, 4),
+        ] {
+            let side = 1u32 << k;
+            let (x0, y0) = (x0 & !(side - 1), y0 & !(side - 1));
+            let mut keys: Vec<u64> = (0..side)
+                .flat_map(|dx| (0..side).map(move |dy| hilbert(x0 + dx, y0 + dy)))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len() as u64, u64::from(side) * u64::from(side));
+            assert_eq!(
+                keys[keys.len() - 1] - keys[0] + 1,
+                keys.len() as u64,
+                "{x0} {y0}"
+            );
+        }
+        assert_eq!(
+            hilbert(u32::MAX, 0),
+            u64::MAX,
+            "the curve ends at the far corner"
+        );
     }
 
     #[test]

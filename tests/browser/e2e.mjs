@@ -219,7 +219,13 @@ try {
   const poi = await page.evaluate(() => {
     const { map } = window.urbis;
     const fs = map.queryRenderedFeatures({ layers: ['pois'] });
-    const f = fs.find((x) => Object.keys(x.properties).length >= 2);
+    // A point the panel and the controls do not cover (the order of rendered features
+    // follows the layer file's order, which says nothing about where they are on screen).
+    const panel = document.getElementById('panel')?.getBoundingClientRect();
+    const canvas = map.getCanvas().getBoundingClientRect();
+    const clear = (p) => p.x > 60 && p.y > 60 && p.x < canvas.width - 60 && p.y < canvas.height - 60
+      && !(panel && p.x < panel.right + 20 && p.y < panel.bottom + 20);
+    const f = fs.find((x) => Object.keys(x.properties).length >= 2 && clear(map.project(x.geometry.coordinates)));
     if (!f) return null;
     const p = map.project(f.geometry.coordinates);
     // The popup shows the topmost feature there (another layer may draw the same point).
