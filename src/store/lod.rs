@@ -28,49 +28,52 @@ pub const SIMPLIFY: u64 = 2;
 /// Points kept per cell (a tile is split into 4 × 4 cells).
 pub const POINTS_PER_CELL: usize = 256;
 
-/// Generalizes one geometry for zoom `z`; `None` when nothing visible is left.
+/// Vertices from which the parts of one geometry are generalized in parallel.
+const PARALLEL_VERTICES: usize = 100_000;
+
+/// Generalizes one geometry for zoom `z`; `None` when nothing visible is left. A large
+/// geometry (a country of many islands) has its parts generalized in parallel, so one feature
+/// does not hold a level back while the other cores wait.
 pub fn generalize(g: &GridGeometry, z: u8) -> Option<GridGeometry> {
+    use rayon::prelude::*;
     let unit = tile_unit(z);
     let tiny = PIXEL * unit;
     let tolerance = (SIMPLIFY * unit) as f64;
-    let parts: Vec<Vec<Vec<GridPoint>>> = match g.kind {
-        GeomKind::Point => return Some(g.clone()),
-        GeomKind::Line => g
-            .parts
-            .iter()
-            .filter_map(|part| {
-                let line = part.first()?;
-                if is_tiny(line, tiny) {
+    let line = |part: &Vec<Vec<GridPoint>>| -> Option<Vec<Vec<GridPoint>>> {
+        let line = part.first()?;
+        if is_tiny(line, tiny) {
+            return None;
+        }
+        let s = simplify(line, tolerance, false);
+        (s.len() >= 2).then(|| vec![s])
+    };
+    let polygon = |rings: &Vec<Vec<GridPoint>>| -> Option<Vec<Vec<GridPoint>>> {
+        let mut out = Vec::with_capacity(rings.len());
+        for (i, ring) in rings.iter().enumerate() {
+            if is_tiny(ring, tiny) {
+                if i == 0 {
                     return None;
                 }
-                let s = simplify(line, tolerance, false);
-                (s.len() >= 2).then(|| vec![s])
-            })
-            .collect(),
-        GeomKind::Polygon => g
-            .parts
-            .iter()
-            .filter_map(|rings| {
-                let mut out = Vec::with_capacity(rings.len());
-                for (i, ring) in rings.iter().enumerate() {
-                    if is_tiny(ring, tiny) {
-                        if i == 0 {
-                            return None;
-                        }
-                        continue;
-                    }
-                    let s = simplify(ring, tolerance, true);
-                    if s.len() < 3 || ring_area2(&s) == 0 {
-                        if i == 0 {
-                            return None;
-                        }
-                        continue;
-                    }
-                    out.push(s);
+                continue;
+            }
+            let s = simplify(ring, tolerance, true);
+            if s.len() < 3 || ring_area2(&s) == 0 {
+                if i == 0 {
+                    return None;
                 }
-                Some(out)
-            })
-            .collect(),
+                continue;
+            }
+            out.push(s);
+        }
+        Some(out)
+    };
+    let parallel = g.parts.len() > 1 && g.num_coords() >= PARALLEL_VERTICES;
+    let parts: Vec<Vec<Vec<GridPoint>>> = match (g.kind, parallel) {
+        (GeomKind::Point, _) => return Some(g.clone()),
+        (GeomKind::Line, false) => g.parts.iter().filter_map(line).collect(),
+        (GeomKind::Line, true) => g.parts.par_iter().filter_map(line).collect(),
+        (GeomKind::Polygon, false) => g.parts.iter().filter_map(polygon).collect(),
+        (GeomKind::Polygon, true) => g.parts.par_iter().filter_map(polygon).collect(),
     };
     (!parts.is_empty()).then_some(GridGeometry {
         kind: g.kind,
