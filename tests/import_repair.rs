@@ -115,6 +115,54 @@ fn natural_earth_countries_made_invalid_are_valid_after_import_with_geos_areas()
     assert!(off.is_empty(), "areas off GEOS's by more than 0.1 %: {r}");
 }
 
+/// The bench's hard case at a third of its size (`repair_check.py dense`: the countries
+/// densified to about 2.7 M vertices, a crossing every 2,000 vertices of every ring): a dozen
+/// invalid features of over 50,000 vertices, each repaired on its own thread, their clusters
+/// of parts in parallel, while the importer's workers wait for them. All are repaired well
+/// within the timeout (work handed to the importer's own busy pool would have waited for
+/// the workers that wait for it, until the timeout dropped the features), and valid.
+#[test]
+fn many_large_invalid_features_at_once_are_repaired_in_parallel_well_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::data("tests/data/naturalearth/ne-countries-10m.geojson.gz");
+    let dense = dir.path().join("dense.geojson");
+    python(&[
+        "dense",
+        src.to_str().unwrap(),
+        dense.to_str().unwrap(),
+        "2500000",
+    ]);
+    let store = dir.path().join("store");
+    let started = std::time::Instant::now();
+    let report = common::import_json(
+        &dense,
+        &store,
+        &["--layer", "dense", "--feature-timeout", "30s"],
+    );
+    eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
+    let q = &report[0]["quality"];
+    assert_eq!(q["dropped"], serde_json::json!({}), "{q}");
+    assert_eq!(q["imported"], 254, "{q}");
+    assert!(
+        q["repairs"]["invalid polygon rebuilt (sweep line)"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 150,
+        "{q}"
+    );
+    assert!(
+        q["slowest"][0]["ms"].as_f64().unwrap() < 15_000.0,
+        "no feature near the timeout: {q}"
+    );
+    let imported = dir.path().join("imported.json");
+    std::fs::write(&imported, dump(&store, "dense").to_string()).unwrap();
+    assert_eq!(
+        python(&["valid", imported.to_str().unwrap()]).trim(),
+        "[]",
+        "GEOS finds no invalid polygon"
+    );
+}
+
 /// A ring of about 1,000,000 vertices (a circle on the grid) with 1,000 petals, each a loop
 /// that crosses itself once: the ring goes out to `q1`, across to `q2` and back to the next
 /// circle vertex, crossing its own outgoing edge near the circle. Returns the ring and the

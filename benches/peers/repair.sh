@@ -49,7 +49,7 @@ from shapely.geometry import shape
 gs = [shape(x['geometry']) for x in json.load(open(sys.argv[1]))['features'] if x['geometry'] and x['geometry']['coordinates']]
 shapely.make_valid(gs)" "$file")
   rebuilt=$(python3 -c "import json; print(json.load(open('$work/u.json'))[0]['quality']['repairs'].get('invalid polygon rebuilt (sweep line)', 0))")
-  slow=$(python3 -c "import json; print(', '.join(f\"{x['name'] or x['feature']} {x['ms']/1000:.2f}s\" for x in json.load(open('$work/u.json'))[0]['quality'].get('slowest', [])[:3]))")
+  slow=$(python3 -c "import json; print(', '.join(f\"{x['name'] if x['name'] not in ('', '-') else '#' + str(x['feature'])} {x['ms']/1000:.2f}s\" for x in json.load(open('$work/u.json'))[0]['quality'].get('slowest', [])[:3]))")
   mark() { [ "$1" = "$limit" ] && echo "> ${1}s (stopped)" || echo "${1}s"; }
   echo "   urbis import ${u}s (${rebuilt} polygons rebuilt; slowest: ${slow}) | ogr2ogr -makevalid $(mark "$g") | shapely.make_valid $(mark "$s")"
   python3 -c "import sys; u,g,s=map(float,sys.argv[1:]); print(f'   ratio: GDAL/urbis {g/u:.1f}x, shapely/urbis {s/u:.1f}x')" "$u" "$g" "$s"

@@ -114,18 +114,51 @@ pub fn repair(parts: &[Rings]) -> Vec<Rings> {
     if vertices >= PARALLEL_VERTICES && parts.len() > 1 {
         let groups = clusters(parts);
         if groups.len() > 1 {
-            use rayon::prelude::*;
-            return groups
-                .par_iter()
-                .flat_map_iter(|g| {
-                    let rings: Vec<Vec<Coord>> =
-                        g.iter().flat_map(|&i| parts[i].iter().cloned()).collect();
-                    repair_rings(rings)
-                })
-                .collect();
+            return repair_groups(parts, &groups);
         }
     }
     repair_rings(parts.iter().flatten().cloned().collect())
+}
+
+/// Repairs clusters of parts on scoped threads, one per core, each taking the next cluster
+/// (largest first). Not rayon: a large feature is repaired on a thread of its own that the
+/// importer watches from a rayon worker (`--feature-timeout`), and work handed back to the
+/// busy pool would wait for the very workers that wait for it.
+fn repair_groups(parts: &[Rings], groups: &[Vec<usize>]) -> Vec<Rings> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let size = |g: &Vec<usize>| -> usize { g.iter().flat_map(|&i| &parts[i]).map(Vec::len).sum() };
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| std::cmp::Reverse(size(&groups[g])));
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .min(groups.len());
+    let mut done: Vec<(usize, Vec<Rings>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&g) = order.get(k) else { break };
+                        let rings: Vec<Vec<Coord>> = groups[g]
+                            .iter()
+                            .flat_map(|&i| parts[i].iter().cloned())
+                            .collect();
+                        out.push((g, repair_rings(rings)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    // In the order of the clusters, whichever thread repaired them.
+    done.sort_by_key(|d| d.0);
+    done.into_iter().flat_map(|d| d.1).collect()
 }
 
 /// Groups parts whose boxes (over all their rings) overlap or touch, transitively: a sweep

@@ -196,14 +196,21 @@ fn prepare_inner(f: &SourceFeature, crs: Crs) -> Result<(GridGeometry, Vec<&'sta
     if reduced {
         repairs.push(repair::COLLECTION_REDUCED);
     }
-    // Repairs work on the exact grid positions (units of ~1 cm): geo's MakeValid has absolute
-    // tolerances that collapse building-sized polygons expressed in degrees.
+    // Checks and repairs work on the grid points the layer file stores (units of ~1 cm), not
+    // on the exact positions: a polygon valid in degrees can be invalid once its vertices snap
+    // to the grid (a vertex within half a unit of another edge lands on it), and a check
+    // before the snap passed such polygons through (found on densified coastlines, where
+    // GEOS then reported self-intersections in the stored geometry).
     for c in polys.iter_mut().flatten().flatten() {
-        let [x, y] = match crs {
+        let exact = match crs {
             Crs::Wgs84 => lonlat_to_grid_f64(c.x, c.y),
             Crs::WebMercator => mercator_to_grid_f64(c.x, c.y),
         };
-        *c = Coord { x, y };
+        let [x, y] = snap(exact);
+        *c = Coord {
+            x: f64::from(x),
+            y: f64::from(y),
+        };
     }
     let parts = match kind {
         GeomKind::Point => polys,
