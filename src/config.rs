@@ -28,6 +28,7 @@
 //! tls_key = "key.pem"            # --tls-key / URBIS_TLS_KEY
 //! coaps_bind = "127.0.0.1:5684"  # --coaps-bind / URBIS_COAPS_BIND: CoAP over DTLS (PSK)
 //! coap_dtls_only = false         # --coap-dtls-only: refuse plain CoAP reports (4.01)
+//! metrics_bind = "127.0.0.1:9464" # --metrics-bind: /metrics without a key on its own listener
 //! ```
 
 use serde::Deserialize;
@@ -91,6 +92,8 @@ pub struct FileConfig {
     pub coaps_bind: Option<String>,
     /// Refuse plain CoAP reports.
     pub coap_dtls_only: Option<bool>,
+    /// A listener of its own for `/metrics`, served without a key.
+    pub metrics_bind: Option<String>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -142,6 +145,9 @@ pub struct Config {
     pub coaps_bind: SocketAddr,
     /// Refuse plain CoAP reports (devices report over DTLS only).
     pub coap_dtls_only: bool,
+    /// A listener of its own for `/metrics` (no key asked there: bind it to loopback or a
+    /// network only the scraper reaches).
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -328,7 +334,16 @@ impl Config {
                 why: "HTTPS needs both tls_cert and tls_key".into(),
             });
         }
+        let metrics_bind = match o.metrics_bind.or(f.metrics_bind) {
+            None => None,
+            Some(v) => Some(v.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+                key: "metrics_bind",
+                value: v.clone(),
+                why: format!("{e}: give an address and port, e.g. 127.0.0.1:9464"),
+            })?),
+        };
         Ok(Config {
+            metrics_bind,
             coaps_bind,
             coap_dtls_only: o.coap_dtls_only.or(f.coap_dtls_only).unwrap_or(false),
             tls_cert,

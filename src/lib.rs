@@ -17,6 +17,7 @@ pub mod engine;
 pub mod governance;
 pub mod import;
 pub mod live;
+pub mod ops;
 pub mod security;
 pub mod server;
 pub mod store;

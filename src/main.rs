@@ -268,6 +268,11 @@ struct ServeArgs {
     /// connections until the server runs out of file descriptors) [default: 4096].
     #[arg(long, env = "URBIS_MAX_CONNECTIONS")]
     max_connections: Option<u32>,
+    /// Also serve GET /metrics (Prometheus/OpenMetrics text) on this address, without a key:
+    /// for a scraper on loopback or a private network, e.g. 127.0.0.1:9464. On the main
+    /// listener /metrics needs an administrator's key.
+    #[arg(long, env = "URBIS_METRICS_BIND")]
+    metrics_bind: Option<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate chain (PEM; with --tls-key).
     /// Both files are read again when they change: renew them with any ACME client.
     #[arg(long, env = "URBIS_TLS_CERT")]
@@ -649,6 +654,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tls_key: a.tls_key,
                 coaps_bind: a.coaps_bind,
                 coap_dtls_only: a.coap_dtls_only.then_some(true),
+                metrics_bind: a.metrics_bind,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             tracing_subscriber::fmt()

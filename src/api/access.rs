@@ -78,6 +78,9 @@ fn table() -> Vec<Entry> {
         entry("GET", "/favicon.ico", Public, get(viewer::favicon)),
         entry("GET", "/health", Public, get(super::health)),
         entry("GET", "/ready", Public, get(live::ready)),
+        // Layer names and device counts: for administrators here; `--metrics-bind` serves it
+        // without a key on a listener of its own (loopback by default).
+        entry("GET", "/metrics", Right(R::Admin), get(super::metrics)),
         entry(
             "POST",
             "/ingest",
@@ -179,13 +182,40 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let mut r = Router::new();
     for (spec, handler) in table() {
         let need = spec.need;
-        let guarded = handler.route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            move |st: State<AppState>, req: Request, next: Next| guard(st, need, req, next),
-        ));
+        let route = spec.path;
+        let guarded = handler
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                move |st: State<AppState>, req: Request, next: Next| guard(st, need, req, next),
+            ))
+            // Outermost: the time and status of everything, refusals by the guard included,
+            // under the route's pattern (never the raw path).
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                move |st: State<AppState>, req: Request, next: Next| measured(st, route, req, next),
+            ));
         r = r.route(spec.path, guarded);
     }
     r
+}
+
+/// Counts and times a request under its route pattern.
+async fn measured(
+    State(st): State<AppState>,
+    route: &'static str,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let res = next.run(req).await;
+    st.metrics.http(
+        method.as_str(),
+        route,
+        res.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    res
 }
 
 /// The API key of a request: `Authorization: Bearer KEY`, else `?key=KEY`.

@@ -240,6 +240,11 @@ pub async fn upload(
         r
     })
     .await;
+    st.metrics.import(match &result {
+        Ok(Ok(_)) => "published",
+        Ok(Err(PublishError::Meta(_) | PublishError::Import(_))) => "refused",
+        _ => "failed",
+    });
     match result {
         Ok(Ok(outcomes)) => {
             let _ = st.engine.refresh();

@@ -128,6 +128,16 @@ pub async fn ingest(
     let admission = match hub.admit(secret.as_deref(), None, format, &body, now_s()) {
         Ok(a) => a,
         Err(e) => {
+            hub.note_ingest(
+                "http",
+                if matches!(e, AdmitError::Malformed(_) | AdmitError::TooLarge { .. }) {
+                    "malformed"
+                } else {
+                    "refused"
+                },
+                1,
+                0,
+            );
             let (status, title) = match e {
                 AdmitError::MissingCredential => (StatusCode::UNAUTHORIZED, "Credential needed"),
                 AdmitError::BadCredential => (StatusCode::UNAUTHORIZED, "Unknown credential"),
@@ -145,12 +155,29 @@ pub async fn ingest(
         .collect();
     let accepted = admission.accepted.len();
     if accepted == 0 {
+        hub.note_ingest("http", "malformed", 1, 0);
         let mut r = Json(json!({"accepted": 0, "rejected": errors.len(), "errors": errors}))
             .into_response();
         *r.status_mut() = StatusCode::BAD_REQUEST;
         return r;
     }
-    match hub.commit(admission.accepted).await {
+    let committed = hub.commit(admission.accepted).await;
+    hub.note_ingest(
+        "http",
+        match &committed {
+            Ok(_) if errors.is_empty() => "accepted",
+            Ok(_) => "partial",
+            Err(crate::live::LiveError::Overloaded) => "overloaded",
+            Err(_) => "unavailable",
+        },
+        1,
+        if committed.is_ok() {
+            accepted as u64
+        } else {
+            0
+        },
+    );
+    match committed {
         Ok(c) => Json(json!({
             "accepted": accepted,
             "rejected": errors.len(),
@@ -669,12 +696,19 @@ fn audit(
     });
 }
 
-/// `GET /ready`: 200 while the server can acknowledge reports, 503 after a log failure.
+/// `GET /ready`: 200 when every check passes (store readable, device log in service and
+/// writable, catalog read within 10 s), else 503; both name each check and which failed.
 pub async fn ready(State(st): State<AppState>) -> Response {
-    match st.live.as_ref().map(|h| h.is_ready()) {
-        None | Some(Ok(())) => Json(json!({"status": "ready"})).into_response(),
-        Some(Err(why)) => {
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Not ready", why).into_response()
-        }
+    let checks = crate::ops::ready::checks(&st.engine, st.live.as_deref());
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    let body = json!({
+        "status": if failed.is_empty() { "ready" } else { "not ready" },
+        "failed": failed,
+        "checks": checks,
+    });
+    let mut r = Json(body).into_response();
+    if !failed.is_empty() {
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
+    r
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub security: Arc<Security>,
     /// Rate limits.
     pub limiter: Arc<crate::security::limits::Limiter>,
+    /// The operations room's metrics.
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 /// The router of the tile API.
@@ -584,6 +586,16 @@ async fn audit_log(
         )
         .into_response(),
     }
+}
+
+/// `GET /metrics`: the Prometheus exposition (OpenMetrics text).
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let body = st.metrics.render(&st.engine, st.live.as_deref());
+    (
+        [(header::CONTENT_TYPE, crate::ops::metrics::CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
 }
 
 async fn health(State(st): State<AppState>) -> Response {

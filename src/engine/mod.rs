@@ -87,7 +87,35 @@ pub struct Engine {
     layers: RwLock<Arc<BTreeMap<String, Arc<ServedLayer>>>>,
     catalog_stamp: Mutex<Option<SystemTime>>,
     cache: moka::sync::Cache<TileKey, Arc<TileBody>>,
+    /// Cache entries evicted for room (not replaced or invalidated).
+    evictions: Arc<std::sync::atomic::AtomicU64>,
     live: Option<Arc<Hub>>,
+    observer: std::sync::OnceLock<Arc<dyn TileObserver>>,
+    /// See [`Engine::refreshed_at`].
+    refreshed: std::sync::atomic::AtomicU64,
+}
+
+/// What the engine tells the operations room as it works (metrics); every method has a
+/// default that does nothing. Set once with [`Engine::observe`]. Called on the tile path:
+/// quick, never blocking.
+pub trait TileObserver: Send + Sync {
+    /// A layer's part of a tile was made: at zoom `z`, in `seconds`, `bytes` long (as sent:
+    /// gzip-compressed when asked), with
+    /// `dropped` features left out by the byte budget.
+    fn tile_made(&self, _layer: &str, _z: u8, _seconds: f64, _bytes: usize, _dropped: usize) {}
+    /// A request was answered from the cache (`hit`) or not.
+    fn cache_lookup(&self, _hit: bool) {}
+}
+
+/// The tile cache's figures now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheStats {
+    /// Tiles held.
+    pub entries: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Entries evicted for room since the start.
+    pub evictions: u64,
 }
 
 impl Engine {
@@ -98,10 +126,17 @@ impl Engine {
 
     /// Opens the current version of every layer of `store`.
     pub fn open(store: Store, config: EngineConfig) -> Result<Engine, EngineError> {
+        let evictions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&evictions);
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.cache_bytes)
             .weigher(|_k: &TileKey, v: &Arc<TileBody>| {
                 v.bytes.len().try_into().unwrap_or(u32::MAX).max(1)
+            })
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             })
             .build();
         let engine = Engine {
@@ -110,7 +145,10 @@ impl Engine {
             layers: RwLock::new(Arc::new(BTreeMap::new())),
             catalog_stamp: Mutex::new(None),
             cache,
+            evictions,
             live: None,
+            observer: std::sync::OnceLock::new(),
+            refreshed: std::sync::atomic::AtomicU64::new(0),
         };
         engine.refresh()?;
         Ok(engine)
@@ -119,6 +157,39 @@ impl Engine {
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Sets who is told of tiles made and cache lookups (once; later calls are ignored).
+    pub fn observe(&self, observer: Arc<dyn TileObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// The tile cache's figures now.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.run_pending_tasks();
+        CacheStats {
+            entries: self.cache.entry_count(),
+            bytes: self.cache.weighted_size(),
+            evictions: self.evictions.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Makes a source's part of a tile, telling the observer.
+    fn made(&self, source: &Source, tile: TileId, budget: usize, gzip: bool) -> Arc<TileBody> {
+        let started = std::time::Instant::now();
+        let part = source
+            .get()
+            .part(tile, self.config.buffer, budget, gzip, source.view());
+        if let Some(o) = self.observer.get() {
+            o.tile_made(
+                source.get().name(),
+                tile.z,
+                started.elapsed().as_secs_f64(),
+                part.bytes.len(),
+                part.dropped,
+            );
+        }
+        part
     }
 
     /// The layers served now.
@@ -137,6 +208,25 @@ impl Engine {
     /// Re-reads the catalog when it changed and opens new layer versions; returns whether
     /// anything changed. Layers whose version did not change keep their open reader.
     pub fn refresh(&self) -> Result<bool, EngineError> {
+        let r = self.refresh_inner();
+        if r.is_ok() {
+            self.refreshed.store(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        r
+    }
+
+    /// When the catalog was last read (or found unchanged) without error, seconds since the
+    /// epoch; 0 before the first time.
+    pub fn refreshed_at(&self) -> u64 {
+        self.refreshed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn refresh_inner(&self) -> Result<bool, EngineError> {
         let path = self.store.dir().join("catalog.json");
         let stamp = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         {
@@ -268,10 +358,14 @@ impl Engine {
     ) -> Result<Option<Arc<TileBody>>, EngineError> {
         let sources = self.sources(layers)?;
         let share = self.share(sources.len());
-        Ok(match sources.as_slice() {
+        let hit = match sources.as_slice() {
             [Source::Live(l, view)] => l.hub.cached_tile(&l.name, tile, share, gzip, view),
             s => key(s, tile, gzip, share).and_then(|k| self.cache.get(&k)),
-        })
+        };
+        if let Some(o) = self.observer.get() {
+            o.cache_lookup(hit.is_some());
+        }
+        Ok(hit)
     }
 
     /// The tile for `names` (one layer, or several for a composite) at `tile`, from the cache
@@ -303,20 +397,19 @@ impl Engine {
     /// the live room.
     fn compose(&self, sources: &[Source], tile: TileId, gzip: bool) -> Arc<TileBody> {
         let share = self.share(sources.len());
-        let buffer = self.config.buffer;
         let whole = key(sources, tile, gzip, share);
         if let Some(hit) = whole.as_ref().and_then(|k| self.cache.get(k)) {
             return hit;
         }
         let body = match sources {
-            [one] => one.get().part(tile, buffer, share, gzip, one.view()),
+            [one] => self.made(one, tile, share, gzip),
             _ => {
                 let (mut raw, mut features, mut dropped) = (Vec::new(), 0, 0);
                 for s in sources {
                     let part = match (whole.is_none(), s) {
                         // A layer file's part of a tile with live layers: cached on its own.
                         (true, Source::File(..)) => self.cached_part(s, tile, share),
-                        _ => s.get().part(tile, buffer, share, false, s.view()),
+                        _ => self.made(s, tile, share, false),
                     };
                     if part.features > 0 {
                         raw.extend_from_slice(&part.bytes);
@@ -339,9 +432,7 @@ impl Engine {
         if let Some(hit) = k.as_ref().and_then(|k| self.cache.get(k)) {
             return hit;
         }
-        let part = source
-            .get()
-            .part(tile, self.config.buffer, budget, false, source.view());
+        let part = self.made(source, tile, budget, false);
         if let Some(k) = k {
             self.remember(k, &part);
         }

@@ -357,6 +357,16 @@ impl Listener {
                 .hub
                 .admit(secret, Some(device), format, &req.payload, now_s),
         }
+        .map_err(|e| {
+            let kind = if matches!(e, AdmitError::Malformed(_) | AdmitError::TooLarge { .. }) {
+                "malformed"
+            } else {
+                "refused"
+            };
+            let protocol = if session.is_some() { "coaps" } else { "coap" };
+            self.hub.note_ingest(protocol, kind, 1, 0);
+            e
+        })
         .map_err(|e| match e {
                 AdmitError::UnknownDevice(_) => (ResponseType::NotFound, e.to_string()),
                 AdmitError::MissingCredential | AdmitError::BadCredential => (
@@ -368,6 +378,8 @@ impl Listener {
             })?;
         // One message, one answer: a payload with a bad record is refused whole.
         if let Some(r) = admission.rejected.first() {
+            let protocol = if session.is_some() { "coaps" } else { "coap" };
+            self.hub.note_ingest(protocol, "malformed", 1, 0);
             return Err((ResponseType::BadRequest, r.error.clone()));
         }
         Ok(admission.accepted)
@@ -382,6 +394,7 @@ impl Listener {
         outcome: &Result<Committed, LiveError>,
     ) -> Vec<u8> {
         let (code, why) = outcome_code(outcome);
+        note_outcome(&self.hub, "coaps", outcome, 1);
         let max_age = [RETRY_AFTER as u8];
         let option = (code == ResponseType::TooManyRequests).then_some((14u16, &max_age[..])); // Max-Age
         let bytes = answer(&request, code, option, &why, self.mid());
@@ -403,6 +416,7 @@ impl Listener {
         outcome: Result<Committed, LiveError>,
     ) {
         let (code, why) = outcome_code(&outcome);
+        note_outcome(&self.hub, "coap", &outcome, group.len() as u64);
         let max_age = [RETRY_AFTER as u8];
         let option = (code == ResponseType::TooManyRequests).then_some((14u16, &max_age[..])); // Max-Age
         let answers: Vec<(SocketAddr, u16, Vec<u8>)> = group
@@ -515,4 +529,18 @@ fn rand_u16() -> u16 {
     let mut b = [0u8; 2];
     let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
     u16::from_le_bytes(b)
+}
+
+/// Tells the hub's observer how `payloads` stored (or refused) requests ended.
+fn note_outcome(
+    hub: &Hub,
+    protocol: &'static str,
+    outcome: &Result<Committed, LiveError>,
+    payloads: u64,
+) {
+    match outcome {
+        Ok(c) => hub.note_ingest(protocol, "accepted", payloads, c.records as u64),
+        Err(LiveError::Overloaded) => hub.note_ingest(protocol, "overloaded", payloads, 0),
+        Err(_) => hub.note_ingest(protocol, "unavailable", payloads, 0),
+    }
 }

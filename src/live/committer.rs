@@ -41,6 +41,8 @@ pub type RetentionReply = Box<dyn FnOnce(Result<RetentionReport, LiveError>) + S
 /// A group of records for the committer, with where to send the outcome; or a retention run.
 pub(super) struct Job {
     pub(super) records: Vec<Record>,
+    /// When the job was handed over (for the report-to-stream lag).
+    pub(super) queued: std::time::Instant,
     pub(super) reply: Option<Reply>,
     pub(super) retention: Option<(RetentionPlan, RetentionReply)>,
 }
@@ -76,6 +78,7 @@ impl Hub {
         self.is_ready().map_err(LiveError::Storage)?;
         match self.tx.try_send(Job {
             records,
+            queued: std::time::Instant::now(),
             reply,
             retention: None,
         }) {
@@ -96,6 +99,7 @@ impl Hub {
         self.is_ready().map_err(LiveError::Storage)?;
         match self.tx.try_send(Job {
             records: Vec::new(),
+            queued: std::time::Instant::now(),
             reply: None,
             retention: Some((plan, reply)),
         }) {
@@ -138,6 +142,7 @@ impl Hub {
         let mut replies = Vec::with_capacity(jobs.len());
         let mut planned = Vec::new();
         let mut reports = 0u64;
+        let oldest = jobs.iter().map(|j| j.queued).min();
         {
             let st = read_lock(&self.state);
             for job in jobs {
@@ -168,7 +173,12 @@ impl Hub {
         for (seq, rec) in &planned {
             rec.encode(*seq, frames);
         }
-        if let Err(e) = wal.append_durable(frames, first_seq) {
+        let synced = std::time::Instant::now();
+        let logged = wal.append_durable(frames, first_seq);
+        if let Some(o) = self.observer() {
+            o.log_sync(synced.elapsed().as_secs_f64());
+        }
+        if let Err(e) = logged {
             let why = format!("cannot write the log: {e}");
             self.fail(why.clone());
             for (reply, _) in replies {
@@ -188,6 +198,23 @@ impl Hub {
         drop(_commit);
         self.count_reports(reports);
         self.publish(changes);
+        if let Some(o) = self.observer() {
+            // The group's reports are on the stream: the oldest waited longest.
+            if reports > 0
+                && let Some(t) = oldest
+            {
+                o.stream_lag(t.elapsed().as_secs_f64());
+            }
+            for (_, r) in &planned {
+                if let Record::FenceEvent { kind, .. } = r {
+                    o.fence_event(match kind {
+                        0 => "enter",
+                        1 => "exit",
+                        _ => "cross",
+                    });
+                }
+            }
+        }
         for (reply, committed) in replies {
             if let Some(r) = reply {
                 r(Ok(committed));

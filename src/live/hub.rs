@@ -47,6 +47,8 @@ pub struct Hub {
     pub(super) keep_segments_s: AtomicU64,
     /// Sequence number covered by the last snapshot on disk.
     pub(super) snapshot_seq: AtomicU64,
+    /// The operations room's ears, once set.
+    observer: std::sync::OnceLock<std::sync::Arc<dyn super::LiveObserver>>,
 }
 
 /// One fix of a device's history.
@@ -196,6 +198,7 @@ impl Hub {
             keep_segments_s: AtomicU64::new(keep_segments_s),
             // The snapshot on disk covers what it was read with.
             snapshot_seq: AtomicU64::new(snap_seq_at_open),
+            observer: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&hub);
         std::thread::Builder::new()
@@ -222,8 +225,8 @@ impl Hub {
         &self.cfg
     }
 
-    /// `STORE/live`.
-    pub(super) fn live_dir(&self) -> PathBuf {
+    /// The directory of the device log and snapshots (`STORE/live`).
+    pub fn live_dir(&self) -> PathBuf {
         self.cfg.store_dir.join("live")
     }
 
@@ -321,6 +324,47 @@ impl Hub {
             Some(why) => Err(why.clone()),
             None => Ok(()),
         }
+    }
+
+    /// Sets who is told of ingest outcomes, log syncs, stream lag and geofence events (once;
+    /// later calls are ignored).
+    pub fn observe(&self, observer: std::sync::Arc<dyn super::LiveObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// The observer, if one is set.
+    pub fn observer(&self) -> Option<&dyn super::LiveObserver> {
+        self.observer.get().map(|o| o.as_ref())
+    }
+
+    /// Notes the outcome of payloads over `protocol` (see [`super::LiveObserver::ingest`]).
+    pub fn note_ingest(
+        &self,
+        protocol: &'static str,
+        outcome: &'static str,
+        payloads: u64,
+        records: u64,
+    ) {
+        if let Some(o) = self.observer() {
+            o.ingest(protocol, outcome, payloads, records);
+        }
+    }
+
+    /// Clients of the stream now.
+    pub fn stream_clients(&self) -> usize {
+        self.stream.clients()
+    }
+
+    /// Devices by live layer and state (`new`, `live`, `sleeping`, `overdue`, `lost`), counted
+    /// under the state's read lock without copying a device.
+    pub fn device_counts(&self) -> std::collections::BTreeMap<(String, &'static str), u64> {
+        let st = read_lock(&self.state);
+        let mut out = std::collections::BTreeMap::new();
+        for d in st.devices.values() {
+            *out.entry((d.layer.to_string(), d.state.as_str()))
+                .or_default() += 1;
+        }
+        out
     }
 
     /// Subscribes to the stream; `last_id` is the last event the client has (for resume).

@@ -117,3 +117,26 @@ fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     l.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// What the live room tells the operations room as it works (metrics); every method has a
+/// default that does nothing. Set once with [`Hub::observe`]. Called on hot paths: quick,
+/// never blocking.
+pub trait LiveObserver: Send + Sync {
+    /// `payloads` payloads over `protocol` (`coap`, `coaps`, `http`) ended as `outcome`
+    /// (`accepted`, `partial`, `refused`, `malformed`, `overloaded`, `unavailable`), with
+    /// `records` records stored between them.
+    fn ingest(
+        &self,
+        _protocol: &'static str,
+        _outcome: &'static str,
+        _payloads: u64,
+        _records: u64,
+    ) {
+    }
+    /// A group of records was written and made durable in `seconds`.
+    fn log_sync(&self, _seconds: f64) {}
+    /// A report reached the stream `seconds` after the server took it.
+    fn stream_lag(&self, _seconds: f64) {}
+    /// A geofence event was raised (`enter`, `exit`, `cross`).
+    fn fence_event(&self, _kind: &'static str) {}
+}

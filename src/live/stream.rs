@@ -57,6 +57,11 @@ impl Stream {
 
     /// Subscribes; `last_id` is the last event the client has, `applied` the last sequence
     /// number applied to the state (to tell whether a client with nothing kept missed any).
+    /// Subscribers now.
+    pub(super) fn clients(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     pub(super) fn subscribe(&self, last_id: Option<u64>, applied: u64) -> Subscription {
         let recent = lock(&self.recent);
         let events = self.events.subscribe();
