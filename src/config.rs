@@ -29,6 +29,7 @@
 //! coaps_bind = "127.0.0.1:5684"  # --coaps-bind / URBIS_COAPS_BIND: CoAP over DTLS (PSK)
 //! coap_dtls_only = false         # --coap-dtls-only: refuse plain CoAP reports (4.01)
 //! metrics_bind = "127.0.0.1:9464" # --metrics-bind: /metrics without a key on its own listener
+//! metrics = true                 # --no-metrics: count nothing (for measuring what metrics cost)
 //! ```
 
 use serde::Deserialize;
@@ -94,6 +95,8 @@ pub struct FileConfig {
     pub coap_dtls_only: Option<bool>,
     /// A listener of its own for `/metrics`, served without a key.
     pub metrics_bind: Option<String>,
+    /// Count requests, tiles and reports for `/metrics`.
+    pub metrics: Option<bool>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -148,6 +151,8 @@ pub struct Config {
     /// A listener of its own for `/metrics` (no key asked there: bind it to loopback or a
     /// network only the scraper reaches).
     pub metrics_bind: Option<SocketAddr>,
+    /// Count requests, tiles and reports for `/metrics` (default true).
+    pub metrics: bool,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -343,6 +348,7 @@ impl Config {
             })?),
         };
         Ok(Config {
+            metrics: o.metrics.or(f.metrics).unwrap_or(true),
             metrics_bind,
             coaps_bind,
             coap_dtls_only: o.coap_dtls_only.or(f.coap_dtls_only).unwrap_or(false),

@@ -273,6 +273,10 @@ struct ServeArgs {
     /// listener /metrics needs an administrator's key.
     #[arg(long, env = "URBIS_METRICS_BIND")]
     metrics_bind: Option<String>,
+    /// Count nothing for /metrics (no measuring layer, no observers): for measuring what the
+    /// metrics cost (benches/ops/metrics_cost.sh).
+    #[arg(long)]
+    no_metrics: bool,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate chain (PEM; with --tls-key).
     /// Both files are read again when they change: renew them with any ACME client.
     #[arg(long, env = "URBIS_TLS_CERT")]
@@ -655,6 +659,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 coaps_bind: a.coaps_bind,
                 coap_dtls_only: a.coap_dtls_only.then_some(true),
                 metrics_bind: a.metrics_bind,
+                metrics: a.no_metrics.then_some(false),
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             tracing_subscriber::fmt()

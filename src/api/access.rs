@@ -183,17 +183,18 @@ pub fn router(state: &AppState) -> Router<AppState> {
     for (spec, handler) in table() {
         let need = spec.need;
         let route = spec.path;
-        let guarded = handler
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                move |st: State<AppState>, req: Request, next: Next| guard(st, need, req, next),
-            ))
+        let mut guarded = handler.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            move |st: State<AppState>, req: Request, next: Next| guard(st, need, req, next),
+        ));
+        if state.metrics.enabled() {
             // Outermost: the time and status of everything, refusals by the guard included,
             // under the route's pattern (never the raw path).
-            .route_layer(axum::middleware::from_fn_with_state(
+            guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 move |st: State<AppState>, req: Request, next: Next| measured(st, route, req, next),
             ));
+        }
         r = r.route(spec.path, guarded);
     }
     r

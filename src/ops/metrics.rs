@@ -75,6 +75,7 @@ fn catch_up(counter: &Counter, total: u64) {
 
 /// Every metric of the server, and the registry that encodes them.
 pub struct Metrics {
+    enabled: bool,
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<HttpLabels, Histogram, fn() -> Histogram>,
@@ -113,6 +114,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut root = Registry::default();
         let m = Metrics {
+            enabled: true,
             registry: Registry::default(),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(seconds),
@@ -262,6 +264,20 @@ impl Metrics {
             registry: root,
             ..m
         }
+    }
+
+    /// Metrics that count nothing (`--no-metrics`): the server installs no measuring layer
+    /// and no observer, and `/metrics` shows zeros and the process figures.
+    pub fn disabled() -> Metrics {
+        Metrics {
+            enabled: false,
+            ..Metrics::new()
+        }
+    }
+
+    /// False for [`Metrics::disabled`].
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Notes an HTTP request: its method, route pattern (`unmatched` for none), status and

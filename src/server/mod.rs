@@ -312,9 +312,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || s.refresh()).await;
         }
     });
-    let metrics = Arc::new(crate::ops::metrics::Metrics::new());
-    engine.observe(Arc::clone(&metrics) as Arc<dyn crate::engine::TileObserver>);
-    hub.observe(Arc::clone(&metrics) as Arc<dyn crate::live::LiveObserver>);
+    let metrics = Arc::new(if config.metrics {
+        crate::ops::metrics::Metrics::new()
+    } else {
+        crate::ops::metrics::Metrics::disabled()
+    });
+    if config.metrics {
+        engine.observe(Arc::clone(&metrics) as Arc<dyn crate::engine::TileObserver>);
+        hub.observe(Arc::clone(&metrics) as Arc<dyn crate::live::LiveObserver>);
+    }
     let state = AppState {
         metrics,
         limiter: Arc::new(crate::security::limits::Limiter::new(config.rates)),
