@@ -30,6 +30,8 @@
 //! coap_dtls_only = false         # --coap-dtls-only: refuse plain CoAP reports (4.01)
 //! metrics_bind = "127.0.0.1:9464" # --metrics-bind: /metrics without a key on its own listener
 //! metrics = true                 # --no-metrics: count nothing (for measuring what metrics cost)
+//! log_format = "text"            # --log-format / URBIS_LOG_FORMAT: text or json (a line an object)
+//! slow_tile_ms = 500             # --slow-tile-ms: tiles slower than this are logged as warnings
 //! ```
 
 use serde::Deserialize;
@@ -97,6 +99,10 @@ pub struct FileConfig {
     pub metrics_bind: Option<String>,
     /// Count requests, tiles and reports for `/metrics`.
     pub metrics: Option<bool>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
+    /// Tiles slower than this many milliseconds are logged.
+    pub slow_tile_ms: Option<u64>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -153,6 +159,10 @@ pub struct Config {
     pub metrics_bind: Option<SocketAddr>,
     /// Count requests, tiles and reports for `/metrics` (default true).
     pub metrics: bool,
+    /// Log JSON lines instead of text.
+    pub log_json: bool,
+    /// Tiles slower than this many milliseconds are logged as warnings.
+    pub slow_tile_ms: u64,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -347,7 +357,26 @@ impl Config {
                 why: format!("{e}: give an address and port, e.g. 127.0.0.1:9464"),
             })?),
         };
+        let log_json = match o.log_format.or(f.log_format).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "log_format",
+                    value: other.to_string(),
+                    why: "give text or json".into(),
+                });
+            }
+        };
+        let slow_tile_ms = in_range(
+            "slow_tile_ms",
+            o.slow_tile_ms.or(f.slow_tile_ms).unwrap_or(500),
+            0,
+            3_600_000,
+        )?;
         Ok(Config {
+            log_json,
+            slow_tile_ms,
             metrics: o.metrics.or(f.metrics).unwrap_or(true),
             metrics_bind,
             coaps_bind,

@@ -273,6 +273,15 @@ struct ServeArgs {
     /// listener /metrics needs an administrator's key.
     #[arg(long, env = "URBIS_METRICS_BIND")]
     metrics_bind: Option<String>,
+    /// Log lines as `text` (for a person at a terminal) or `json` (one object a line, for a
+    /// log collector); the level is set by URBIS_LOG (e.g. debug: a line per request) [default:
+    /// text].
+    #[arg(long, env = "URBIS_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// A tile that takes longer than this to make is logged as a warning naming its layer,
+    /// z/x/y and milliseconds [default: 500].
+    #[arg(long, env = "URBIS_SLOW_TILE_MS")]
+    slow_tile_ms: Option<u64>,
     /// Count nothing for /metrics (no measuring layer, no observers): for measuring what the
     /// metrics cost (benches/ops/metrics_cost.sh).
     #[arg(long)]
@@ -660,15 +669,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 coap_dtls_only: a.coap_dtls_only.then_some(true),
                 metrics_bind: a.metrics_bind,
                 metrics: a.no_metrics.then_some(false),
+                log_format: a.log_format,
+                slow_tile_ms: a.slow_tile_ms,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("URBIS_LOG")
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            let filter = || {
+                tracing_subscriber::EnvFilter::try_from_env("URBIS_LOG")
+                    .unwrap_or_else(|_| "info".into())
+            };
+            if config.log_json {
+                // One JSON object a line, with the request's span (its id) on each.
+                tracing_subscriber::fmt()
+                    .json()
+                    .with_current_span(true)
+                    .with_env_filter(filter())
+                    .with_writer(std::io::stderr)
+                    .init();
+            } else {
+                tracing_subscriber::fmt()
+                    .with_env_filter(filter())
+                    .with_writer(std::io::stderr)
+                    .init();
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

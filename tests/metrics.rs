@@ -301,3 +301,86 @@ fn ready_names_the_log_check_when_its_directory_is_unwritable_and_recovers() {
         String::from_utf8_lossy(&ready.body)
     );
 }
+
+/// `--log-format json`: every line is a JSON object; a request's lines carry its id (the
+/// client's `x-request-id`, echoed, or a new one); a slow tile is a warning naming its layer,
+/// z/x/y and milliseconds; a key sent in the query string appears in no line.
+#[test]
+fn json_logs_carry_the_request_id_name_slow_tiles_and_never_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    common::import_json(
+        &common::data("tests/data/montevideo/montevideo.geojson.gz"),
+        &store,
+        &["--layer", "montevideo"],
+    );
+    let key = common::api_key(&store, "admin");
+    let log = dir.path().join("serve.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbis"));
+    cmd.args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--coap-bind",
+        "127.0.0.1:0",
+        "--coaps-bind",
+        "127.0.0.1:0",
+        "--no-demo",
+        "--log-format",
+        "json",
+        "--slow-tile-ms",
+        "0",
+        "--store",
+    ])
+    .arg(&store)
+    .env("URBIS_LOG", "debug");
+    let server = Server::spawn_to(cmd, std::fs::File::create(&log).unwrap().into());
+    let auth = format!("Bearer {key}");
+    let r = common::http_get(
+        &server.addr,
+        "/tiles/montevideo/14/5634/9889.mvt",
+        &[("x-request-id", "test-req-42"), ("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-request-id"), Some("test-req-42"));
+    let r = common::http_get(&server.addr, &format!("/catalog?key={key}"), &[]);
+    assert_eq!(r.status, 200);
+    let generated = r.header("x-request-id").unwrap().to_string();
+    assert_eq!(generated.len(), 16, "{generated}");
+    assert!(generated.bytes().all(|c| c.is_ascii_hexdigit()));
+    // A request id that is not a short token is replaced.
+    let r = common::http_get(&server.addr, "/health", &[("x-request-id", "a b\"c")]);
+    assert_ne!(r.header("x-request-id"), Some("a b\"c"));
+
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of = |id: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["span"]["id"] == id).collect()
+    };
+    let slow: Vec<_> = of("test-req-42")
+        .into_iter()
+        .filter(|l| l["fields"]["message"] == "slow tile")
+        .collect();
+    assert_eq!(slow.len(), 1, "{text}");
+    let f = &slow[0]["fields"];
+    assert_eq!(slow[0]["level"], "WARN");
+    assert_eq!(f["layer"], "montevideo");
+    assert_eq!(
+        (f["z"].as_u64(), f["x"].as_u64(), f["y"].as_u64()),
+        (Some(14), Some(5634), Some(9889))
+    );
+    assert!(f["ms"].as_u64().is_some(), "{f}");
+    let answered: Vec<_> = of(&generated)
+        .into_iter()
+        .filter(|l| l["fields"]["message"] == "answered")
+        .collect();
+    assert_eq!(answered.len(), 1, "{text}");
+    assert_eq!(answered[0]["fields"]["path"], "/catalog");
+    assert_eq!(answered[0]["fields"]["status"], 200);
+    assert!(!text.contains(&key), "the key is in the log");
+}

@@ -200,6 +200,46 @@ pub fn router(state: &AppState) -> Router<AppState> {
     r
 }
 
+/// Gives every request an id: the client's `x-request-id` when it is a short token, else a new
+/// one; every log line of the request carries it (a `request` span) and the answer echoes it.
+/// At debug level (`URBIS_LOG=debug`) a line per request: method, path (never the query, which
+/// may hold a key), status and milliseconds.
+pub async fn request_id(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c))
+        })
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| {
+        let mut b = [0u8; 8];
+        let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    });
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let span = tracing::info_span!("request", id = %id);
+    let started = std::time::Instant::now();
+    let mut res = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            method = %method,
+            path = %path,
+            status = res.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "answered"
+        );
+    });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
 /// Counts and times a request under its route pattern.
 async fn measured(
     State(st): State<AppState>,

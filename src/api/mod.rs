@@ -45,6 +45,8 @@ pub struct AppState {
     pub limiter: Arc<crate::security::limits::Limiter>,
     /// The operations room's metrics.
     pub metrics: Arc<crate::ops::metrics::Metrics>,
+    /// Tiles that take longer to make are logged as warnings.
+    pub slow_tile: std::time::Duration,
 }
 
 /// The router of the tile API.
@@ -54,11 +56,16 @@ pub fn router(state: AppState) -> Router {
         .allow_origin(Any)
         .allow_methods(access::methods())
         .allow_headers(Any)
-        .expose_headers([header::ETAG, header::CONTENT_ENCODING]);
+        .expose_headers([
+            header::ETAG,
+            header::CONTENT_ENCODING,
+            header::HeaderName::from_static("x-request-id"),
+        ]);
     access::router(&state)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(access::sizes))
         .layer(cors)
+        .layer(axum::middleware::from_fn(access::request_id))
         .with_state(state)
 }
 
@@ -202,17 +209,31 @@ async fn tile(
     // Cache hits are answered here; generation runs on the blocking pool.
     let body = match st.engine.cached_as(&request, tile, gzip) {
         Ok(Some(hit)) => hit,
-        Ok(None) => match generate(
-            &st.engine,
-            names.into_iter().zip(views).collect(),
-            tile,
-            gzip,
-        )
-        .await
-        {
-            Ok(b) => b,
-            Err(p) => return p.into_response(),
-        },
+        Ok(None) => {
+            let started = std::time::Instant::now();
+            let made = generate(
+                &st.engine,
+                names.into_iter().zip(views).collect(),
+                tile,
+                gzip,
+            )
+            .await;
+            let took = started.elapsed();
+            if took > st.slow_tile {
+                tracing::warn!(
+                    layer = %layers,
+                    z = tile.z,
+                    x = tile.x,
+                    y = tile.y,
+                    ms = took.as_millis() as u64,
+                    "slow tile"
+                );
+            }
+            match made {
+                Ok(b) => b,
+                Err(p) => return p.into_response(),
+            }
+        }
         Err(e) => return engine_problem(e).into_response(),
     };
     tile_response(&body, &cache_control, &headers)

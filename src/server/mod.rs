@@ -33,8 +33,8 @@ pub fn import_demo_if_empty(store: &Store) -> anyhow::Result<()> {
         return Ok(());
     }
     let Some(dir) = demo_dir() else {
-        eprintln!(
-            "urbis: the store is empty and no demo data was found (looked for data/helsinki/); import layers with `urbis import`"
+        tracing::warn!(
+            "the store is empty and no demo data was found (looked for data/helsinki/); import layers with `urbis import`"
         );
         return Ok(());
     };
@@ -42,10 +42,7 @@ pub fn import_demo_if_empty(store: &Store) -> anyhow::Result<()> {
         ("helsinki/helsinki.geojson", "helsinki"),
         ("helsinki/helsinki_layers.gpkg", "helsinki"),
     ] {
-        eprintln!(
-            "urbis: importing demo layer(s) from {}",
-            dir.join(file).display()
-        );
+        tracing::info!("importing demo layer(s) from {}", dir.join(file).display());
         let opts = ImportOptions {
             file: dir.join(file),
             layer: Some(layer.to_string()),
@@ -65,9 +62,11 @@ pub fn import_demo_if_empty(store: &Store) -> anyhow::Result<()> {
                     personal: false,
                 },
             )?;
-            eprintln!(
-                "urbis:   {} v{}: {} features",
-                o.layer, o.version.version, o.version.features
+            tracing::info!(
+                "imported {} v{}: {} features",
+                o.layer,
+                o.version.version,
+                o.version.features
             );
         }
     }
@@ -185,7 +184,7 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    eprintln!("urbis: shutting down");
+    tracing::info!("shutting down");
 }
 
 /// Runs the server until a shutdown signal.
@@ -250,8 +249,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             format!(" and coaps on udp://{at}")
         }
         Err(e) if config.coaps_bind == crate::config::DEFAULT_COAPS_BIND.parse()? => {
-            eprintln!(
-                "urbis: CoAP over DTLS is off: cannot listen on udp {} ({e}); set --coaps-bind to another address",
+            tracing::warn!(
+                "CoAP over DTLS is off: cannot listen on udp {} ({e}); set --coaps-bind to another address",
                 config.coaps_bind
             );
             " and coaps off".to_string()
@@ -270,8 +269,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // The default port taken (another CoAP server on this machine) should not stop the
         // tile server that the README's one command starts; another address that fails does.
         Err(e) if config.coap_bind == crate::config::DEFAULT_COAP_BIND.parse()? => {
-            eprintln!(
-                "urbis: CoAP is off: cannot listen on udp {} ({e}); set --coap-bind to another address",
+            tracing::warn!(
+                "CoAP is off: cannot listen on udp {} ({e}); set --coap-bind to another address",
                 config.coap_bind
             );
             format!("coap off{coaps}")
@@ -322,6 +321,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hub.observe(Arc::clone(&metrics) as Arc<dyn crate::live::LiveObserver>);
     }
     let state = AppState {
+        slow_tile: Duration::from_millis(config.slow_tile_ms),
         metrics,
         limiter: Arc::new(crate::security::limits::Limiter::new(config.rates)),
         security,
@@ -398,8 +398,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some(acceptor)
         }
         _ => {
-            eprintln!(
-                "urbis: serving plain HTTP: API keys travel in clear text unless a TLS proxy is in front (or give --tls-cert and --tls-key)"
+            tracing::warn!(
+                "serving plain HTTP: API keys travel in clear text unless a TLS proxy is in front (or give --tls-cert and --tls-key)"
             );
             None
         }

@@ -138,7 +138,13 @@ impl Server {
 
     /// Starts a prepared `urbis serve` command (it must print the "listening" line) and waits
     /// for that line.
-    pub fn spawn(mut cmd: Command) -> Server {
+    pub fn spawn(cmd: Command) -> Server {
+        Self::spawn_to(cmd, std::process::Stdio::inherit())
+    }
+
+    /// Like [`Server::spawn`], with the server's log (stderr) going to `stderr`; a
+    /// `URBIS_LOG` set on the command is kept (else warnings only).
+    pub fn spawn_to(mut cmd: Command, stderr: std::process::Stdio) -> Server {
         use std::io::{BufRead, BufReader};
         // The tests read what an administrator may: an admin key of the store, when the
         // command names it.
@@ -151,10 +157,12 @@ impl Server {
             .position(|a| a == "--store")
             .and_then(|i| args.get(i + 1))
             .map(|store| api_key(Path::new(store), "admin"));
+        if !cmd.get_envs().any(|(k, _)| k == "URBIS_LOG") {
+            cmd.env("URBIS_LOG", "warn");
+        }
         let mut child = cmd
-            .env("URBIS_LOG", "warn")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start urbis serve");
         let stdout = child.stdout.take().unwrap();
