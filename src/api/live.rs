@@ -697,9 +697,10 @@ fn audit(
 }
 
 /// `GET /ready`: 200 when every check passes (store readable, device log in service and
-/// writable, catalog read within 10 s), else 503; both name each check and which failed.
+/// writable, listeners running, catalog read within 10 s), else 503; both name each check and
+/// which failed.
 pub async fn ready(State(st): State<AppState>) -> Response {
-    let checks = crate::ops::ready::checks(&st.engine, st.live.as_deref());
+    let checks = crate::ops::ready::checks(&st.engine, st.live.as_deref(), &st.listeners);
     let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
     let body = json!({
         "status": if failed.is_empty() { "ready" } else { "not ready" },

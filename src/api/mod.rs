@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: Arc<crate::ops::metrics::Metrics>,
     /// Tiles that take longer to make are logged as warnings.
     pub slow_tile: std::time::Duration,
+    /// The server's listeners, for `/ready`.
+    pub listeners: Arc<crate::ops::ready::Listeners>,
 }
 
 /// The router of the tile API.

@@ -4,6 +4,8 @@
 use crate::engine::Engine;
 use crate::live::Hub;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A catalog not read for this long means the watcher is stuck (it runs every second).
 pub const REFRESH_STALE_S: u64 = 10;
@@ -11,7 +13,7 @@ pub const REFRESH_STALE_S: u64 = 10;
 /// One check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// Its name: `store`, `log`, `catalog_refresh`.
+    /// Its name: `store`, `log`, `listeners`, `catalog_refresh`.
     pub name: &'static str,
     /// Whether it passed.
     pub ok: bool,
@@ -19,8 +21,72 @@ pub struct Check {
     pub detail: String,
 }
 
+/// One listener of the server (CoAP, CoAP over DTLS, metrics) as the `listeners` check sees
+/// it: up until its task ends, whichever way (its [`Running`] guard is dropped).
+#[derive(Debug)]
+pub struct ListenerState {
+    name: &'static str,
+    at: String,
+    up: AtomicBool,
+}
+
+/// Held by a listener's task; dropped when the task ends (returns, fails or panics).
+#[derive(Debug)]
+pub struct Running(Arc<ListenerState>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.up.store(false, Ordering::Release);
+        // Also at shutdown, when the runtime drops its tasks: /ready tells, not this line.
+        tracing::debug!(listener = self.0.name, at = %self.0.at, "a listener stopped");
+    }
+}
+
+/// The listeners of a server. One that was never started (its port taken at start, said in
+/// the log) is not listed: the server runs without it, and says so in its first line.
+#[derive(Debug, Default)]
+pub struct Listeners(Mutex<Vec<Arc<ListenerState>>>);
+
+impl Listeners {
+    /// Notes that listener `name` runs at `at`; the guard goes into its task.
+    pub fn started(&self, name: &'static str, at: impl Into<String>) -> Running {
+        let s = Arc::new(ListenerState {
+            name,
+            at: at.into(),
+            up: AtomicBool::new(true),
+        });
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&s));
+        Running(s)
+    }
+
+    /// The `listeners` check: every started listener still runs.
+    pub fn check(&self) -> Check {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let down: Vec<String> = all
+            .iter()
+            .filter(|l| !l.up.load(Ordering::Acquire))
+            .map(|l| format!("{} on {} stopped", l.name, l.at))
+            .collect();
+        Check {
+            name: "listeners",
+            ok: down.is_empty(),
+            detail: if down.is_empty() {
+                std::iter::once("http answers".to_string())
+                    .chain(all.iter().map(|l| format!("{} on {}", l.name, l.at)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            } else {
+                down.join("; ")
+            },
+        }
+    }
+}
+
 /// Every check, now.
-pub fn checks(engine: &Engine, hub: Option<&Hub>) -> Vec<Check> {
+pub fn checks(engine: &Engine, hub: Option<&Hub>, listeners: &Listeners) -> Vec<Check> {
     let mut out = Vec::new();
     let dir = engine.store().dir();
     out.push(match std::fs::read_dir(dir) {
@@ -51,6 +117,7 @@ pub fn checks(engine: &Engine, hub: Option<&Hub>) -> Vec<Check> {
             detail: log.map_or_else(|e| e, |()| format!("{} writable", live.display())),
         });
     }
+    out.push(listeners.check());
     let at = engine.refreshed_at();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -66,4 +133,23 @@ pub fn checks(engine: &Engine, hub: Option<&Hub>) -> Vec<Check> {
         },
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_whose_task_ends_fails_the_check() {
+        let l = Listeners::default();
+        let coap = l.started("coap", "udp://127.0.0.1:5683");
+        let _dtls = l.started("coaps", "udp://127.0.0.1:5684");
+        let c = l.check();
+        assert!(c.ok, "{c:?}");
+        assert!(c.detail.contains("coap on udp://127.0.0.1:5683"), "{c:?}");
+        drop(coap);
+        let c = l.check();
+        assert!(!c.ok);
+        assert_eq!(c.detail, "coap on udp://127.0.0.1:5683 stopped");
+    }
 }

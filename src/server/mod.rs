@@ -237,15 +237,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    let listeners = Arc::new(crate::ops::ready::Listeners::default());
     let coap_listener = crate::live::coap::Listener::new(Arc::clone(&hub));
     let coaps = match tokio::net::UdpSocket::bind(config.coaps_bind).await {
         Ok(socket) => {
             let at = socket.local_addr()?;
-            tokio::spawn(crate::live::dtls::run(
-                Arc::clone(&coap_listener),
-                Arc::clone(&hub),
-                socket,
-            ));
+            let running = listeners.started("coaps", format!("udp://{at}"));
+            let task = crate::live::dtls::run(Arc::clone(&coap_listener), Arc::clone(&hub), socket);
+            tokio::spawn(async move {
+                let _running = running;
+                task.await
+            });
             format!(" and coaps on udp://{at}")
         }
         Err(e) if config.coaps_bind == crate::config::DEFAULT_COAPS_BIND.parse()? => {
@@ -263,7 +265,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let coap = match tokio::net::UdpSocket::bind(config.coap_bind).await {
         Ok(socket) => {
             let at = socket.local_addr()?;
-            tokio::spawn(Arc::clone(&coap_listener).run(socket));
+            let running = listeners.started("coap", format!("udp://{at}"));
+            let task = Arc::clone(&coap_listener).run(socket);
+            tokio::spawn(async move {
+                let _running = running;
+                task.await
+            });
             format!("coap on udp://{at}{coaps}")
         }
         // The default port taken (another CoAP server on this machine) should not stop the
@@ -321,6 +328,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hub.observe(Arc::clone(&metrics) as Arc<dyn crate::live::LiveObserver>);
     }
     let state = AppState {
+        listeners: Arc::clone(&listeners),
         slow_tile: Duration::from_millis(config.slow_tile_ms),
         metrics,
         limiter: Arc::new(crate::security::limits::Limiter::new(config.rates)),
@@ -414,7 +422,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let router = axum::Router::new()
             .route("/metrics", axum::routing::get(crate::api::metrics))
             .with_state(state_for_metrics);
+        let running = listeners.started("metrics", format!("http://{}", scrape.local_addr()?));
         tokio::spawn(async move {
+            let _running = running;
             if let Err(e) = axum::serve(scrape, router).await {
                 tracing::error!(error = %e, "the metrics listener stopped");
             }
