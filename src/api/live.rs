@@ -128,16 +128,7 @@ pub async fn ingest(
     let admission = match hub.admit(secret.as_deref(), None, format, &body, now_s()) {
         Ok(a) => a,
         Err(e) => {
-            hub.note_ingest(
-                "http",
-                if matches!(e, AdmitError::Malformed(_) | AdmitError::TooLarge { .. }) {
-                    "malformed"
-                } else {
-                    "refused"
-                },
-                1,
-                0,
-            );
+            hub.note_ingest("http", e.outcome(), 1, 0);
             let (status, title) = match e {
                 AdmitError::MissingCredential => (StatusCode::UNAUTHORIZED, "Credential needed"),
                 AdmitError::BadCredential => (StatusCode::UNAUTHORIZED, "Unknown credential"),

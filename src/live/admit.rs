@@ -81,6 +81,17 @@ pub enum AdmitError {
     Malformed(String),
 }
 
+impl AdmitError {
+    /// The outcome it counts as ([`super::LiveObserver::ingest`]): `malformed` for a payload
+    /// that cannot be read or is too large, `refused` for a credential or device refused.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            AdmitError::Malformed(_) | AdmitError::TooLarge { .. } => "malformed",
+            _ => "refused",
+        }
+    }
+}
+
 impl From<AuthError> for AdmitError {
     fn from(e: AuthError) -> Self {
         match e {

@@ -342,6 +342,7 @@ impl Listener {
                 ));
             }
         };
+        let protocol = if session.is_some() { "coaps" } else { "coap" };
         let admission = match session {
             Some(identity) => {
                 self.hub
@@ -358,13 +359,7 @@ impl Listener {
                 .admit(secret, Some(device), format, &req.payload, now_s),
         }
         .map_err(|e| {
-            let kind = if matches!(e, AdmitError::Malformed(_) | AdmitError::TooLarge { .. }) {
-                "malformed"
-            } else {
-                "refused"
-            };
-            let protocol = if session.is_some() { "coaps" } else { "coap" };
-            self.hub.note_ingest(protocol, kind, 1, 0);
+            self.hub.note_ingest(protocol, e.outcome(), 1, 0);
             e
         })
         .map_err(|e| match e {
@@ -378,7 +373,6 @@ impl Listener {
             })?;
         // One message, one answer: a payload with a bad record is refused whole.
         if let Some(r) = admission.rejected.first() {
-            let protocol = if session.is_some() { "coaps" } else { "coap" };
             self.hub.note_ingest(protocol, "malformed", 1, 0);
             return Err((ResponseType::BadRequest, r.error.clone()));
         }

@@ -256,9 +256,15 @@ impl Metrics {
         p.register("threads", "Threads", m.process_threads.clone());
         p.register_with_unit(
             "start_time",
-            "Start time of the process since the Unix epoch",
+            "When the metrics began (the server's start), seconds since the Unix epoch",
             Unit::Seconds,
             m.process_start.clone(),
+        );
+        // It does not change: set once.
+        m.process_start.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()) as i64,
         );
         Metrics {
             registry: root,
@@ -362,18 +368,6 @@ impl Metrics {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
         {
             self.process_resident.set(kb * 1024);
-        }
-        if let Ok(uptime) = std::fs::read_to_string("/proc/uptime")
-            && let Some(up) = uptime
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-        {
-            let boot = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-                - up;
-            self.process_start.set((boot + field(22) / TICKS) as i64);
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
             self.process_fds.set(fds.count() as i64);
