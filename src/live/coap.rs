@@ -358,10 +358,7 @@ impl Listener {
                 .hub
                 .admit(secret, Some(device), format, &req.payload, now_s),
         }
-        .map_err(|e| {
-            self.hub.note_ingest(protocol, e.outcome(), 1, 0);
-            e
-        })
+        .inspect_err(|e| self.hub.note_ingest(protocol, e.outcome(), 1, 0))
         .map_err(|e| match e {
                 AdmitError::UnknownDevice(_) => (ResponseType::NotFound, e.to_string()),
                 AdmitError::MissingCredential | AdmitError::BadCredential => (
