@@ -32,6 +32,7 @@
 //! metrics = true                 # --no-metrics: count nothing (for measuring what metrics cost)
 //! log_format = "text"            # --log-format / URBIS_LOG_FORMAT: text or json (a line an object)
 //! slow_tile_ms = 500             # --slow-tile-ms: tiles slower than this are logged as warnings
+//! alerts = "alerts.toml"         # --alerts / URBIS_ALERTS: alert rules (see `ops::alerts`)
 //! ```
 
 use serde::Deserialize;
@@ -103,6 +104,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Tiles slower than this many milliseconds are logged.
     pub slow_tile_ms: Option<u64>,
+    /// The alert rules file.
+    pub alerts: Option<PathBuf>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -163,6 +166,8 @@ pub struct Config {
     pub log_json: bool,
     /// Tiles slower than this many milliseconds are logged as warnings.
     pub slow_tile_ms: u64,
+    /// Alert rules, read and checked from `--alerts`.
+    pub alerts: Option<crate::ops::alerts::Rules>,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -374,7 +379,18 @@ impl Config {
             0,
             3_600_000,
         )?;
+        let alerts = match o.alerts.or(f.alerts) {
+            None => None,
+            Some(path) => Some(crate::ops::alerts::Rules::load(&path).map_err(|why| {
+                ConfigError::Invalid {
+                    key: "alerts",
+                    value: path.display().to_string(),
+                    why,
+                }
+            })?),
+        };
         Ok(Config {
+            alerts,
             log_json,
             slow_tile_ms,
             metrics: o.metrics.or(f.metrics).unwrap_or(true),

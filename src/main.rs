@@ -282,10 +282,17 @@ struct ServeArgs {
     /// z/x/y and milliseconds [default: 500].
     #[arg(long, env = "URBIS_SLOW_TILE_MS")]
     slow_tile_ms: Option<u64>,
-    /// Count nothing for /metrics (no measuring layer, no observers): for measuring what the
-    /// metrics cost (benches/ops/metrics_cost.sh).
+    /// Count nothing for /metrics (the Prometheus families are not fed; the minute figures of
+    /// the operation report still are): for measuring what the metrics cost
+    /// (benches/ops/metrics_cost.sh).
     #[arg(long)]
     no_metrics: bool,
+    /// Alert rules (TOML): devices lost, layers silent, geofence alarms open too long, ingest
+    /// refused, slow tiles, /ready failing, disk filling. Firing and resolved alerts go to
+    /// /stream (`alert` events), GET /alerts, the log and an optional webhook. A commented
+    /// example: examples/alerts.toml; `urbis alerts check FILE` checks one.
+    #[arg(long, env = "URBIS_ALERTS")]
+    alerts: Option<PathBuf>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate chain (PEM; with --tls-key).
     /// Both files are read again when they change: renew them with any ACME client.
     #[arg(long, env = "URBIS_TLS_CERT")]
@@ -671,6 +678,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics: a.no_metrics.then_some(false),
                 log_format: a.log_format,
                 slow_tile_ms: a.slow_tile_ms,
+                alerts: a.alerts,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             let filter = || {

@@ -163,6 +163,13 @@ fn table() -> Vec<Entry> {
             Right(R::Admin),
             post(admin::retention_run),
         ),
+        entry("GET", "/alerts", Right(R::Stream), get(super::ops::alerts)),
+        entry(
+            "GET",
+            "/admin/report",
+            Right(R::Admin),
+            get(super::ops::report),
+        ),
         entry(
             "GET",
             "/admin/audit",
@@ -187,14 +194,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
             state.clone(),
             move |st: State<AppState>, req: Request, next: Next| guard(st, need, req, next),
         ));
-        if state.metrics.enabled() {
-            // Outermost: the time and status of everything, refusals by the guard included,
-            // under the route's pattern (never the raw path).
-            guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                move |st: State<AppState>, req: Request, next: Next| measured(st, route, req, next),
-            ));
-        }
+        // Outermost: the time and status of everything, refusals by the guard included,
+        // under the route's pattern (never the raw path).
+        guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            move |st: State<AppState>, req: Request, next: Next| measured(st, route, req, next),
+        ));
         r = r.route(spec.path, guarded);
     }
     r
@@ -250,12 +255,12 @@ async fn measured(
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let res = next.run(req).await;
-    st.metrics.http(
-        method.as_str(),
-        route,
-        res.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    let status = res.status().as_u16();
+    if st.metrics.enabled() {
+        st.metrics.http(method.as_str(), route, status, seconds);
+    }
+    st.minutes.request(status, seconds);
     res
 }
 

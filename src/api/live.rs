@@ -436,14 +436,19 @@ impl Filter {
 }
 
 fn sse_event(e: &StreamEvent) -> Event {
-    Event::default()
-        .id(e.id.to_string())
-        .event(e.event)
-        .data(e.data.clone())
+    let ev = Event::default().event(e.event).data(e.data.clone());
+    // An alert is not in the device log: it carries no id of its own (a resuming client's
+    // Last-Event-ID stays the last logged event's).
+    if e.event == "alert" {
+        ev
+    } else {
+        ev.id(e.id.to_string())
+    }
 }
 
 /// `GET /stream?layers=a,b&bbox=minlon,minlat,maxlon,maxlat`: Server-Sent Events
-/// (`position`, `state`, `geofence`, `geofences`, `removed`) with ids; `Last-Event-ID` resumes. A client
+/// (`position`, `state`, `geofence`, `geofences`, `removed` with ids; `alert` from the alert
+/// rules); `Last-Event-ID` resumes. A client
 /// that falls [`crate::live::STREAM_BUFFER`] events behind gets a final `cutoff` event and
 /// is disconnected; ingest never waits for it.
 pub async fn stream(

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod catalog;
 pub mod fuzzing;
 pub mod live;
+pub mod ops;
 pub mod problem;
 pub mod styles;
 pub mod viewer;
@@ -49,6 +50,10 @@ pub struct AppState {
     pub slow_tile: std::time::Duration,
     /// The server's listeners, for `/ready`.
     pub listeners: Arc<crate::ops::ready::Listeners>,
+    /// The minute figures (operation report, alert rules).
+    pub minutes: Arc<crate::ops::minutes::Minutes>,
+    /// The alert rules, when `--alerts` gave some.
+    pub alerts: Option<Arc<crate::ops::alerts::Alerts>>,
 }
 
 /// The router of the tile API.
@@ -221,6 +226,16 @@ async fn tile(
             )
             .await;
             let took = started.elapsed();
+            if let Ok(b) = &made {
+                st.minutes.tile_made(crate::ops::minutes::TileNote {
+                    layers: layers.clone(),
+                    z: tile.z,
+                    x: tile.x,
+                    y: tile.y,
+                    ms: took.as_secs_f64() * 1000.0,
+                    bytes: b.bytes.len() as u64,
+                });
+            }
             if took > st.slow_tile {
                 tracing::warn!(
                     layer = %layers,
@@ -613,7 +628,10 @@ async fn audit_log(
 
 /// `GET /metrics`: the Prometheus exposition (OpenMetrics text).
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    let body = st.metrics.render(&st.engine, st.live.as_deref());
+    let ready = crate::ops::ready::checks(&st.engine, st.live.as_deref(), &st.listeners)
+        .iter()
+        .all(|c| c.ok);
+    let body = st.metrics.render(&st.engine, st.live.as_deref(), ready);
     (
         [(header::CONTENT_TYPE, crate::ops::metrics::CONTENT_TYPE)],
         body,

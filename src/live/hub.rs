@@ -10,7 +10,7 @@ use super::fence::Fence;
 use super::registry::{Digest16, RegIndex, RegistryDb, digest16, parse_hash};
 use super::snapshot;
 use super::state::{Change, DevState, Device, LiveState};
-use super::stream::{self, Rate, Stream, Subscription};
+use super::stream::{self, Rate, Stream, StreamEvent, Subscription};
 use super::tiles::{self, TileCache};
 use super::wal::{self, Record, Wal};
 use super::{LiveConfig, LiveError, lock, now_s, payload, read_lock, write_lock};
@@ -93,6 +93,18 @@ pub struct DeviceList {
     pub reports_last_minute: u64,
     /// Reports applied in all.
     pub reports_total: u64,
+}
+
+/// Live figures at one moment ([`Hub::pulse`]).
+#[derive(Debug, Clone, Default)]
+pub struct Pulse {
+    /// Devices by layer and state.
+    pub states: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// The latest server time a device of each layer reported (layers whose devices never
+    /// reported are absent).
+    pub last_report: BTreeMap<String, f64>,
+    /// When each open geofence alarm began (device time).
+    pub alarms_since: Vec<f64>,
 }
 
 /// What a catalog or TileJSON says of a live layer.
@@ -355,16 +367,58 @@ impl Hub {
         self.stream.clients()
     }
 
-    /// Devices by live layer and state (`new`, `live`, `sleeping`, `overdue`, `lost`), counted
-    /// under the state's read lock without copying a device.
-    pub fn device_counts(&self) -> std::collections::BTreeMap<(String, &'static str), u64> {
+    /// The figures the alert rules and the operation report watch, in one pass under the
+    /// state's read lock.
+    pub fn pulse(&self) -> Pulse {
         let st = read_lock(&self.state);
-        let mut out = std::collections::BTreeMap::new();
+        let mut p = Pulse::default();
         for d in st.devices.values() {
-            *out.entry((d.layer.to_string(), d.state.as_str()))
+            *p.states
+                .entry(d.layer.to_string())
+                .or_default()
+                .entry(d.state.as_str())
                 .or_default() += 1;
+            if let Some(t) = d.last_seen {
+                let last = p.last_report.entry(d.layer.to_string()).or_insert(t);
+                *last = last.max(t);
+            }
         }
-        out
+        p.alarms_since = st.inside.values().copied().collect();
+        p
+    }
+
+    /// Every device with a position: where it is and its state (for the report's map).
+    pub fn positions(&self) -> Vec<([f64; 2], String)> {
+        let st = read_lock(&self.state);
+        st.devices
+            .values()
+            .filter_map(|d| Some((d.pos?, d.state.as_str().to_string())))
+            .collect()
+    }
+
+    /// Writes a snapshot now, on this thread (at shutdown: the next start replays nothing,
+    /// and `urbis report` maps the last positions).
+    pub fn snapshot_now(&self) {
+        // Not while the committer's own snapshot is being written (it is as recent).
+        if self.snapshot_busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.write_snapshot();
+        self.snapshot_busy.store(false, Ordering::Release);
+    }
+
+    /// Sends an `alert` event to the stream's subscribers (of `layer`'s events when given, to
+    /// every subscriber otherwise). It is not in the device log: its id is the last applied
+    /// sequence number, which the stream does not send for it (ids stay unique).
+    pub fn publish_alert(&self, layer: Option<String>, data: String) {
+        let id = read_lock(&self.state).seq;
+        self.stream.send(vec![StreamEvent {
+            id,
+            event: "alert",
+            layer,
+            pos: None,
+            data,
+        }]);
     }
 
     /// Subscribes to the stream; `last_id` is the last event the client has (for resume).

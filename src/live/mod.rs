@@ -40,7 +40,7 @@ mod wal;
 
 pub use admit::{Admission, AdmitError, Batch, Rejected};
 pub use committer::{Committed, Reply};
-pub use hub::{DeviceList, DeviceQuery, Fix, Hub, LiveLayerInfo};
+pub use hub::{DeviceList, DeviceQuery, Fix, Hub, LiveLayerInfo, Pulse};
 pub use payload::Format;
 pub use registry::Principal;
 pub use retention::{Deleted, RetentionPlan, RetentionReport};

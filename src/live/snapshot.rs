@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub fences: Vec<serde_json::Value>,
     /// Open alarms.
     pub inside: Vec<(String, String)>,
+    /// When each open alarm began (device time), in the order of `inside`.
+    #[serde(default)]
+    pub inside_since: Vec<f64>,
     /// Reports applied in all.
     pub reports_total: u64,
 }
@@ -71,6 +74,8 @@ pub struct SnapshotRef<'a> {
     pub fences: Vec<serde_json::Value>,
     /// Open alarms.
     pub inside: Vec<&'a (String, String)>,
+    /// When each open alarm began (device time), in the order of `inside`.
+    pub inside_since: Vec<f64>,
     /// Reports applied in all.
     pub reports_total: u64,
 }

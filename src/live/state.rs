@@ -14,7 +14,7 @@ use super::wal::{Record, ReportRec};
 use crate::tile::mercator::lonlat_to_grid;
 use rstar::primitives::GeomWithData;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A device state, from the time since its last report and its expected interval.
@@ -202,8 +202,9 @@ pub struct LiveState {
     names: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// The geofences (sorted by id), indexed.
     pub fence_set: FenceSet,
-    /// (fence, device) pairs with the device inside: open alarms.
-    pub inside: BTreeSet<(String, String)>,
+    /// (fence, device) pairs with the device inside, open alarms, with the device time of the
+    /// report that entered.
+    pub inside: BTreeMap<(String, String), f64>,
     /// Last sequence number applied.
     pub seq: u64,
     /// Report counts, for rates.
@@ -277,7 +278,7 @@ impl LiveState {
             if let Some(d) = self.devices.get(&id).cloned() {
                 self.remove_point(&d);
                 self.devices.remove(&id);
-                self.inside.retain(|(_, dev)| dev != &id);
+                self.inside.retain(|(_, dev), _| dev != &id);
                 touched.push((id, d.pos, d.layer.to_string()));
             }
         }
@@ -346,7 +347,7 @@ impl LiveState {
             return;
         };
         self.remove_point(&d);
-        self.inside.retain(|(_, dev)| dev != id);
+        self.inside.retain(|(_, dev), _| dev != id);
         if let Some(d) = self.devices.get_mut(id) {
             d.pos = None;
             d.t = None;
@@ -464,7 +465,7 @@ impl LiveState {
                 let key = (fence.clone(), device.clone());
                 let kind = match kind {
                     0 => {
-                        self.inside.insert(key);
+                        self.inside.insert(key, *t);
                         FenceEventKind::Enter
                     }
                     1 => {
@@ -501,7 +502,7 @@ impl LiveState {
             }
             Record::FenceDel(id) => {
                 self.fence_set = with_fence(&self.fence_set, id, None);
-                self.inside.retain(|(f, _)| f != id);
+                self.inside.retain(|(f, _), _| f != id);
                 changes.push(Change::Fences { seq });
             }
             Record::Removed {
@@ -592,7 +593,8 @@ impl LiveState {
                 .iter()
                 .filter_map(|f| serde_json::to_value(f).ok())
                 .collect(),
-            inside: self.inside.iter().collect(),
+            inside: self.inside.keys().collect(),
+            inside_since: self.inside.values().copied().collect(),
             reports_total: self.reports_total,
         };
         serde_json::to_vec(&snap).map_err(|e| format!("cannot serialise the snapshot: {e}"))
@@ -622,7 +624,14 @@ impl LiveState {
         let mut fences: Vec<Fence> = snap.fences.iter().filter_map(fence_from_json).collect();
         fences.sort_by(|a, b| a.id.cmp(&b.id));
         self.fence_set = FenceSet::new(fences);
-        self.inside = snap.inside.into_iter().collect();
+        // Snapshots before `inside_since` have no times: the restore's time stands in.
+        let now = super::now_s();
+        self.inside = snap
+            .inside
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (k, snap.inside_since.get(i).copied().unwrap_or(now)))
+            .collect();
     }
 }
 

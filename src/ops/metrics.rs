@@ -46,6 +46,11 @@ struct DeviceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LayerLabels {
+    layer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -94,6 +99,11 @@ pub struct Metrics {
     stream_clients: Gauge,
     devices: Family<DeviceLabels, Gauge>,
     fence_events: Family<KindLabels, Counter>,
+    last_report: Family<LayerLabels, Gauge<f64, AtomicU64>>,
+    alarms_open: Gauge,
+    alarm_oldest: Gauge<f64, AtomicU64>,
+    ready: Gauge,
+    disk_free: Gauge<f64, AtomicU64>,
     imports: Family<OutcomeLabels, Counter>,
     process_cpu: Counter<f64, AtomicU64>,
     process_resident: Gauge,
@@ -133,6 +143,11 @@ impl Metrics {
             stream_clients: Gauge::default(),
             devices: Family::default(),
             fence_events: Family::default(),
+            last_report: Family::default(),
+            alarms_open: Gauge::default(),
+            alarm_oldest: Gauge::default(),
+            ready: Gauge::default(),
+            disk_free: Gauge::default(),
             imports: Family::default(),
             process_cpu: Counter::default(),
             process_resident: Gauge::default(),
@@ -233,6 +248,33 @@ impl Metrics {
                 "Geofence events raised, by kind",
                 m.fence_events.clone(),
             );
+            r.register_with_unit(
+                "live_last_report_timestamp",
+                "When a device of the live layer last reported (server time), seconds since the Unix epoch",
+                Unit::Seconds,
+                m.last_report.clone(),
+            );
+            r.register(
+                "geofence_alarms_open",
+                "Geofence alarms open now (a device inside a fence)",
+                m.alarms_open.clone(),
+            );
+            r.register_with_unit(
+                "geofence_alarm_oldest_age",
+                "How long the oldest open geofence alarm has been open (0 for none)",
+                Unit::Seconds,
+                m.alarm_oldest.clone(),
+            );
+            r.register(
+                "ready",
+                "1 when every /ready check passes, else 0",
+                m.ready.clone(),
+            );
+            r.register(
+                "store_disk_free_ratio",
+                "Free space of the store's file system, as available to the server (0-1)",
+                m.disk_free.clone(),
+            );
             r.register(
                 "imports",
                 "Layer imports through the admin API, by outcome",
@@ -318,8 +360,13 @@ impl Metrics {
         self.imports.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
-    /// The exposition: figures that are states are read now from `engine` and `hub`.
-    pub fn render(&self, engine: &Engine, hub: Option<&Hub>) -> String {
+    /// The exposition: figures that are states are read now from `engine` and `hub`; `ready`
+    /// is whether every readiness check passes.
+    pub fn render(&self, engine: &Engine, hub: Option<&Hub>, ready: bool) -> String {
+        self.ready.set(i64::from(ready));
+        if let Some(free) = super::alerts::disk_free_percent(engine.store().dir()) {
+            self.disk_free.set(free / 100.0);
+        }
         let c = engine.cache_stats();
         self.cache_bytes.set(c.bytes as i64);
         self.cache_entries.set(c.entries as i64);
@@ -327,12 +374,35 @@ impl Metrics {
         if let Some(hub) = hub {
             self.stream_clients.set(hub.stream_clients() as i64);
             // Layers and states that have no device any more leave the exposition.
+            let pulse = hub.pulse();
             self.devices.clear();
-            for ((layer, state), n) in hub.device_counts() {
-                self.devices
-                    .get_or_create(&DeviceLabels { layer, state })
-                    .set(n as i64);
+            for (layer, states) in &pulse.states {
+                for (state, n) in states {
+                    self.devices
+                        .get_or_create(&DeviceLabels {
+                            layer: layer.clone(),
+                            state: *state,
+                        })
+                        .set(*n as i64);
+                }
             }
+            self.last_report.clear();
+            for (layer, t) in &pulse.last_report {
+                self.last_report
+                    .get_or_create(&LayerLabels {
+                        layer: layer.clone(),
+                    })
+                    .set(*t);
+            }
+            let now = crate::live::now_s();
+            self.alarms_open.set(pulse.alarms_since.len() as i64);
+            self.alarm_oldest.set(
+                pulse
+                    .alarms_since
+                    .iter()
+                    .map(|t| (now - t).max(0.0))
+                    .fold(0.0, f64::max),
+            );
         }
         self.read_process();
         let mut out = String::new();

@@ -323,11 +323,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         crate::ops::metrics::Metrics::disabled()
     });
-    if config.metrics {
-        engine.observe(Arc::clone(&metrics) as Arc<dyn crate::engine::TileObserver>);
-        hub.observe(Arc::clone(&metrics) as Arc<dyn crate::live::LiveObserver>);
-    }
+    // The minute figures are always kept (the operation report, the alert rules); the
+    // Prometheus families only with metrics on.
+    let minutes = Arc::new(
+        crate::ops::minutes::Minutes::open(Some(&config.store))
+            .map_err(|e| anyhow::anyhow!("cannot keep operation figures: {e}"))?,
+    );
+    let observer = Arc::new(crate::ops::Observer {
+        metrics: config.metrics.then(|| Arc::clone(&metrics)),
+        minutes: Arc::clone(&minutes),
+    });
+    engine.observe(Arc::clone(&observer) as Arc<dyn crate::engine::TileObserver>);
+    hub.observe(observer as Arc<dyn crate::live::LiveObserver>);
+    let started = crate::live::now_s();
+    let alerts = config.alerts.clone().map(|rules| {
+        let n = rules.rules.len();
+        let a = Arc::new(crate::ops::alerts::Alerts::new(rules));
+        tracing::info!(rules = n, "alert rules loaded");
+        a
+    });
     let state = AppState {
+        minutes: Arc::clone(&minutes),
+        alerts: alerts.clone(),
         listeners: Arc::clone(&listeners),
         slow_tile: Duration::from_millis(config.slow_tile_ms),
         metrics,
@@ -377,6 +394,42 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    // The minute figures: each minute closed with the device counts and readiness of its end.
+    {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let st = st.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let now = crate::security::keys::now() as i64;
+                    st.minutes.roll(now, || sample(&st));
+                })
+                .await;
+            }
+        });
+    }
+    if let Some(alerts) = alerts {
+        let st = state.clone();
+        crate::ops::alerts::spawn(
+            alerts,
+            crate::ops::alerts::Sources {
+                hub: Arc::clone(&hub),
+                minutes: Arc::clone(&minutes),
+                ready: Box::new(move || {
+                    crate::ops::ready::checks(&st.engine, st.live.as_deref(), &st.listeners)
+                        .into_iter()
+                        .filter(|c| !c.ok)
+                        .map(|c| format!("{} ({})", c.name, c.detail))
+                        .collect()
+                }),
+                store: config.store.clone(),
+                started,
+            },
+        );
+    }
+    let state_for_flush = state.clone();
     let state_for_metrics = state.clone();
     let mut app = router(state);
     let acceptor = match (&config.tls_cert, &config.tls_key) {
@@ -450,5 +503,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await;
+    // The running minute's figures are kept too.
+    let st = state_for_flush;
+    let _ = tokio::task::spawn_blocking(move || {
+        st.minutes.flush(|| sample(&st));
+        if let Some(h) = &st.live {
+            h.snapshot_now();
+        }
+    })
+    .await;
     Ok(())
+}
+
+/// The device counts by layer and state and the readiness now, for the minute figures and the
+/// report's running minute.
+pub fn sample(
+    st: &AppState,
+) -> (
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    bool,
+) {
+    let devices = st.live.as_ref().map_or_else(Default::default, |h| {
+        h.pulse()
+            .states
+            .into_iter()
+            .map(|(l, s)| (l, s.into_iter().map(|(k, n)| (k.to_string(), n)).collect()))
+            .collect()
+    });
+    let ready = crate::ops::ready::checks(&st.engine, st.live.as_deref(), &st.listeners)
+        .iter()
+        .all(|c| c.ok);
+    (devices, ready)
 }

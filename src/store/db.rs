@@ -3,7 +3,7 @@
 //! so readers never wait for a writer and every change is one transaction.
 //!
 //! ```text
-//! schema version 4 (PRAGMA user_version)
+//! schema version 5 (PRAGMA user_version)
 //! api_keys(id TEXT PRIMARY KEY, name TEXT, role TEXT, sha256 TEXT UNIQUE,
 //!          created INTEGER, expires INTEGER NULL, revoked INTEGER NULL)   seconds since 1970
 //! layer_meta(name TEXT PRIMARY KEY, classification TEXT, personal INTEGER)
@@ -21,6 +21,11 @@
 //! layer_catalog(name TEXT PRIMARY KEY, meta TEXT)       version 4: catalog metadata (JSON;
 //!                                                       see governance::meta)
 //! layer_lineage(name TEXT, version INTEGER, meta TEXT)  where each version came from (JSON)
+//! ops_figures(res INTEGER, start INTEGER, data TEXT)    version 5: operation figures per
+//!                                                       minute, hour or day (JSON; see
+//!                                                       ops::minutes)
+//! ops_alerts(seq INTEGER PRIMARY KEY, t INTEGER, rule TEXT, state TEXT, data TEXT)
+//!                                                       alerts fired and resolved (ops::alerts)
 //! ```
 //! Every registry change stamps the rows it touches with the new `registry_rev`, so a running
 //! server reads only the rows changed since the revision it holds (see `live::registry`).
@@ -33,7 +38,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Sensitivity of a layer, lowest first: a principal sees a layer when its clearance is at
 /// least the layer's classification (and no rule denies it).
@@ -216,6 +221,21 @@ impl Db {
                      name TEXT NOT NULL, version INTEGER NOT NULL, meta TEXT NOT NULL,
                      PRIMARY KEY(name, version));
                  PRAGMA user_version = 4;
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
+        if version < 5 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS ops_figures(
+                     res INTEGER NOT NULL, start INTEGER NOT NULL, data TEXT NOT NULL,
+                     PRIMARY KEY(res, start)) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS ops_alerts(
+                     seq INTEGER PRIMARY KEY, t INTEGER NOT NULL, rule TEXT NOT NULL,
+                     state TEXT NOT NULL, data TEXT NOT NULL);
+                 CREATE INDEX IF NOT EXISTS ops_alerts_by_t ON ops_alerts(t);
+                 PRAGMA user_version = 5;
                  COMMIT;",
             )
             .map_err(err)?;
