@@ -181,6 +181,25 @@ enum Command {
         #[command(subcommand)]
         action: RetentionAction,
     },
+    /// Check alert rules files and export them as Prometheus alerting rules.
+    ///
+    /// Examples:
+    ///   urbis alerts check examples/alerts.toml
+    ///   urbis alerts export examples/alerts.toml > urbis-rules.yml
+    Alerts {
+        #[command(subcommand)]
+        action: cli::ops::AlertsAction,
+    },
+    /// Write the operation report of a store: report.json, a self-contained report.html and
+    /// map.png (devices by state over the layers). Availability, requests and latency, tiles
+    /// (slowest, largest, cache), device reports, devices online by layer over time, geofence
+    /// alarms, alerts, imports and administrative actions. A running server serves the same
+    /// at GET /admin/report?since=7d.
+    ///
+    /// Examples:
+    ///   urbis report --since 24h --out /tmp/ops-report
+    ///   urbis report --store /srv/urbis --since 30d
+    Report(cli::ops::ReportArgs),
     /// List the layers of a store, or remove one (`urbis layers rm NAME`).
     Layers {
         #[command(subcommand)]
@@ -711,6 +730,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => list_layers(&store.store, json),
         Command::Devices { action } => devices(action),
         Command::Keys { action } => keys(action),
+        Command::Alerts { action } => cli::ops::alerts(action),
+        Command::Report(a) => cli::ops::report(a),
         Command::Audit { action } => audit(action),
         Command::Retention {
             action:

@@ -51,7 +51,7 @@ pub async fn report(
     let json_wanted = match q.get("format").map(String::as_str) {
         Some("json") => true,
         Some("html") | None => {
-            q.get("format").is_none()
+            !q.contains_key("format")
                 && headers
                     .get(header::ACCEPT)
                     .and_then(|v| v.to_str().ok())

@@ -381,7 +381,7 @@ impl Metrics {
                     self.devices
                         .get_or_create(&DeviceLabels {
                             layer: layer.clone(),
-                            state: *state,
+                            state,
                         })
                         .set(*n as i64);
                 }

@@ -123,6 +123,10 @@ async function main() {
       if (d.state === 'overdue' || d.state === 'lost') alarm(d.state, `${d.id} (${d.layer})`);
       pollSoon();
     },
+    onAlert: (a) => {
+      alarm(a.state === 'firing' ? `${a.severity} alert` : 'resolved', `${a.rule}: ${a.summary}`, a.at);
+      if (a.state === 'firing') document.body.dataset.alerts = String(Number(document.body.dataset.alerts ?? 0) + 1);
+    },
     onRemoved: () => pollSoon(),
     onLayerRemoved: () => {
       layerCount = null; // the next poll reads /catalog

@@ -208,7 +208,7 @@ export class Live {
   /**
    * @param map the MapLibre map (its style loaded)
    * @param layers the live layers of /catalog
-   * @param hooks `{onGeofence(event), onState(event), onRemoved(event), onStatus(text),
+   * @param hooks `{onGeofence(event), onState(event), onRemoved(event), onAlert(event), onStatus(text),
    *   onChange(), onLayersAdded(layers, catalog), onLayerRemoved(name)}`, all optional;
    *   `onLayerRemoved` hears of a live layer whose last device was removed; `onLayersAdded` hears of live layers
    *   registered after the page loaded, which the stream revealed and /catalog described
@@ -393,6 +393,8 @@ export class Live {
     on('geofences', () => this.loadFences());
     on('reset', () => this.resync());
     on('cutoff', () => this.resync());
+    // Alert rules firing and resolving (the server's --alerts): no device to draw.
+    on('alert', (m) => this.hooks.onAlert?.(JSON.parse(m.data)));
   }
 
   onDevice(d) {
