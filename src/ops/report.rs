@@ -135,7 +135,7 @@ fn averages(f: &Figures) -> BTreeMap<String, BTreeMap<String, f64>> {
 }
 
 impl Report {
-    /// The report of `[from, to)` (seconds since 1970) from the store in `store_dir`, with
+    /// The report of `[from, to]` (seconds since 1970) from the store in `store_dir`, with
     /// `current` (the running minute of a live server) added.
     pub fn build(
         store_dir: &Path,
@@ -162,12 +162,12 @@ impl Report {
         let alerts = super::alerts::stored_since(&db, from)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|a| (a.at as i64) < to)
+            .filter(|a| (a.at as i64) <= to)
             .collect();
         let mut imports = Vec::new();
         let mut admin_actions = Vec::new();
         for e in crate::security::audit::entries(&db, from, 100_000).map_err(|e| e.to_string())? {
-            if e.t >= to || e.action == "layer.read" || e.action == "denied" {
+            if e.t > to || e.action == "layer.read" || e.action == "denied" {
                 continue;
             }
             let a = Action {
