@@ -200,6 +200,17 @@ enum Command {
     ///   urbis report --since 24h --out /tmp/ops-report
     ///   urbis report --store /srv/urbis --since 30d
     Report(cli::ops::ReportArgs),
+    /// Check a running deployment as its acceptance (平台验收) asks: catalog, every layer's
+    /// TileJSON, sample tiles at three zooms (decode, extent, byte budget), tile latency of a
+    /// short burst against limits, /health, /ready, /metrics, the viewer's pages and assets,
+    /// and, given a device's credentials, a report round trip over HTTP and CoAP. Prints a
+    /// pass/fail table (or --json) and exits 1 naming the failed checks. Read-only without
+    /// --device.
+    ///
+    /// Examples:
+    ///   urbis acceptance http://127.0.0.1:8080 --key uk_...
+    ///   urbis acceptance http://city-gis:8080 --key uk_... --device bus-17 --secret ds_... --json
+    Acceptance(cli::ops::AcceptanceArgs),
     /// List the layers of a store, or remove one (`urbis layers rm NAME`).
     Layers {
         #[command(subcommand)]
@@ -732,6 +743,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { action } => keys(action),
         Command::Alerts { action } => cli::ops::alerts(action),
         Command::Report(a) => cli::ops::report(a),
+        Command::Acceptance(a) => {
+            if !cli::ops::acceptance(a)? {
+                // The table named the failed checks.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Audit { action } => audit(action),
         Command::Retention {
             action:

@@ -692,9 +692,9 @@ fn audit(
     });
 }
 
-/// `GET /ready`: 200 when every check passes (store readable, device log in service and
-/// writable, listeners running, catalog read within 10 s), else 503; both name each check and
-/// which failed.
+/// `GET /ready`: 200 when every check passes (store readable, every layer of the catalog
+/// served, device log in service and writable, listeners running, catalog read within 10 s),
+/// else 503; both name each check and which failed.
 pub async fn ready(State(st): State<AppState>) -> Response {
     let checks = crate::ops::ready::checks(&st.engine, st.live.as_deref(), &st.listeners);
     let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();

@@ -117,3 +117,78 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(Args)]
+pub struct AcceptanceArgs {
+    /// The deployment's base URL, e.g. http://127.0.0.1:8080.
+    url: String,
+    /// An API key: one that sees the layers to check (an administrator's also reads
+    /// /metrics).
+    #[arg(long, env = "URBIS_KEY")]
+    key: Option<String>,
+    /// /metrics on the server's --metrics-bind listener instead of the main one.
+    #[arg(long)]
+    metrics_url: Option<String>,
+    /// A registered device to send one report for over HTTP and one over CoAP (with
+    /// --secret); without it the checks are read-only.
+    #[arg(long, requires = "secret")]
+    device: Option<String>,
+    /// The device's secret.
+    #[arg(long, requires = "device")]
+    secret: Option<String>,
+    /// The CoAP address, HOST:PORT [default: the URL's host, port 5683].
+    #[arg(long)]
+    coap: Option<String>,
+    /// Largest tile accepted, KiB (the server's byte budget).
+    #[arg(long, default_value_t = 500)]
+    max_tile_kb: usize,
+    /// Tile latency limits over the burst, milliseconds: P50,P95,P99.
+    #[arg(long, default_value = "50,200,500")]
+    latency_ms: String,
+    /// Tile requests in the latency burst (4 at a time).
+    #[arg(long, default_value_t = 200)]
+    burst: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `urbis acceptance`: whether every check passed.
+pub fn acceptance(a: AcceptanceArgs) -> anyhow::Result<bool> {
+    use urbis::ops::acceptance;
+    if !a.url.starts_with("http://") {
+        anyhow::bail!("{}: give an http:// URL", a.url);
+    }
+    let t: Vec<f64> = a
+        .latency_ms
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let [p50, p95, p99] = t[..] else {
+        anyhow::bail!(
+            "--latency-ms {:?}: give three numbers, P50,P95,P99",
+            a.latency_ms
+        );
+    };
+    let opts = acceptance::Options {
+        url: a.url,
+        key: a.key,
+        metrics_url: a.metrics_url,
+        device: a.device.zip(a.secret),
+        coap: a.coap,
+        max_tile_bytes: a.max_tile_kb * 1024,
+        thresholds_ms: [p50, p95, p99],
+        burst: a.burst.clamp(1, 100_000),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(acceptance::run(opts));
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", acceptance::table(&out));
+    }
+    Ok(out.iter().all(|o| o.ok))
+}

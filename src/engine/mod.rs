@@ -93,6 +93,8 @@ pub struct Engine {
     observer: std::sync::OnceLock<Arc<dyn TileObserver>>,
     /// See [`Engine::refreshed_at`].
     refreshed: std::sync::atomic::AtomicU64,
+    /// Layers of the catalog whose current version could not be opened, with why.
+    unserved: Mutex<BTreeMap<String, String>>,
 }
 
 /// What the engine tells the operations room as it works (metrics); every method has a
@@ -149,6 +151,7 @@ impl Engine {
             live: None,
             observer: std::sync::OnceLock::new(),
             refreshed: std::sync::atomic::AtomicU64::new(0),
+            unserved: Mutex::new(BTreeMap::new()),
         };
         engine.refresh()?;
         Ok(engine)
@@ -226,6 +229,15 @@ impl Engine {
         self.refreshed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Layers of the catalog whose current version could not be opened (corrupt, truncated,
+    /// unreadable), with why; the version before is served when there was one.
+    pub fn unserved(&self) -> BTreeMap<String, String> {
+        self.unserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn refresh_inner(&self) -> Result<bool, EngineError> {
         let path = self.store.dir().join("catalog.json");
         let stamp = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
@@ -239,6 +251,7 @@ impl Engine {
         let catalog = self.store.catalog()?;
         let old = self.layers();
         let mut next = BTreeMap::new();
+        let mut unserved = BTreeMap::new();
         for (name, entry) in &catalog.layers {
             let Some(v) = entry.current_entry() else {
                 continue;
@@ -261,6 +274,7 @@ impl Engine {
                 Err(e) => {
                     // Keep serving the old version rather than nothing.
                     tracing::error!(layer = %name, error = %e, "cannot open the new layer version");
+                    unserved.insert(name.clone(), format!("v{}: {e}", v.version));
                     if let Some(l) = old.get(name) {
                         next.insert(name.clone(), Arc::clone(l));
                     }
@@ -274,6 +288,7 @@ impl Engine {
         if let Ok(mut l) = self.layers.write() {
             *l = Arc::new(next);
         }
+        *self.unserved.lock().unwrap_or_else(|e| e.into_inner()) = unserved;
         Ok(changed)
     }
 

@@ -10,6 +10,7 @@
 //! [`Observer`] implements and the server wires in; figures that are states rather than
 //! events (devices by state, cache bytes, stream clients) are read when asked for.
 
+pub mod acceptance;
 pub mod alerts;
 pub mod http;
 pub mod metrics;

@@ -13,7 +13,7 @@ pub const REFRESH_STALE_S: u64 = 10;
 /// One check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// Its name: `store`, `log`, `listeners`, `catalog_refresh`.
+    /// Its name: `store`, `layers`, `log`, `listeners`, `catalog_refresh`.
     pub name: &'static str,
     /// Whether it passed.
     pub ok: bool,
@@ -99,6 +99,20 @@ pub fn checks(engine: &Engine, hub: Option<&Hub>, listeners: &Listeners) -> Vec<
             name: "store",
             ok: false,
             detail: format!("{}: {e}", dir.display()),
+        },
+    });
+    let unserved = engine.unserved();
+    out.push(Check {
+        name: "layers",
+        ok: unserved.is_empty(),
+        detail: if unserved.is_empty() {
+            format!("{} layers served", engine.layers().len())
+        } else {
+            unserved
+                .iter()
+                .map(|(l, why)| format!("{l} {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         },
     });
     if let Some(hub) = hub {
