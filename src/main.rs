@@ -211,6 +211,16 @@ enum Command {
     ///   urbis acceptance http://127.0.0.1:8080 --key uk_...
     ///   urbis acceptance http://city-gis:8080 --key uk_... --device bus-17 --secret ds_... --json
     Acceptance(cli::ops::AcceptanceArgs),
+    /// Simulate a fleet of NB-IoT trackers driving along the streets of a layer and
+    /// reporting over CoAP, for demos, acceptance and load. Registers the devices (in the local
+    /// store, or through the admin API with --key), keeps their secrets to run the same fleet
+    /// again, and makes some go overdue and lost. Progress every 5 s; a summary at the end.
+    ///
+    /// Examples (beside the README's server):
+    ///   urbis simulate                                  100 trackers in layer fleet
+    ///   urbis simulate --devices 2000 --rate 500 --duration 10m
+    ///   urbis simulate --server http://gis:8080 --coap gis:5683 --key uk_... --layer buses
+    Simulate(cli::ops::SimulateArgs),
     /// List the layers of a store, or remove one (`urbis layers rm NAME`).
     Layers {
         #[command(subcommand)]
@@ -743,6 +753,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { action } => keys(action),
         Command::Alerts { action } => cli::ops::alerts(action),
         Command::Report(a) => cli::ops::report(a),
+        Command::Simulate(a) => cli::ops::simulate(a),
         Command::Acceptance(a) => {
             if !cli::ops::acceptance(a)? {
                 // The table named the failed checks.

@@ -192,3 +192,164 @@ pub fn acceptance(a: AcceptanceArgs) -> anyhow::Result<bool> {
     }
     Ok(out.iter().all(|o| o.ok))
 }
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The server's CoAP address.
+    #[arg(long, default_value = "127.0.0.1:5683")]
+    coap: String,
+    /// Devices to simulate.
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    /// Their live layer.
+    #[arg(long, default_value = "fleet")]
+    layer: String,
+    /// Device ids are PREFIX-00001, PREFIX-00002, ...
+    #[arg(long, default_value = "sim")]
+    prefix: String,
+    /// Time between a device's reports, e.g. 10s, 500ms, 1m.
+    #[arg(long, default_value = "10s")]
+    interval: String,
+    /// Reports a second for the whole fleet instead of --interval (interval = devices / rate).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// The layer whose lines the devices drive along [default: the first layer with lines,
+    /// the demo's streets].
+    #[arg(long)]
+    along: Option<String>,
+    /// An API key: to read tiles that need one and, without a local store, to register the
+    /// devices (a role with devices.write).
+    #[arg(long, env = "URBIS_KEY")]
+    key: Option<String>,
+    #[command(flatten)]
+    store: StoreArg,
+    /// Where the devices' secrets are kept, to run the same fleet again (CSV id,secret)
+    /// [default: simulate-LAYER.csv beside the store].
+    #[arg(long)]
+    secrets: Option<PathBuf>,
+    /// Stop after this long, e.g. 10m [default: until Ctrl-C].
+    #[arg(long)]
+    duration: Option<String>,
+    /// Share of devices that fall silent for good (they go overdue, then lost).
+    #[arg(long, default_value_t = 0.1)]
+    lost_share: f64,
+    /// Share of devices that pause for a few intervals now and then (overdue, then back).
+    #[arg(long, default_value_t = 0.1)]
+    pause_share: f64,
+    /// Seed of the random choices: the same seed, the same fleet.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `urbis simulate`.
+pub fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    use urbis::ops::simulate;
+    if a.devices == 0 || a.devices > 1_000_000 {
+        anyhow::bail!("--devices {}: from 1 to 1,000,000", a.devices);
+    }
+    let interval_s = match a.rate {
+        Some(r) if r > 0.0 && r.is_finite() => a.devices as f64 / r,
+        Some(r) => anyhow::bail!("--rate {r}: reports a second, above 0"),
+        None => parse_interval(&a.interval)?,
+    };
+    for (name, v) in [
+        ("--lost-share", a.lost_share),
+        ("--pause-share", a.pause_share),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            anyhow::bail!("{name} {v}: a share from 0 to 1");
+        }
+    }
+    let duration = a
+        .duration
+        .as_deref()
+        .map(|d| {
+            urbis::security::keys::parse_lifetime(d)
+                .map(std::time::Duration::from_secs)
+                .map_err(|e| anyhow::anyhow!("--duration {e}"))
+        })
+        .transpose()?;
+    // Devices go into the local store's registry when it is there (the README's server, on
+    // this machine) and no key is given; else through the admin API.
+    let local = a.store.store.join("urbis.db").exists();
+    let store = (a.key.is_none() && local).then(|| a.store.store.clone());
+    if store.is_none() && a.key.is_none() {
+        anyhow::bail!(
+            "no store at {} and no --key: give --store of the server on this machine, or --key of a role with devices.write",
+            a.store.store.display()
+        );
+    }
+    let secrets = a.secrets.unwrap_or_else(|| {
+        let dir = a
+            .store
+            .store
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        dir.join(format!("simulate-{}.csv", a.layer))
+    });
+    let opts = simulate::Options {
+        server: a.server,
+        coap: a.coap,
+        devices: a.devices,
+        layer: a.layer,
+        prefix: a.prefix,
+        interval_s,
+        along: a.along,
+        key: a.key,
+        store,
+        secrets,
+        duration,
+        lost_share: a.lost_share,
+        pause_share: a.pause_share,
+        seed: a.seed,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let summary = rt
+        .block_on(async {
+            tokio::select! {
+                r = simulate::run(opts) => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        })
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    match summary {
+        None => eprintln!("simulate: stopped"),
+        Some(s) if a.json => println!("{}", serde_json::to_string(&s)?),
+        Some(s) => println!(
+            "simulated {} devices for {:.0} s: {} reports sent, {} acknowledged, {} refused, {} unanswered; {} fell silent",
+            s.devices, s.seconds, s.sent, s.acknowledged, s.refused, s.unanswered, s.fell_silent
+        ),
+    }
+    Ok(())
+}
+
+/// `10s`, `500ms`, `1m`.
+fn parse_interval(s: &str) -> anyhow::Result<f64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.parse().map_err(|_| {
+        anyhow::anyhow!("--interval {s:?}: give a number and a unit, like 10s or 500ms")
+    })?;
+    Ok(v * mult)
+}

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod minutes;
 pub mod ready;
 pub mod report;
+pub mod simulate;
 
 use std::sync::Arc;
 

@@ -24,7 +24,7 @@ pub struct NewDevice {
 }
 
 /// One device's generated secret, as a batch registration returns it (shown once).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Issued {
     /// Device id.
     pub id: String,
