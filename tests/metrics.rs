@@ -277,7 +277,7 @@ fn ready_names_the_log_check_when_its_directory_is_unwritable_and_recovers() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["store", "log", "listeners", "catalog_refresh"]);
+    assert_eq!(names, ["store", "layers", "log", "listeners", "catalog_refresh"]);
 
     let live = store.join("live");
     std::fs::set_permissions(&live, std::fs::Permissions::from_mode(0o555)).unwrap();
@@ -286,7 +286,7 @@ fn ready_names_the_log_check_when_its_directory_is_unwritable_and_recovers() {
     assert_eq!(ready.status, 503, "{body}");
     assert_eq!(body["failed"], serde_json::json!(["log"]), "{body}");
     assert!(
-        body["checks"][1]["detail"]
+        body["checks"][2]["detail"]
             .as_str()
             .unwrap()
             .contains("cannot create a file in"),
