@@ -277,7 +277,10 @@ fn ready_names_the_log_check_when_its_directory_is_unwritable_and_recovers() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["store", "layers", "log", "listeners", "catalog_refresh"]);
+    assert_eq!(
+        names,
+        ["store", "layers", "log", "listeners", "catalog_refresh"]
+    );
 
     let live = store.join("live");
     std::fs::set_permissions(&live, std::fs::Permissions::from_mode(0o555)).unwrap();
