@@ -322,9 +322,9 @@ struct ServeArgs {
     /// z/x/y and milliseconds [default: 500].
     #[arg(long, env = "URBIS_SLOW_TILE_MS")]
     slow_tile_ms: Option<u64>,
-    /// Count nothing for /metrics (the Prometheus families are not fed; the minute figures of
-    /// the operation report still are): for measuring what the metrics cost
-    /// (benches/ops/metrics_cost.sh).
+    /// Count nothing: no Prometheus figures, no minute figures for the operation report and
+    /// the alert rules (they see only that the server was up): for measuring what counting
+    /// costs (benches/ops/metrics_cost.sh).
     #[arg(long)]
     no_metrics: bool,
     /// Alert rules (TOML): devices lost, layers silent, geofence alarms open too long, ingest

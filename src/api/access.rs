@@ -194,12 +194,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
             state.clone(),
             move |st: State<AppState>, req: Request, next: Next| guard(st, need, req, next),
         ));
-        // Outermost: the time and status of everything, refusals by the guard included,
-        // under the route's pattern (never the raw path).
-        guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            move |st: State<AppState>, req: Request, next: Next| measured(st, route, req, next),
-        ));
+        if state.metrics.enabled() {
+            // Outermost: the time and status of everything, refusals by the guard included,
+            // under the route's pattern (never the raw path).
+            guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                move |st: State<AppState>, req: Request, next: Next| measured(st, route, req, next),
+            ));
+        }
         r = r.route(spec.path, guarded);
     }
     r
@@ -257,9 +259,7 @@ async fn measured(
     let res = next.run(req).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = res.status().as_u16();
-    if st.metrics.enabled() {
-        st.metrics.http(method.as_str(), route, status, seconds);
-    }
+    st.metrics.http(method.as_str(), route, status, seconds);
     st.minutes.request(status, seconds);
     res
 }

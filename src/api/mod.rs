@@ -226,7 +226,9 @@ async fn tile(
             )
             .await;
             let took = started.elapsed();
-            if let Ok(b) = &made {
+            if let Ok(b) = &made
+                && st.metrics.enabled()
+            {
                 st.minutes.tile_made(crate::ops::minutes::TileNote {
                     layers: layers.clone(),
                     z: tile.z,

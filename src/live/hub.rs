@@ -371,20 +371,30 @@ impl Hub {
     /// state's read lock.
     pub fn pulse(&self) -> Pulse {
         let st = read_lock(&self.state);
-        let mut p = Pulse::default();
+        // Counted under borrowed layer names (no allocation per device: a million devices
+        // are counted in milliseconds), owned once per layer at the end.
+        let mut states: std::collections::HashMap<&str, BTreeMap<&'static str, u64>> =
+            std::collections::HashMap::new();
+        let mut last: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
         for d in st.devices.values() {
-            *p.states
-                .entry(d.layer.to_string())
+            *states
+                .entry(&d.layer)
                 .or_default()
                 .entry(d.state.as_str())
                 .or_default() += 1;
             if let Some(t) = d.last_seen {
-                let last = p.last_report.entry(d.layer.to_string()).or_insert(t);
-                *last = last.max(t);
+                let l = last.entry(&d.layer).or_insert(t);
+                *l = l.max(t);
             }
         }
-        p.alarms_since = st.inside.values().copied().collect();
-        p
+        Pulse {
+            states: states
+                .into_iter()
+                .map(|(l, s)| (l.to_string(), s))
+                .collect(),
+            last_report: last.into_iter().map(|(l, t)| (l.to_string(), t)).collect(),
+            alarms_since: st.inside.values().copied().collect(),
+        }
     }
 
     /// Every device with a position: where it is and its state (for the report's map).

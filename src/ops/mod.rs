@@ -21,27 +21,23 @@ pub mod simulate;
 
 use std::sync::Arc;
 
-/// The observer the server wires into the engine and the hub: events go to the Prometheus
-/// metrics (unless `--no-metrics`) and to the minute figures (always: the operation report
-/// and the alert rules read them).
+/// The observer the server wires into the engine and the hub (unless `--no-metrics`): events
+/// go to the Prometheus metrics and to the minute figures (the operation report and the alert
+/// rules read them).
 pub struct Observer {
-    /// The metrics, when on.
-    pub metrics: Option<Arc<metrics::Metrics>>,
+    /// The Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
     /// The minute figures.
     pub minutes: Arc<minutes::Minutes>,
 }
 
 impl crate::engine::TileObserver for Observer {
     fn tile_made(&self, layer: &str, z: u8, seconds: f64, bytes: usize, dropped: usize) {
-        if let Some(m) = &self.metrics {
-            m.tile_made(layer, z, seconds, bytes, dropped);
-        }
+        self.metrics.tile_made(layer, z, seconds, bytes, dropped);
     }
 
     fn cache_lookup(&self, hit: bool) {
-        if let Some(m) = &self.metrics {
-            m.cache_lookup(hit);
-        }
+        self.metrics.cache_lookup(hit);
         self.minutes.count(|f| {
             if hit {
                 f.cache_hits += 1;
@@ -54,9 +50,7 @@ impl crate::engine::TileObserver for Observer {
 
 impl crate::live::LiveObserver for Observer {
     fn ingest(&self, protocol: &'static str, outcome: &'static str, payloads: u64, records: u64) {
-        if let Some(m) = &self.metrics {
-            m.ingest(protocol, outcome, payloads, records);
-        }
+        self.metrics.ingest(protocol, outcome, payloads, records);
         self.minutes.count(|f| {
             *f.ingest.entry(format!("{protocol} {outcome}")).or_default() += payloads;
             f.records += records;
@@ -64,21 +58,15 @@ impl crate::live::LiveObserver for Observer {
     }
 
     fn log_sync(&self, seconds: f64) {
-        if let Some(m) = &self.metrics {
-            m.log_sync(seconds);
-        }
+        self.metrics.log_sync(seconds);
     }
 
     fn stream_lag(&self, seconds: f64) {
-        if let Some(m) = &self.metrics {
-            m.stream_lag(seconds);
-        }
+        self.metrics.stream_lag(seconds);
     }
 
     fn fence_event(&self, kind: &'static str) {
-        if let Some(m) = &self.metrics {
-            m.fence_event(kind);
-        }
+        self.metrics.fence_event(kind);
         self.minutes
             .count(|f| *f.fence_events.entry(kind.to_string()).or_default() += 1);
     }

@@ -323,18 +323,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         crate::ops::metrics::Metrics::disabled()
     });
-    // The minute figures are always kept (the operation report, the alert rules); the
-    // Prometheus families only with metrics on.
+    // With metrics on (the default) the engine and the hub tell the Prometheus families and
+    // the minute figures (the operation report, the alert rules); `--no-metrics` counts
+    // nothing (the minutes then record only that the server was up and ready).
     let minutes = Arc::new(
         crate::ops::minutes::Minutes::open(Some(&config.store))
             .map_err(|e| anyhow::anyhow!("cannot keep operation figures: {e}"))?,
     );
-    let observer = Arc::new(crate::ops::Observer {
-        metrics: config.metrics.then(|| Arc::clone(&metrics)),
-        minutes: Arc::clone(&minutes),
-    });
-    engine.observe(Arc::clone(&observer) as Arc<dyn crate::engine::TileObserver>);
-    hub.observe(observer as Arc<dyn crate::live::LiveObserver>);
+    if config.metrics {
+        let observer = Arc::new(crate::ops::Observer {
+            metrics: Arc::clone(&metrics),
+            minutes: Arc::clone(&minutes),
+        });
+        engine.observe(Arc::clone(&observer) as Arc<dyn crate::engine::TileObserver>);
+        hub.observe(observer as Arc<dyn crate::live::LiveObserver>);
+    }
     let started = crate::live::now_s();
     let alerts = config.alerts.clone().map(|rules| {
         let n = rules.rules.len();
