@@ -66,7 +66,8 @@ pub async fn report(
     let made = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let now = crate::security::keys::now() as i64;
         let mut current = st2.minutes.current();
-        let (devices, ready) = crate::server::sample(&st2);
+        let (devices, ready) =
+            crate::ops::minutes::sample(&st2.engine, st2.live.as_deref(), &st2.listeners);
         current.devices = devices;
         current.samples = 1;
         current.up = 1;

@@ -328,6 +328,26 @@ impl Minutes {
     }
 }
 
+/// The device counts by layer and state and whether `/ready` passes, now: what a minute
+/// records at its end (and the report's running minute).
+pub fn sample(
+    engine: &crate::engine::Engine,
+    hub: Option<&crate::live::Hub>,
+    listeners: &super::ready::Listeners,
+) -> (BTreeMap<String, BTreeMap<String, u64>>, bool) {
+    let devices = hub.map_or_else(Default::default, |h| {
+        h.pulse()
+            .states
+            .into_iter()
+            .map(|(l, s)| (l, s.into_iter().map(|(k, n)| (k.to_string(), n)).collect()))
+            .collect()
+    });
+    let ready = super::ready::checks(engine, hub, listeners)
+        .iter()
+        .all(|c| c.ok);
+    (devices, ready)
+}
+
 /// Adds `m` to the row of resolution `res` seconds at `m.start` (creating it).
 fn store_row(db: &Db, res: i64, m: &Figures) -> Result<(), crate::store::db::DbError> {
     let conn = db.conn();

@@ -518,23 +518,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The device counts by layer and state and the readiness now, for the minute figures and the
-/// report's running minute.
-pub fn sample(
+fn sample(
     st: &AppState,
 ) -> (
     std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
     bool,
 ) {
-    let devices = st.live.as_ref().map_or_else(Default::default, |h| {
-        h.pulse()
-            .states
-            .into_iter()
-            .map(|(l, s)| (l, s.into_iter().map(|(k, n)| (k.to_string(), n)).collect()))
-            .collect()
-    });
-    let ready = crate::ops::ready::checks(&st.engine, st.live.as_deref(), &st.listeners)
-        .iter()
-        .all(|c| c.ok);
-    (devices, ready)
+    crate::ops::minutes::sample(&st.engine, st.live.as_deref(), &st.listeners)
 }
