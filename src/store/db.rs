@@ -148,8 +148,22 @@ impl Db {
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "wal")
-            .map_err(err)?;
+        // Turning a new database to WAL takes an exclusive lock and SQLite does not call the
+        // busy handler for it: two processes creating a store at once (two imports) saw
+        // "database is locked" at once. Retried here for up to the busy timeout.
+        let started = std::time::Instant::now();
+        loop {
+            match conn.pragma_update(None, "journal_mode", "wal") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
         conn.pragma_update(None, "synchronous", "full")
             .map_err(err)?;
         let version: i64 = conn
@@ -163,9 +177,13 @@ impl Db {
                 ),
             });
         }
+        // Each step takes the write lock at BEGIN (IMMEDIATE), so a second process opening a
+        // new store at the same moment waits for it under the busy timeout instead of failing
+        // with "database is locked" when its read would turn into a write; every step is
+        // idempotent (IF NOT EXISTS), so the one that waited repeats it harmlessly.
         if version < 1 {
             conn.execute_batch(
-                "BEGIN;
+                "BEGIN IMMEDIATE;
                  CREATE TABLE IF NOT EXISTS api_keys(
                      id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
                      sha256 TEXT NOT NULL UNIQUE, created INTEGER NOT NULL,
@@ -180,7 +198,7 @@ impl Db {
         }
         if version < 2 {
             conn.execute_batch(
-                "BEGIN;
+                "BEGIN IMMEDIATE;
                  CREATE TABLE IF NOT EXISTS audit(
                      seq INTEGER PRIMARY KEY, t INTEGER NOT NULL, key_id TEXT NOT NULL,
                      role TEXT NOT NULL, client TEXT NOT NULL, action TEXT NOT NULL,
@@ -193,7 +211,7 @@ impl Db {
         }
         if version < 3 {
             conn.execute_batch(
-                "BEGIN;
+                "BEGIN IMMEDIATE;
                  CREATE TABLE IF NOT EXISTS devices(
                      id TEXT PRIMARY KEY, layer TEXT NOT NULL, kind TEXT NOT NULL,
                      interval_s INTEGER NOT NULL, secret_sha256 BLOB NOT NULL,
@@ -215,7 +233,7 @@ impl Db {
         }
         if version < 4 {
             conn.execute_batch(
-                "BEGIN;
+                "BEGIN IMMEDIATE;
                  CREATE TABLE IF NOT EXISTS layer_catalog(name TEXT PRIMARY KEY, meta TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS layer_lineage(
                      name TEXT NOT NULL, version INTEGER NOT NULL, meta TEXT NOT NULL,
@@ -227,7 +245,7 @@ impl Db {
         }
         if version < 5 {
             conn.execute_batch(
-                "BEGIN;
+                "BEGIN IMMEDIATE;
                  CREATE TABLE IF NOT EXISTS ops_figures(
                      res INTEGER NOT NULL, start INTEGER NOT NULL, data TEXT NOT NULL,
                      PRIMARY KEY(res, start)) WITHOUT ROWID;
