@@ -364,15 +364,6 @@ fn base_url(st: &AppState, headers: &HeaderMap) -> String {
     format!("{proto}://{host}")
 }
 
-fn field_type_name(t: &[FieldType]) -> &'static str {
-    match t {
-        [FieldType::String] => "String",
-        [FieldType::Number] => "Number",
-        [FieldType::Boolean] => "Boolean",
-        _ => "String",
-    }
-}
-
 /// The fields of a layer file a view keeps, with their TileJSON types.
 fn file_fields(l: &ServedLayer, view: &LayerView) -> serde_json::Map<String, serde_json::Value> {
     l.reader
@@ -380,7 +371,7 @@ fn file_fields(l: &ServedLayer, view: &LayerView) -> serde_json::Map<String, ser
         .fields
         .iter()
         .filter(|(k, _)| view.keeps(k))
-        .map(|(k, t)| (k.clone(), json!(field_type_name(t))))
+        .map(|(k, t)| (k.clone(), json!(FieldType::tilejson_name(t))))
         .collect()
 }
 

@@ -5,5 +5,6 @@
 
 pub mod audit;
 pub mod devices;
+pub mod export;
 pub mod keys;
 pub mod ops;

@@ -34,6 +34,18 @@ pub enum FieldType {
     Boolean,
 }
 
+impl FieldType {
+    /// The TileJSON name of a field whose values took the types `t` (a field of mixed types
+    /// is a `String`, as MVT clients read it).
+    pub fn tilejson_name(t: &[FieldType]) -> &'static str {
+        match t {
+            [FieldType::Number] => "Number",
+            [FieldType::Boolean] => "Boolean",
+            _ => "String",
+        }
+    }
+}
+
 impl PropValue {
     /// The TileJSON field type of this value.
     pub fn field_type(&self) -> FieldType {

@@ -1,0 +1,228 @@
+//! `urbis export --to out.mbtiles`: the archive's tiles are byte for byte what the running
+//! server sends (gzip), every non-empty tile of the zooms is there and no empty one, the
+//! metadata is MBTiles 1.3's, and GDAL's MBTiles driver reads the layer back with its fields
+//! and about its feature count.
+
+mod common;
+
+use common::Server;
+use std::process::Command;
+
+/// Rows of a SQLite query on the archive, through Python's sqlite3 (an independent reader).
+fn sqlite(file: &std::path::Path, query: &str) -> Vec<Vec<serde_json::Value>> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, json, base64\n\
+             rows = sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall()\n\
+             print(json.dumps([[base64.b64encode(v).decode() if isinstance(v, bytes) else v for v in r] for r in rows]))",
+        ])
+        .arg(file)
+        .arg(query)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    // The few tiles compared are decoded with Python too, to stay independent of our code.
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import base64, sys; sys.stdout.buffer.write(base64.b64decode(sys.stdin.read()))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
+
+#[test]
+fn an_mbtiles_export_holds_the_servers_tiles_and_gdal_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let imported = common::import_json(
+        &common::data("tests/data/montevideo/montevideo.geojson.gz"),
+        &store,
+        &["--layer", "montevideo", "--classification", "public"],
+    );
+    // The full-resolution level holds every feature.
+    let features = imported[0]["levels"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("feature count in {imported}"));
+    let out = dir.path().join("mv.mbtiles");
+    let o = common::urbis(&[
+        "export",
+        "montevideo",
+        "--to",
+        out.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(!dir.path().join("mv.mbtiles.partial").exists());
+
+    // Metadata (MBTiles 1.3).
+    let meta: std::collections::BTreeMap<String, String> =
+        sqlite(&out, "SELECT name, value FROM metadata")
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].as_str().unwrap().to_string(),
+                    r[1].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+    assert_eq!(meta["format"], "pbf");
+    assert_eq!(meta["name"], "montevideo");
+    assert_eq!(meta["minzoom"], summary["minzoom"].to_string());
+    assert_eq!(meta["maxzoom"], summary["maxzoom"].to_string());
+    let json: serde_json::Value = serde_json::from_str(&meta["json"]).unwrap();
+    assert_eq!(json["vector_layers"][0]["id"], "montevideo");
+    assert!(
+        json["vector_layers"][0]["fields"]
+            .as_object()
+            .unwrap()
+            .len()
+            > 3
+    );
+    let count = sqlite(&out, "SELECT count(*), sum(length(tile_data)) FROM tiles");
+    assert_eq!(count[0][0], summary["tiles"], "{summary}");
+    assert_eq!(count[0][1], summary["bytes"]);
+
+    // The same tiles from the server, with gzip: byte for byte; an empty one is absent.
+    let server = Server::start(&store, &[]);
+    let rows = sqlite(
+        &out,
+        "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles ORDER BY random() LIMIT 25",
+    );
+    for r in &rows {
+        let (z, x, tms) = (
+            r[0].as_u64().unwrap(),
+            r[1].as_u64().unwrap(),
+            r[2].as_u64().unwrap(),
+        );
+        let y = (1u64 << z) - 1 - tms;
+        let got = server.get(
+            &format!("/tiles/montevideo/{z}/{x}/{y}.mvt"),
+            &[("Accept-Encoding", "gzip")],
+        );
+        assert_eq!(got.status, 200, "{z}/{x}/{y}");
+        assert_eq!(got.header("content-encoding"), Some("gzip"));
+        assert!(
+            got.body == b64(r[3].as_str().unwrap()),
+            "tile {z}/{x}/{y} differs from the server's"
+        );
+    }
+    // Every tile of z12 the server has is in the archive, and none it answers 204.
+    let z12 = sqlite(
+        &out,
+        "SELECT tile_column, tile_row FROM tiles WHERE zoom_level = 12",
+    );
+    let have: std::collections::BTreeSet<(u64, u64)> = z12
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_u64().unwrap(),
+                (1 << 12) - 1 - r[1].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let (xs, ys) = (
+        have.iter().map(|t| t.0).min().unwrap()..=have.iter().map(|t| t.0).max().unwrap(),
+        have.iter().map(|t| t.1).min().unwrap()..=have.iter().map(|t| t.1).max().unwrap(),
+    );
+    for x in xs.start() - 1..=xs.end() + 1 {
+        for y in ys.start() - 1..=ys.end() + 1 {
+            let s = server
+                .get(&format!("/tiles/montevideo/12/{x}/{y}.mvt"), &[])
+                .status;
+            assert_eq!(s == 200, have.contains(&(x, y)), "12/{x}/{y}: {s}");
+        }
+    }
+
+    // GDAL reads it back: the layer, its fields, and at the top zoom exactly the features
+    // Python's mapbox-vector-tile decodes from the same tiles (GDAL counts a feature once per
+    // tile it is in).
+    let info = Command::new("ogrinfo")
+        .args(["-ro", "-so", "-al"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    assert!(text.contains("using driver `MBTiles'"), "{text}");
+    assert!(text.contains("Layer name: montevideo"), "{text}");
+    let n: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Feature Count: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let decoded = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, gzip, sys, mapbox_vector_tile as m\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             z = c.execute('SELECT max(zoom_level) FROM tiles').fetchone()[0]\n\
+             print(sum(len(l['features']) for (d,) in c.execute('SELECT tile_data FROM tiles WHERE zoom_level = ?', (z,)) for l in m.decode(gzip.decompress(d)).values()))",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        decoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let want: u64 = String::from_utf8_lossy(&decoded.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        n, want,
+        "GDAL and mapbox-vector-tile disagree on the top zoom's features"
+    );
+    assert!(
+        n * 2 > features,
+        "{n} of {features} features at the top zoom"
+    );
+    assert!(text.contains("amenity: String"), "{text}");
+
+    // Options checked with clear errors.
+    let bad = common::urbis(&[
+        "export",
+        "montevideo",
+        "--to",
+        dir.path().join("x.zip").to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains(".mbtiles"));
+    let bad = common::urbis(&[
+        "export",
+        "nosuch",
+        "--to",
+        dir.path().join("x.mbtiles").to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no layer \"nosuch\""));
+    assert!(!dir.path().join("x.mbtiles").exists());
+}
