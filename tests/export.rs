@@ -1,7 +1,8 @@
-//! `urbis export --to out.mbtiles`: the archive's tiles are byte for byte what the running
-//! server sends (gzip), every non-empty tile of the zooms is there and no empty one, the
-//! metadata is MBTiles 1.3's, and GDAL's MBTiles driver reads the layer back with its fields
-//! and about its feature count.
+//! `urbis export --to out.mbtiles|out.pmtiles`: the archive's tiles are byte for byte what
+//! the running server sends (gzip), every non-empty tile of the zooms is there and no empty
+//! one, the metadata is MBTiles 1.3's, GDAL's MBTiles driver reads the layer back with its
+//! fields and exactly the features an independent decoder finds; the PMTiles archive, read by
+//! Python's `pmtiles` (PyPI), is clustered and holds the same tiles.
 
 mod common;
 
@@ -203,6 +204,56 @@ fn an_mbtiles_export_holds_the_servers_tiles_and_gdal_reads_it() {
         "{n} of {features} features at the top zoom"
     );
     assert!(text.contains("amenity: String"), "{text}");
+
+    // The same layer as PMTiles: Python's `pmtiles` reader (PyPI) finds a clustered, gzip,
+    // MVT archive with the same zooms, every tile of the MBTiles archive byte for byte and no
+    // other.
+    let pm = dir.path().join("mv.pmtiles");
+    let o = common::urbis(&[
+        "export",
+        "montevideo",
+        "--to",
+        pm.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pm_summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(pm_summary["tiles"], summary["tiles"]);
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, json\n\
+             from pmtiles.reader import Reader, MmapSource, all_tiles\n\
+             r = Reader(MmapSource(open(sys.argv[1], 'rb')))\n\
+             h = r.header()\n\
+             c = sqlite3.connect(sys.argv[2])\n\
+             same = sum(1 for (z, x, t, d) in c.execute('SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles') if r.get(z, x, (1 << z) - 1 - t) == d)\n\
+             n = sum(1 for _ in all_tiles(r.get_bytes))\n\
+             print(json.dumps({'clustered': h['clustered'], 'gzip': h['tile_compression'].name, 'type': h['tile_type'].name, 'min': h['min_zoom'], 'max': h['max_zoom'], 'same': same, 'tiles': n, 'layer': r.metadata()['vector_layers'][0]['id']}))",
+        ])
+        .arg(&pm)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(check.stdout.trim_ascii()).unwrap();
+    assert_eq!(seen["clustered"], true, "{seen}");
+    assert_eq!(seen["gzip"], "GZIP");
+    assert_eq!(seen["type"], "MVT");
+    assert_eq!(seen["min"], summary["minzoom"]);
+    assert_eq!(seen["max"], summary["maxzoom"]);
+    assert_eq!(seen["layer"], "montevideo");
+    assert_eq!(
+        seen["same"], summary["tiles"],
+        "every MBTiles tile, byte for byte: {seen}"
+    );
+    assert_eq!(seen["tiles"], summary["tiles"], "and no other: {seen}");
 
     // Options checked with clear errors.
     let bad = common::urbis(&[

@@ -1,5 +1,5 @@
 //! Exports: every tile the server would serve for some layers, written into one archive file
-//! for CDNs and offline tablets. MBTiles 1.3 today ([`mbtiles`]); the tiles are the engine's
+//! for CDNs and offline tablets: MBTiles 1.3 ([`mbtiles`]) and PMTiles v3 ([`pmtiles`]); the tiles are the engine's
 //! own bytes, gzip-compressed exactly as the server sends them to a client that accepts gzip,
 //! so an archive and the live server agree byte for byte.
 //!
@@ -9,6 +9,7 @@
 //! or interrupted export leaves no half file behind.
 
 pub mod mbtiles;
+pub mod pmtiles;
 
 use crate::engine::Engine;
 use crate::tile::mercator::lonlat_to_grid;
@@ -187,43 +188,56 @@ pub fn make_tiles(
     progress: &(dyn Fn(u64) + Sync),
     mut write: impl FnMut(MadeTile) -> Result<(), ExportError>,
 ) -> Result<ExportSummary, ExportError> {
-    let names: Vec<&str> = layers.iter().map(String::as_str).collect();
     let mut summary = ExportSummary {
         minzoom: plan.minzoom,
         maxzoom: plan.maxzoom,
         bounds: plan.bounds,
         ..ExportSummary::default()
     };
+    for z in plan.minzoom..=plan.maxzoom {
+        let s = make_tiles_of_zoom(engine, layers, plan, z, progress, &mut write)?;
+        summary.tiles += s.tiles;
+        summary.empty += s.empty;
+        summary.bytes += s.bytes;
+    }
+    Ok(summary)
+}
+
+/// Makes the tiles of zoom `z` in parallel and hands the non-empty ones to `write` (on the
+/// calling thread, in no particular order).
+pub fn make_tiles_of_zoom(
+    engine: &Engine,
+    layers: &[String],
+    plan: &Plan,
+    z: u8,
+    progress: &(dyn Fn(u64) + Sync),
+    mut write: impl FnMut(MadeTile) -> Result<(), ExportError>,
+) -> Result<ExportSummary, ExportError> {
+    let names: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let mut summary = ExportSummary::default();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Option<MadeTile>>(1024);
     std::thread::scope(|s| {
         let names = &names;
         let maker = s.spawn(move || {
-            for z in plan.minzoom..=plan.maxzoom {
-                let tiles: Vec<TileId> = plan.tiles(z).collect();
-                let stop = tiles.par_iter().try_for_each(|t| {
-                    let made = engine.tile(names, *t, true).ok();
-                    progress(1);
-                    let made = made.filter(|b| b.features > 0).map(|b| MadeTile {
-                        tile: *t,
-                        bytes: b.bytes.to_vec(),
-                    });
-                    tx.send(made).map_err(|_| ())
+            let tiles: Vec<TileId> = plan.tiles(z).collect();
+            let _ = tiles.par_iter().try_for_each(|t| {
+                let made = engine.tile(names, *t, true).ok();
+                progress(1);
+                let made = made.filter(|b| b.features > 0).map(|b| MadeTile {
+                    tile: *t,
+                    bytes: b.bytes.to_vec(),
                 });
-                if stop.is_err() {
-                    return;
-                }
-            }
+                tx.send(made).map_err(|_| ())
+            });
         });
         let mut result = Ok(());
         for m in rx {
             match m {
                 None => summary.empty += 1,
                 Some(m) => {
-                    if result.is_ok() {
-                        summary.tiles += 1;
-                        summary.bytes += m.bytes.len() as u64;
-                        result = write(m);
-                    }
+                    summary.tiles += 1;
+                    summary.bytes += m.bytes.len() as u64;
+                    result = write(m);
                     if result.is_err() {
                         break; // dropping the receiver stops the makers
                     }
@@ -236,7 +250,8 @@ pub fn make_tiles(
     Ok(summary)
 }
 
-/// Exports `o` from `engine` into the archive at `to`, by its extension (`.mbtiles`).
+/// Exports `o` from `engine` into the archive at `to`, by its extension (`.mbtiles`,
+/// `.pmtiles`).
 pub fn export(
     engine: &Engine,
     o: &ExportOptions,
@@ -249,12 +264,9 @@ pub fn export(
         .map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("mbtiles") => mbtiles::write(engine, o, to, progress),
-        Some("pmtiles") => Err(ExportError::Invalid(
-            "PMTiles export is not built yet: write .mbtiles (GDAL and most tile servers read it)"
-                .into(),
-        )),
+        Some("pmtiles") => pmtiles::write(engine, o, to, progress),
         _ => Err(ExportError::Invalid(format!(
-            "{}: the archive's extension says its format: .mbtiles",
+            "{}: the archive's extension says its format: .mbtiles or .pmtiles",
             to.display()
         ))),
     }
