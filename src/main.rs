@@ -221,12 +221,16 @@ enum Command {
     ///   urbis simulate --devices 2000 --rate 500 --duration 10m
     ///   urbis simulate --server http://gis:8080 --coap gis:5683 --key uk_... --layer buses
     Simulate(cli::ops::SimulateArgs),
-    /// Export every tile the server would serve for some layers into one archive: MBTiles
-    /// (SQLite; GDAL, QGIS and most tile servers read it). The tiles are the server's own
-    /// gzip bytes, made in parallel; empty tiles are left out.
+    /// Export every tile the server would serve for some layers into one archive, MBTiles
+    /// (SQLite; GDAL, QGIS and most tile servers read it) or PMTiles (one file for CDNs and
+    /// MapLibre): the server's own gzip bytes, made in parallel; empty tiles left out. Or a
+    /// layer's features back out as FlatGeobuf or GeoJSON, at full resolution with every
+    /// property.
     ///
     /// Examples:
     ///   urbis export roads --to roads.mbtiles
+    ///   urbis export roads --to roads.pmtiles
+    ///   urbis export roads --to roads.fgb
     ///   urbis export roads,buildings --to city.mbtiles --minzoom 10 --maxzoom 16 --bbox 24.9,60.1,25.0,60.2
     Export(cli::export::ExportArgs),
     /// List the layers of a store, or remove one (`urbis layers rm NAME`).

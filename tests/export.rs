@@ -277,3 +277,110 @@ fn an_mbtiles_export_holds_the_servers_tiles_and_gdal_reads_it() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no layer \"nosuch\""));
     assert!(!dir.path().join("x.mbtiles").exists());
 }
+
+#[test]
+fn a_layer_exported_as_flatgeobuf_and_geojson_has_every_feature_and_property() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let source = common::data("tests/data/montevideo/montevideo.geojson.gz");
+    let imported = common::import_json(&source, &store, &["--layer", "montevideo"]);
+    // The import removed degenerate parts of two features (its report says so): their first
+    // coordinate may differ from the source's.
+    let repaired = imported[0]["quality"]["repaired"].as_u64().unwrap();
+    assert_eq!(repaired, 2, "{imported}");
+    for ext in ["fgb", "geojson"] {
+        let to = dir.path().join(format!("mv.{ext}"));
+        let o = common::urbis(&[
+            "export",
+            "montevideo",
+            "--to",
+            to.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(s["features"], 239_486, "{s}");
+        // GDAL reads it: every feature, the fields with their types, WGS 84.
+        let info = Command::new("ogrinfo")
+            .args(["-ro", "-so", "-al"])
+            .arg(&to)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&info.stdout);
+        assert!(
+            info.status.success(),
+            "{}",
+            String::from_utf8_lossy(&info.stderr)
+        );
+        assert!(text.contains("Feature Count: 239486"), "{ext}: {text}");
+        assert!(text.contains("amenity: String"), "{ext}: {text}");
+        assert!(
+            text.contains("osm_id: Real") || text.contains("osm_id: Integer64"),
+            "{ext}: {text}"
+        );
+        assert!(
+            text.contains("4326") || text.contains("WGS 84"),
+            "{ext}: {text}"
+        );
+    }
+    // GDAL converts the FlatGeobuf to GeoJSON; Python compares it and our GeoJSON with the
+    // source, feature by feature: the same properties (nulls, which the store does not keep,
+    // left out), the same geometry types, coordinates within the store's 1 cm grid.
+    let via_gdal = dir.path().join("via-gdal.geojson");
+    let st = Command::new("ogr2ogr")
+        .args(["-f", "GeoJSON"])
+        .arg(&via_gdal)
+        .arg(dir.path().join("mv.fgb"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import gzip, json, sys\n\
+             src = json.load(gzip.open(sys.argv[1]))['features']\n\
+             ours = json.load(open(sys.argv[2]))['features']\n\
+             fgb = {f['properties']['osm_id']: f for f in json.load(open(sys.argv[3]))['features']}\n\
+             def first(g):\n\
+             \x20   c = g['coordinates']\n\
+             \x20   while isinstance(c[0], list): c = c[0]\n\
+             \x20   return c\n\
+             bad = 0\n\
+             for a, b in zip(src, ours):\n\
+             \x20   p = {k: v for k, v in a['properties'].items() if v is not None}\n\
+             \x20   f = fgb.get(p.get('osm_id'))\n\
+             \x20   ok = p == b['properties'] and a['geometry']['type'] == b['geometry']['type']\n\
+             \x20   ok = ok and all(abs(u - v) < 2e-7 for u, v in zip(first(a['geometry']), first(b['geometry'])))\n\
+             \x20   ok = ok and f is not None and f['geometry']['type'] == b['geometry']['type']\n\
+             \x20   bad += not ok\n\
+             print(json.dumps({'source': len(src), 'ours': len(ours), 'fgb': len(fgb), 'bad': bad}))",
+        ])
+        .arg(&source)
+        .arg(dir.path().join("mv.geojson"))
+        .arg(&via_gdal)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(check.stdout.trim_ascii()).unwrap();
+    assert_eq!(seen["source"], seen["ours"], "{seen}");
+    assert!(seen["bad"].as_u64().unwrap() <= repaired, "{seen}");
+
+    // A file holds one layer, whole.
+    let bad = common::urbis(&[
+        "export",
+        "montevideo",
+        "--to",
+        dir.path().join("x.fgb").to_str().unwrap(),
+        "--maxzoom",
+        "3",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("whole layer at full resolution"));
+}

@@ -1,4 +1,5 @@
-//! `urbis export`: every tile the server would serve for some layers, into one archive file.
+//! `urbis export`: every tile the server would serve for some layers into one archive file,
+//! or a layer's features into a GIS file.
 
 use crate::StoreArg;
 use clap::Args;
@@ -8,7 +9,9 @@ use std::path::PathBuf;
 pub struct ExportArgs {
     /// The layers: one, or several (comma-separated) for composite tiles.
     layers: String,
-    /// The archive to write: out.mbtiles (MBTiles 1.3, SQLite).
+    /// The file to write, its extension its format: out.mbtiles (MBTiles 1.3), out.pmtiles
+    /// (PMTiles v3) for tiles; out.fgb (FlatGeobuf) or out.geojson for one layer's features at
+    /// full resolution with every property.
     #[arg(long)]
     to: PathBuf,
     /// Lowest zoom [default: the layers' lowest].
@@ -80,6 +83,14 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     let summary = summary?;
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);
+    } else if summary.tiles == 0 && summary.features > 0 {
+        println!(
+            "exported {} features of {} to {} in {:.1} s",
+            summary.features,
+            a.layers,
+            a.to.display(),
+            started.elapsed().as_secs_f64()
+        );
     } else {
         println!(
             "exported {} tiles ({} empty left out, {:.1} MB) of {} at z{}-{} to {} in {:.1} s",

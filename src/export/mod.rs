@@ -8,6 +8,7 @@
 //! left out. The archive is written beside its final name and renamed when complete: a failed
 //! or interrupted export leaves no half file behind.
 
+pub mod files;
 pub mod mbtiles;
 pub mod pmtiles;
 
@@ -33,6 +34,8 @@ pub struct ExportOptions {
 /// What an export wrote.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ExportSummary {
+    /// Features written (file exports).
+    pub features: u64,
     /// Tiles written.
     pub tiles: u64,
     /// Tiles left out as empty.
@@ -250,8 +253,8 @@ pub fn make_tiles_of_zoom(
     Ok(summary)
 }
 
-/// Exports `o` from `engine` into the archive at `to`, by its extension (`.mbtiles`,
-/// `.pmtiles`).
+/// Exports `o` from `engine` into the file at `to`, by its extension: a tile archive
+/// (`.mbtiles`, `.pmtiles`) or the layer's features (`.fgb`, `.geojson`).
 pub fn export(
     engine: &Engine,
     o: &ExportOptions,
@@ -265,8 +268,27 @@ pub fn export(
     match ext.as_deref() {
         Some("mbtiles") => mbtiles::write(engine, o, to, progress),
         Some("pmtiles") => pmtiles::write(engine, o, to, progress),
+        Some("geojson" | "json" | "fgb") => {
+            let [layer] = o.layers.as_slice() else {
+                return Err(ExportError::Invalid(
+                    "a GIS file holds one layer: name one".into(),
+                ));
+            };
+            if o.minzoom.is_some() || o.maxzoom.is_some() || o.bbox.is_some() {
+                return Err(ExportError::Invalid(
+                    "a GIS file is the whole layer at full resolution: --minzoom, --maxzoom and --bbox are for tile archives".into(),
+                ));
+            }
+            let features = files::write(engine, layer, to, progress)?;
+            let l = engine.layer(layer);
+            Ok(ExportSummary {
+                features,
+                bounds: l.map(|l| l.reader.meta().bounds).unwrap_or_default(),
+                ..ExportSummary::default()
+            })
+        }
         _ => Err(ExportError::Invalid(format!(
-            "{}: the archive's extension says its format: .mbtiles or .pmtiles",
+            "{}: the extension says the format: .mbtiles or .pmtiles (tiles), .fgb or .geojson (the layer's features)",
             to.display()
         ))),
     }
