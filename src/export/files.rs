@@ -284,17 +284,5 @@ pub fn write(
         "fgb" => write_fgb(&layer.reader, &partial, progress),
         _ => unreachable!("checked by the caller"),
     };
-    match n {
-        Ok(n) => {
-            std::fs::rename(&partial, to).map_err(|e| ExportError::Write {
-                path: to.display().to_string(),
-                message: e.to_string(),
-            })?;
-            Ok(n)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
-    }
+    super::finish(n, &partial, to)
 }

@@ -6,7 +6,6 @@
 
 use super::{ExportError, ExportOptions, ExportSummary, make_tiles, plan};
 use crate::engine::Engine;
-use crate::store::FieldType;
 use rusqlite::{Connection, params};
 use std::path::Path;
 
@@ -61,26 +60,7 @@ pub fn write(
             },
         )?;
         drop(insert);
-        let mut vector_layers = Vec::new();
-        let mut attribution = Vec::new();
-        for name in &o.layers {
-            if let Some(l) = engine.layer(name) {
-                let meta = l.reader.meta();
-                let fields: serde_json::Map<String, serde_json::Value> = meta
-                    .fields
-                    .iter()
-                    .map(|(k, t)| (k.clone(), FieldType::tilejson_name(t).into()))
-                    .collect();
-                vector_layers.push(serde_json::json!({
-                    "id": name, "fields": fields,
-                    "minzoom": l.reader.minzoom().max(plan.minzoom),
-                    "maxzoom": l.reader.maxzoom().min(plan.maxzoom),
-                }));
-                if let Some(a) = &meta.attribution {
-                    attribution.push(a.clone());
-                }
-            }
-        }
+        let (vector_layers, attribution) = super::vector_layers(engine, &o.layers, &plan);
         let b = summary.bounds;
         let centre_zoom = plan.minzoom.max(plan.maxzoom.saturating_sub(2));
         let rows: Vec<(&str, String)> = vec![
@@ -103,7 +83,7 @@ pub fn write(
                 "description",
                 format!("{} exported by Urbis", o.layers.join(", ")),
             ),
-            ("attribution", attribution.join("; ")),
+            ("attribution", attribution),
             (
                 "json",
                 serde_json::json!({ "vector_layers": vector_layers }).to_string(),
@@ -125,14 +105,5 @@ pub fn write(
         Ok(summary)
     })();
     drop(conn);
-    match result {
-        Ok(summary) => {
-            std::fs::rename(&partial, to).map_err(|e| fail(e.to_string()))?;
-            Ok(summary)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
-    }
+    super::finish(result, &partial, to)
 }

@@ -182,6 +182,54 @@ pub fn plan(engine: &Engine, o: &ExportOptions) -> Result<Plan, ExportError> {
     })
 }
 
+/// Makes a file written beside `to` (at `partial`) appear at `to` when `result` says it is
+/// complete; removes it otherwise. No half file is ever left under the final name.
+fn finish<T>(result: Result<T, ExportError>, partial: &Path, to: &Path) -> Result<T, ExportError> {
+    match result {
+        Ok(v) => {
+            std::fs::rename(partial, to).map_err(|e| ExportError::Write {
+                path: to.display().to_string(),
+                message: e.to_string(),
+            })?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(partial);
+            Err(e)
+        }
+    }
+}
+
+/// The archives' metadata of `layers`: their TileJSON `vector_layers` within the plan's
+/// zooms, and their attributions joined.
+fn vector_layers(
+    engine: &Engine,
+    layers: &[String],
+    plan: &Plan,
+) -> (Vec<serde_json::Value>, String) {
+    let mut out = Vec::new();
+    let mut attribution = Vec::new();
+    for name in layers {
+        if let Some(l) = engine.layer(name) {
+            let meta = l.reader.meta();
+            let fields: serde_json::Map<String, serde_json::Value> = meta
+                .fields
+                .iter()
+                .map(|(k, t)| (k.clone(), crate::store::FieldType::tilejson_name(t).into()))
+                .collect();
+            out.push(serde_json::json!({
+                "id": name, "fields": fields,
+                "minzoom": l.reader.minzoom().max(plan.minzoom),
+                "maxzoom": l.reader.maxzoom().min(plan.maxzoom),
+            }));
+            if let Some(a) = &meta.attribution {
+                attribution.push(a.clone());
+            }
+        }
+    }
+    (out, attribution.join("; "))
+}
+
 /// Makes every tile of `plan` in parallel and hands the non-empty ones to `write` (on the
 /// calling thread, in no particular order); `progress` hears of each tile made.
 pub fn make_tiles(

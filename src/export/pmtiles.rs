@@ -9,7 +9,6 @@
 
 use super::{ExportError, ExportOptions, ExportSummary, make_tiles_of_zoom, plan};
 use crate::engine::Engine;
-use crate::store::FieldType;
 use pmtiles::{Compression, PmTilesWriter, TileCoord, TileId, TileType};
 use std::path::Path;
 
@@ -27,31 +26,12 @@ pub fn write(
         path: to.display().to_string(),
         message,
     };
-    let mut vector_layers = Vec::new();
-    let mut attribution = Vec::new();
-    for name in &o.layers {
-        if let Some(l) = engine.layer(name) {
-            let meta = l.reader.meta();
-            let fields: serde_json::Map<String, serde_json::Value> = meta
-                .fields
-                .iter()
-                .map(|(k, t)| (k.clone(), FieldType::tilejson_name(t).into()))
-                .collect();
-            vector_layers.push(serde_json::json!({
-                "id": name, "fields": fields,
-                "minzoom": l.reader.minzoom().max(plan.minzoom),
-                "maxzoom": l.reader.maxzoom().min(plan.maxzoom),
-            }));
-            if let Some(a) = &meta.attribution {
-                attribution.push(a.clone());
-            }
-        }
-    }
+    let (vector_layers, attribution) = super::vector_layers(engine, &o.layers, &plan);
     let b = plan.bounds;
     let metadata = serde_json::json!({
         "name": o.layers.join(","),
         "description": format!("{} exported by Urbis", o.layers.join(", ")),
-        "attribution": attribution.join("; "),
+        "attribution": attribution,
         "vector_layers": vector_layers,
         "generator": concat!("urbis ", env!("CARGO_PKG_VERSION")),
     });
@@ -102,14 +82,5 @@ pub fn write(
         w.finalize().map_err(pm)?;
         Ok(summary)
     })();
-    match result {
-        Ok(summary) => {
-            std::fs::rename(&partial, to).map_err(|e| fail(e.to_string()))?;
-            Ok(summary)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
-    }
+    super::finish(result, &partial, to)
 }

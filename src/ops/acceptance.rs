@@ -108,15 +108,6 @@ fn problem(a: &Answer) -> String {
         .unwrap_or_default()
 }
 
-/// The tile at zoom `z` holding `[lon, lat]`.
-fn tile_of(lon: f64, lat: f64, z: u8) -> (u32, u32) {
-    let n = 2f64.powi(i32::from(z));
-    let x = ((lon + 180.0) / 360.0 * n).floor();
-    let lat = lat.clamp(-85.05, 85.05).to_radians();
-    let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor();
-    (x.clamp(0.0, n - 1.0) as u32, y.clamp(0.0, n - 1.0) as u32)
-}
-
 /// Checks an MVT: version 2 layers, every geometry command well formed and within extent +
 /// buffer. Returns the features counted.
 fn check_mvt(bytes: &[u8]) -> Result<usize, String> {
@@ -134,36 +125,15 @@ fn check_mvt(bytes: &[u8]) -> Result<usize, String> {
             if f.tags.len() % 2 != 0 {
                 return Err(format!("layer {:?}: a feature's tags are odd", l.name));
             }
-            let g = &f.geometry;
-            let (mut i, mut x, mut y) = (0usize, 0i64, 0i64);
-            while i < g.len() {
-                let (cmd, count) = (g[i] & 7, (g[i] >> 3) as usize);
-                i += 1;
-                match cmd {
-                    1 | 2 => {
-                        for _ in 0..count {
-                            let (Some(dx), Some(dy)) = (g.get(i), g.get(i + 1)) else {
-                                return Err(format!("layer {:?}: a geometry ends early", l.name));
-                            };
-                            x += i64::from(((dx >> 1) as i32) ^ -((dx & 1) as i32));
-                            y += i64::from(((dy >> 1) as i32) ^ -((dy & 1) as i32));
-                            i += 2;
-                            let (fx, fy) = (x as f64, y as f64);
-                            if fx < lo || fx > hi || fy < lo || fy > hi {
-                                return Err(format!(
-                                    "layer {:?}: a coordinate ({x}, {y}) lies outside extent {extent} and its buffer",
-                                    l.name
-                                ));
-                            }
-                        }
-                    }
-                    7 if count == 1 => {}
-                    other => {
-                        return Err(format!(
-                            "layer {:?}: geometry command {other} (count {count}) is not MVT",
-                            l.name
-                        ));
-                    }
+            let parts = crate::tile::mvt::decode_commands(&f.geometry)
+                .map_err(|e| format!("layer {:?}: {e}", l.name))?;
+            for [x, y] in parts.into_iter().flatten() {
+                let (fx, fy) = (x as f64, y as f64);
+                if fx < lo || fx > hi || fy < lo || fy > hi {
+                    return Err(format!(
+                        "layer {:?}: a coordinate ({x}, {y}) lies outside extent {extent} and its buffer",
+                        l.name
+                    ));
                 }
             }
         }
@@ -359,7 +329,7 @@ async fn sample_tiles(
     let mut found = Vec::new();
     let mut with_features = 0;
     for z in zooms {
-        let (x, y) = tile_of(lon, lat, z);
+        let (x, y) = crate::tile::mercator::tile_containing(lon, lat, z);
         let path = format!("/tiles/{name}/{z}/{x}/{y}.mvt");
         let a = c.get(&path).await?;
         match a.status {

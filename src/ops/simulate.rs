@@ -134,14 +134,6 @@ impl Street {
     }
 }
 
-fn tile_of(lon: f64, lat: f64, z: u8) -> (u32, u32) {
-    let n = 2f64.powi(i32::from(z));
-    let x = ((lon + 180.0) / 360.0 * n).floor();
-    let lat = lat.clamp(-85.05, 85.05).to_radians();
-    let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor();
-    (x.clamp(0.0, n - 1.0) as u32, y.clamp(0.0, n - 1.0) as u32)
-}
-
 /// The lines of an MVT tile `z/x/y`, in WGS 84.
 fn tile_lines(bytes: &[u8], z: u8, x: u32, y: u32) -> Vec<Vec<[f64; 2]>> {
     let Ok(tile) = Tile::decode(bytes) else {
@@ -161,31 +153,15 @@ fn tile_lines(bytes: &[u8], z: u8, x: u32, y: u32) -> Vec<Vec<[f64; 2]>> {
             [gx * 360.0 - 180.0, lat]
         };
         for f in l.features.iter().filter(|f| f.r#type == Some(2)) {
-            let g = &f.geometry;
-            let (mut i, mut cx, mut cy) = (0usize, 0i64, 0i64);
-            let mut line: Vec<[f64; 2]> = Vec::new();
-            while i < g.len() {
-                let (cmd, count) = (g[i] & 7, (g[i] >> 3) as usize);
-                i += 1;
-                if cmd == 1 && line.len() >= 2 {
-                    out.push(std::mem::take(&mut line));
-                }
-                if cmd == 1 {
-                    line.clear();
-                }
-                for _ in 0..count {
-                    let (Some(dx), Some(dy)) = (g.get(i), g.get(i + 1)) else {
-                        break;
-                    };
-                    cx += i64::from(((dx >> 1) as i32) ^ -((dx & 1) as i32));
-                    cy += i64::from(((dy >> 1) as i32) ^ -((dy & 1) as i32));
-                    i += 2;
-                    line.push(to_lonlat(cx, cy));
-                }
-            }
-            if line.len() >= 2 {
-                out.push(line);
-            }
+            let Ok(parts) = crate::tile::mvt::decode_commands(&f.geometry) else {
+                continue;
+            };
+            out.extend(
+                parts
+                    .into_iter()
+                    .filter(|p| p.len() >= 2)
+                    .map(|p| p.into_iter().map(|[px, py]| to_lonlat(px, py)).collect()),
+            );
         }
     }
     out
@@ -245,7 +221,8 @@ async fn streets(c: &Client, o: &Options) -> Result<(String, Vec<Street>), Strin
             continue;
         }
         let z = tj["maxzoom"].as_u64().unwrap_or(14).min(14) as u8;
-        let (cx, cy) = tile_of((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, z);
+        let (cx, cy) =
+            crate::tile::mercator::tile_containing((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, z);
         let mut lines = Vec::new();
         for dx in 0..4u32 {
             for dy in 0..4u32 {
@@ -659,14 +636,14 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let (x, y) = tile_of(24.94, 60.17, 14);
+        let (x, y) = crate::tile::mercator::tile_containing(24.94, 60.17, 14);
         let lines = tile_lines(&t.encode_to_vec(), 14, x, y);
         assert_eq!(lines.len(), 1);
         let [a, b] = [lines[0][0], lines[0][1]];
         assert!(a[0] < 24.94 && a[1] > 60.17, "{a:?}");
         assert!((b[0] - a[0]) > 0.0 && (a[1] - b[1]) > 0.0);
         assert_eq!(
-            tile_of(b[0] + 1e-9, b[1] - 1e-9, 15),
+            crate::tile::mercator::tile_containing(b[0] + 1e-9, b[1] - 1e-9, 15),
             (2 * x + 1, 2 * y + 1)
         );
     }

@@ -206,6 +206,16 @@ pub fn snap_lonlat(p: [f64; 2], metres: f64) -> [f64; 2] {
     [lon, lat]
 }
 
+/// The tile of zoom `z` holding `[lon, lat]` (latitudes clamped to the Mercator range).
+pub fn tile_containing(lon: f64, lat: f64, z: u8) -> (u32, u32) {
+    let g = lonlat_to_grid(lon, lat);
+    let shift = GRID_BITS - u32::from(z.min(GRID_BITS as u8));
+    (
+        (u64::from(g[0]) >> shift) as u32,
+        (u64::from(g[1]) >> shift) as u32,
+    )
+}
+
 /// The exact (unrounded) grid position of longitude/latitude, for tests and error bounds.
 pub fn lonlat_to_grid_f64(lon: f64, lat: f64) -> [f64; 2] {
     let lat = lat.clamp(-MAX_LATITUDE, MAX_LATITUDE);

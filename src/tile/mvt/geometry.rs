@@ -105,6 +105,43 @@ impl TileGeometry {
     }
 }
 
+/// Decodes a feature's geometry commands back into its parts (each `MoveTo` begins one;
+/// `ClosePath` adds nothing), in tile coordinates. For clients of the server (the acceptance
+/// checks, the simulator reading streets); an error names what is not MVT.
+pub fn decode_commands(cmds: &[u32]) -> Result<Vec<Vec<[i64; 2]>>, String> {
+    let unzz = |v: u32| i64::from(((v >> 1) as i32) ^ -((v & 1) as i32));
+    let mut parts: Vec<Vec<[i64; 2]>> = Vec::new();
+    let (mut i, mut at) = (0usize, [0i64, 0]);
+    while i < cmds.len() {
+        let (cmd, count) = (cmds[i] & 7, (cmds[i] >> 3) as usize);
+        i += 1;
+        match cmd {
+            1 | 2 => {
+                if cmd == 1 || parts.is_empty() {
+                    parts.push(Vec::new());
+                }
+                for _ in 0..count {
+                    let (Some(dx), Some(dy)) = (cmds.get(i), cmds.get(i + 1)) else {
+                        return Err("a geometry ends early".into());
+                    };
+                    at = [at[0] + unzz(*dx), at[1] + unzz(*dy)];
+                    i += 2;
+                    if let Some(p) = parts.last_mut() {
+                        p.push(at);
+                    }
+                }
+            }
+            7 if count == 1 => {}
+            other => {
+                return Err(format!(
+                    "geometry command {other} (count {count}) is not MVT"
+                ));
+            }
+        }
+    }
+    Ok(parts)
+}
+
 /// Encodes points (already inside the clip box).
 pub fn encode_points(points: &[TilePoint]) -> Option<TileGeometry> {
     let mut g = TileGeometry::empty();

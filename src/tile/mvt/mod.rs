@@ -27,6 +27,7 @@ mod proto;
 
 pub use budget::EncodedLayer;
 pub use geometry::{
-    TileGeomKind, TileGeometry, encode_lines, encode_points, encode_polygons, ring_area2,
+    TileGeomKind, TileGeometry, decode_commands, encode_lines, encode_points, encode_polygons,
+    ring_area2,
 };
 pub use layer::{MvtLayer, TileValue, ValueSlots};
