@@ -279,7 +279,7 @@ fn an_mbtiles_export_holds_the_servers_tiles_and_gdal_reads_it() {
 }
 
 #[test]
-fn a_layer_exported_as_flatgeobuf_and_geojson_has_every_feature_and_property() {
+fn a_layer_exported_as_flatgeobuf_geopackage_and_geojson_has_every_feature_and_property() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let source = common::data("tests/data/montevideo/montevideo.geojson.gz");
@@ -288,7 +288,7 @@ fn a_layer_exported_as_flatgeobuf_and_geojson_has_every_feature_and_property() {
     // coordinate may differ from the source's.
     let repaired = imported[0]["quality"]["repaired"].as_u64().unwrap();
     assert_eq!(repaired, 2, "{imported}");
-    for ext in ["fgb", "geojson"] {
+    for ext in ["fgb", "geojson", "gpkg"] {
         let to = dir.path().join(format!("mv.{ext}"));
         let o = common::urbis(&[
             "export",
@@ -325,51 +325,57 @@ fn a_layer_exported_as_flatgeobuf_and_geojson_has_every_feature_and_property() {
             "{ext}: {text}"
         );
     }
-    // GDAL converts the FlatGeobuf to GeoJSON; Python compares it and our GeoJSON with the
-    // source, feature by feature: the same properties (nulls, which the store does not keep,
-    // left out), the same geometry types, coordinates within the store's 1 cm grid.
-    let via_gdal = dir.path().join("via-gdal.geojson");
-    let st = Command::new("ogr2ogr")
-        .args(["-f", "GeoJSON"])
-        .arg(&via_gdal)
-        .arg(dir.path().join("mv.fgb"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let check = Command::new("python3")
-        .args([
-            "-c",
-            "import gzip, json, sys\n\
-             src = json.load(gzip.open(sys.argv[1]))['features']\n\
-             ours = json.load(open(sys.argv[2]))['features']\n\
-             fgb = {f['properties']['osm_id']: f for f in json.load(open(sys.argv[3]))['features']}\n\
-             def first(g):\n\
-             \x20   c = g['coordinates']\n\
-             \x20   while isinstance(c[0], list): c = c[0]\n\
-             \x20   return c\n\
-             bad = 0\n\
-             for a, b in zip(src, ours):\n\
-             \x20   p = {k: v for k, v in a['properties'].items() if v is not None}\n\
-             \x20   f = fgb.get(p.get('osm_id'))\n\
-             \x20   ok = p == b['properties'] and a['geometry']['type'] == b['geometry']['type']\n\
-             \x20   ok = ok and all(abs(u - v) < 2e-7 for u, v in zip(first(a['geometry']), first(b['geometry'])))\n\
-             \x20   ok = ok and f is not None and f['geometry']['type'] == b['geometry']['type']\n\
-             \x20   bad += not ok\n\
-             print(json.dumps({'source': len(src), 'ours': len(ours), 'fgb': len(fgb), 'bad': bad}))",
-        ])
-        .arg(&source)
-        .arg(dir.path().join("mv.geojson"))
-        .arg(&via_gdal)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(check.stdout.trim_ascii()).unwrap();
-    assert_eq!(seen["source"], seen["ours"], "{seen}");
-    assert!(seen["bad"].as_u64().unwrap() <= repaired, "{seen}");
+    // GDAL converts the FlatGeobuf and the GeoPackage to GeoJSON; Python compares each and our
+    // GeoJSON with the source, feature by feature: the same properties (nulls, which the store
+    // does not keep, left out), the same geometry types (the GeoPackage's column is of the
+    // layer's multi type when it holds one kind), coordinates within the store's 1 cm grid.
+    for ext in ["fgb", "gpkg"] {
+        let via_gdal = dir.path().join(format!("via-gdal-{ext}.geojson"));
+        let st = Command::new("ogr2ogr")
+            .args(["-f", "GeoJSON"])
+            .arg(&via_gdal)
+            .arg(dir.path().join(format!("mv.{ext}")))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let check = Command::new("python3")
+            .args([
+                "-c",
+                "import gzip, json, sys\n\
+                 src = json.load(gzip.open(sys.argv[1]))['features']\n\
+                 ours = json.load(open(sys.argv[2]))['features']\n\
+                 theirs = {f['properties']['osm_id']: f for f in json.load(open(sys.argv[3]))['features']}\n\
+                 def first(g):\n\
+                 \x20   c = g['coordinates']\n\
+                 \x20   while isinstance(c[0], list): c = c[0]\n\
+                 \x20   return c\n\
+                 def kind(t): return t.replace('Multi', '')\n\
+                 bad = 0\n\
+                 for a, b in zip(src, ours):\n\
+                 \x20   p = {k: v for k, v in a['properties'].items() if v is not None}\n\
+                 \x20   f = theirs.get(p.get('osm_id'))\n\
+                 \x20   ok = p == b['properties'] and a['geometry']['type'] == b['geometry']['type']\n\
+                 \x20   ok = ok and all(abs(u - v) < 2e-7 for u, v in zip(first(a['geometry']), first(b['geometry'])))\n\
+                 \x20   ok = ok and f is not None and kind(f['geometry']['type']) == kind(b['geometry']['type'])\n\
+                 \x20   ok = ok and f is not None and all(abs(u - v) < 1e-9 for u, v in zip(first(f['geometry']), first(b['geometry'])))\n\
+                 \x20   ok = ok and f is not None and {k: v for k, v in f['properties'].items() if v is not None} == p\n\
+                 \x20   bad += not ok\n\
+                 print(json.dumps({'source': len(src), 'ours': len(ours), 'theirs': len(theirs), 'bad': bad}))",
+            ])
+            .arg(&source)
+            .arg(dir.path().join("mv.geojson"))
+            .arg(&via_gdal)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let seen: serde_json::Value = serde_json::from_slice(check.stdout.trim_ascii()).unwrap();
+        assert_eq!(seen["source"], seen["ours"], "{ext}: {seen}");
+        assert!(seen["bad"].as_u64().unwrap() <= repaired, "{ext}: {seen}");
+    }
 
     // A file holds one layer, whole.
     let bad = common::urbis(&[

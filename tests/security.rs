@@ -211,7 +211,13 @@ fn every_route_but_the_public_ones_refuses_an_anonymous_caller() {
             .replace("{layers}", "parcels")
             .replace("{tilejson}", "parcels.json")
             .replace("{z}/{x}/{y}", TILE)
+            .replace("/ogc/collections/{id}", "/ogc/collections/parcels")
             .replace("{id}", "bus-1")
+            .replace("{fid}", "1")
+            .replace("{tms}", "WebMercatorQuad")
+            .replace("{z}/{row}", "0/{row}")
+            .replace("{row}", "0")
+            .replace("{col}", "0")
             .replace("{file}", "city.json");
         let path = if r.path.contains("{y}") {
             format!("{path}.mvt")
@@ -227,6 +233,11 @@ fn every_route_but_the_public_ones_refuses_an_anonymous_caller() {
                 assert_eq!(status, 200);
                 let layers = resp.json()["layers"].as_array().unwrap().len();
                 assert_eq!(layers, 1, "only the public layer");
+            }
+            Need::Layers if r.path == "/ogc/collections" => {
+                assert_eq!(status, 200);
+                let c = resp.json()["collections"].as_array().unwrap().len();
+                assert_eq!(c, 1, "only the public layer");
             }
             Need::Layers if r.path.starts_with("/styles/") => {
                 let style = String::from_utf8_lossy(&resp.body).to_string();
@@ -246,7 +257,7 @@ fn every_route_but_the_public_ones_refuses_an_anonymous_caller() {
         }
     }
     // The public list is explicit and short: health, readiness, the viewer's files, the
-    // list of styles.
+    // list of styles, the OGC API's description of itself (no layer in it).
     public.sort();
     assert_eq!(
         public,
@@ -254,6 +265,11 @@ fn every_route_but_the_public_ones_refuses_an_anonymous_caller() {
             "/",
             "/favicon.ico",
             "/health",
+            "/ogc",
+            "/ogc/api",
+            "/ogc/conformance",
+            "/ogc/tileMatrixSets",
+            "/ogc/tileMatrixSets/{tms}",
             "/ops",
             "/ready",
             "/styles",

@@ -9,7 +9,7 @@
 //! needs a right; 403 for a key whose role lacks it.
 
 use super::problem::Problem;
-use super::{AppState, admin, live, viewer};
+use super::{AppState, admin, live, ogc, viewer};
 use crate::security::Principal;
 use crate::security::limits::Class;
 use crate::security::policy::Right;
@@ -78,6 +78,55 @@ fn table() -> Vec<Entry> {
         entry("GET", "/favicon.ico", Public, get(viewer::favicon)),
         entry("GET", "/health", Public, get(super::health)),
         entry("GET", "/ready", Public, get(live::ready)),
+        // The OGC API: the service's description is public, collections are layers (each
+        // decided for the caller), items are full-resolution features (a right of their own).
+        entry("GET", "/ogc", Public, get(ogc::landing)),
+        entry("GET", "/ogc/conformance", Public, get(ogc::conformance)),
+        entry("GET", "/ogc/api", Public, get(ogc::openapi::api)),
+        entry(
+            "GET",
+            "/ogc/tileMatrixSets",
+            Public,
+            get(ogc::tiles::matrix_sets),
+        ),
+        entry(
+            "GET",
+            "/ogc/tileMatrixSets/{tms}",
+            Public,
+            get(ogc::tiles::matrix_set),
+        ),
+        entry("GET", "/ogc/collections", Layers, get(ogc::collections)),
+        entry("GET", "/ogc/collections/{id}", Layers, get(ogc::collection)),
+        entry(
+            "GET",
+            "/ogc/collections/{id}/items",
+            Right(R::Features),
+            get(ogc::items),
+        ),
+        entry(
+            "GET",
+            "/ogc/collections/{id}/items/{fid}",
+            Right(R::Features),
+            get(ogc::item),
+        ),
+        entry(
+            "GET",
+            "/ogc/collections/{id}/tiles",
+            Layers,
+            get(ogc::tiles::tilesets),
+        ),
+        entry(
+            "GET",
+            "/ogc/collections/{id}/tiles/{tms}",
+            Layers,
+            get(ogc::tiles::tileset),
+        ),
+        entry(
+            "GET",
+            "/ogc/collections/{id}/tiles/{tms}/{z}/{row}/{col}",
+            Layers,
+            get(ogc::tiles::tile),
+        ),
         // Layer names and device counts: for administrators here; `--metrics-bind` serves it
         // without a key on a listener of its own (loopback by default).
         entry("GET", "/metrics", Right(R::Admin), get(super::metrics)),

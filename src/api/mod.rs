@@ -7,6 +7,7 @@ pub mod admin;
 pub mod catalog;
 pub mod fuzzing;
 pub mod live;
+pub mod ogc;
 pub mod ops;
 pub mod problem;
 pub mod styles;
@@ -160,6 +161,19 @@ async fn tile(
         Ok(t) => t,
         Err(p) => return p.into_response(),
     };
+    serve_tile(st, principal, client, layers, tile, headers).await
+}
+
+/// Answers a vector tile request for `layers` (comma-separated) that the path parsed: the
+/// XYZ tiles and the OGC API's tiles share it.
+async fn serve_tile(
+    st: AppState,
+    principal: Principal,
+    client: access::Client,
+    layers: String,
+    tile: TileId,
+    headers: HeaderMap,
+) -> Response {
     let names: Vec<String> = layers.split(',').map(str::to_string).collect();
     if names.iter().any(String::is_empty) {
         return Problem::bad_request("empty layer name in the layer list").into_response();

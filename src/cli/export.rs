@@ -10,8 +10,8 @@ pub struct ExportArgs {
     /// The layers: one, or several (comma-separated) for composite tiles.
     layers: String,
     /// The file to write, its extension its format: out.mbtiles (MBTiles 1.3), out.pmtiles
-    /// (PMTiles v3) for tiles; out.fgb (FlatGeobuf) or out.geojson for one layer's features at
-    /// full resolution with every property.
+    /// (PMTiles v3) for tiles; out.fgb (FlatGeobuf), out.gpkg (GeoPackage) or out.geojson for
+    /// one layer's features at full resolution with every property.
     #[arg(long)]
     to: PathBuf,
     /// Lowest zoom [default: the layers' lowest].

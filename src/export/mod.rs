@@ -302,7 +302,7 @@ pub fn make_tiles_of_zoom(
 }
 
 /// Exports `o` from `engine` into the file at `to`, by its extension: a tile archive
-/// (`.mbtiles`, `.pmtiles`) or the layer's features (`.fgb`, `.geojson`).
+/// (`.mbtiles`, `.pmtiles`) or the layer's features (`.fgb`, `.geojson`, `.gpkg`), whole.
 pub fn export(
     engine: &Engine,
     o: &ExportOptions,
@@ -316,7 +316,7 @@ pub fn export(
     match ext.as_deref() {
         Some("mbtiles") => mbtiles::write(engine, o, to, progress),
         Some("pmtiles") => pmtiles::write(engine, o, to, progress),
-        Some("geojson" | "json" | "fgb") => {
+        Some("geojson" | "json" | "fgb" | "gpkg") => {
             let [layer] = o.layers.as_slice() else {
                 return Err(ExportError::Invalid(
                     "a GIS file holds one layer: name one".into(),
@@ -327,7 +327,7 @@ pub fn export(
                     "a GIS file is the whole layer at full resolution: --minzoom, --maxzoom and --bbox are for tile archives".into(),
                 ));
             }
-            let features = files::write(engine, layer, to, progress)?;
+            let features = files::write(engine, layer, to, &crate::tile::LayerView::ALL, progress)?;
             let l = engine.layer(layer);
             Ok(ExportSummary {
                 features,
@@ -336,7 +336,7 @@ pub fn export(
             })
         }
         _ => Err(ExportError::Invalid(format!(
-            "{}: the extension says the format: .mbtiles or .pmtiles (tiles), .fgb or .geojson (the layer's features)",
+            "{}: the extension says the format: .mbtiles or .pmtiles (tiles), .fgb, .gpkg or .geojson (the layer's features)",
             to.display()
         ))),
     }

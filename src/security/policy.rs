@@ -58,11 +58,14 @@ pub enum Right {
     Audit,
     /// See personal positions without the precision limit.
     ExactPositions,
+    /// Read layers at full resolution as features: OGC API Features items and whole-layer
+    /// downloads (FlatGeobuf, GeoPackage, GeoJSON).
+    Features,
 }
 
 impl Right {
     /// All rights.
-    pub const ALL: [Right; 10] = [
+    pub const ALL: [Right; 11] = [
         Right::Tiles,
         Right::Devices,
         Right::Tracks,
@@ -73,6 +76,7 @@ impl Right {
         Right::Admin,
         Right::Audit,
         Right::ExactPositions,
+        Right::Features,
     ];
 
     /// Its name in policy files.
@@ -88,6 +92,7 @@ impl Right {
             Right::Admin => "admin",
             Right::Audit => "audit",
             Right::ExactPositions => "exact_positions",
+            Right::Features => "features",
         }
     }
 
@@ -227,12 +232,13 @@ impl Policy {
         Policy {
             roles: [
                 role("anonymous", Public, &[Tiles]),
-                role("viewer", Internal, &[Tiles, Devices, Stream]),
+                role("viewer", Internal, &[Tiles, Features, Devices, Stream]),
                 role(
                     "operator",
                     Internal,
                     &[
                         Tiles,
+                        Features,
                         Devices,
                         Tracks,
                         Stream,
@@ -241,7 +247,11 @@ impl Policy {
                         ExactPositions,
                     ],
                 ),
-                role("analyst", Restricted, &[Tiles, Devices, Tracks, Stream]),
+                role(
+                    "analyst",
+                    Restricted,
+                    &[Tiles, Features, Devices, Tracks, Stream],
+                ),
                 role("admin", Confidential, &Right::ALL),
                 role("auditor", Internal, &[Tiles, Audit]),
             ]

@@ -258,7 +258,8 @@ impl Store {
         self.sync_dir()
     }
 
-    /// Removes staging files left by processes that no longer run.
+    /// Removes staging files (and the API's `.download-` files) left by processes that no
+    /// longer run.
     fn sweep_stale(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
@@ -268,6 +269,7 @@ impl Store {
             let pid = name
                 .strip_prefix(".staging-")
                 .or_else(|| name.strip_prefix(".catalog-"))
+                .or_else(|| name.strip_prefix(".download-"))
                 .and_then(|r| r.split(['-', '.']).next())
                 .and_then(|p| p.parse::<u32>().ok());
             if let Some(pid) = pid
