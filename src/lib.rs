@@ -19,6 +19,7 @@ pub mod governance;
 pub mod import;
 pub mod live;
 pub mod ops;
+pub mod raster;
 pub mod security;
 pub mod server;
 pub mod store;

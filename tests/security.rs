@@ -218,7 +218,10 @@ fn every_route_but_the_public_ones_refuses_an_anonymous_caller() {
             .replace("{z}/{row}", "0/{row}")
             .replace("{row}", "0")
             .replace("{col}", "0")
-            .replace("{file}", "city.json");
+            .replace("{file}", "city.json")
+            .replace("{style}", "city")
+            .replace("{at}", "0,0,2")
+            .replace("{size}", "100x100.png");
         let path = if r.path.contains("{y}") {
             format!("{path}.mvt")
         } else {

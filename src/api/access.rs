@@ -69,6 +69,12 @@ fn table() -> Vec<Entry> {
             get(super::tile),
         ),
         entry("GET", "/tiles/{tilejson}", Layers, get(super::tilejson)),
+        entry(
+            "GET",
+            "/static/{style}/{at}/{size}",
+            Layers,
+            get(super::raster::static_map),
+        ),
         entry("GET", "/catalog", Layers, get(super::catalog::catalog)),
         entry("GET", "/styles/{file}", Layers, get(super::style)),
         entry("GET", "/styles", Public, get(super::style_list)),

@@ -10,6 +10,7 @@ pub mod live;
 pub mod ogc;
 pub mod ops;
 pub mod problem;
+pub mod raster;
 pub mod styles;
 pub mod viewer;
 
@@ -55,6 +56,16 @@ pub struct AppState {
     pub minutes: Arc<crate::ops::minutes::Minutes>,
     /// The alert rules, when `--alerts` gave some.
     pub alerts: Option<Arc<crate::ops::alerts::Alerts>>,
+    /// The raster renderer with its styles and PNG cache.
+    pub rasters: Arc<crate::raster::Rasters>,
+}
+
+/// The raster renderer of the shipped styles, with a PNG cache of `cache_mb`.
+pub fn rasters(cache_mb: u64) -> crate::raster::Rasters {
+    crate::raster::Rasters::new(
+        styles::names().filter_map(|n| Some((n.to_string(), styles::style(n, "", |_| true)?))),
+        cache_mb,
+    )
 }
 
 /// The router of the tile API.
@@ -88,24 +99,41 @@ async fn not_found(uri: axum::http::Uri) -> Problem {
     )
 }
 
-fn parse_tile(z: &str, x: &str, y: &str) -> Result<TileId, Problem> {
+/// What a tile request asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    /// A Mapbox Vector Tile.
+    Mvt,
+    /// A PNG of this many pixels a side per 256 (1, or 2 for `@2x`).
+    Png(u32),
+}
+
+fn parse_tile(z: &str, x: &str, y: &str) -> Result<(TileId, Format), Problem> {
     let Some((y, ext)) = y.rsplit_once('.') else {
         return Err(Problem::bad_request(format!(
-            "tile {z}/{x}/{y} has no extension; use .mvt or .pbf"
+            "tile {z}/{x}/{y} has no extension; use .mvt, .pbf or .png"
         )));
     };
-    if ext != "mvt" && ext != "pbf" {
-        return Err(Problem::bad_request(format!(
-            "unknown tile format .{ext}; use .mvt or .pbf"
-        )));
-    }
+    let (y, format) = match ext {
+        "mvt" | "pbf" => (y, Format::Mvt),
+        "png" => match y.strip_suffix("@2x") {
+            Some(y) => (y, Format::Png(2)),
+            None => (y, Format::Png(1)),
+        },
+        _ => {
+            return Err(Problem::bad_request(format!(
+                "unknown tile format .{ext}; use .mvt, .pbf or .png (@2x.png for 512 pixels)"
+            )));
+        }
+    };
     let num = |what: &str, v: &str| -> Result<u64, Problem> {
         v.parse::<u64>()
             .map_err(|_| Problem::bad_request(format!("{what} must be a whole number, got {v:?}")))
     };
     let (zn, xn, yn) = (num("z", z)?, num("x", x)?, num("y", y)?);
-    TileId::new(zn.min(u64::from(u32::MAX)) as u32, xn, yn)
-        .map_err(|e| Problem::bad_request(e.to_string()))
+    let tile = TileId::new(zn.min(u64::from(u32::MAX)) as u32, xn, yn)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    Ok((tile, format))
 }
 
 /// True if `path` (what follows `/tiles/`: `layers/z/x/y.ext`) is a well-formed tile request,
@@ -155,13 +183,19 @@ async fn tile(
     Extension(principal): Extension<Principal>,
     Extension(client): Extension<access::Client>,
     Path((layers, z, x, y)): Path<(String, String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    let tile = match parse_tile(&z, &x, &y) {
+    let (tile, format) = match parse_tile(&z, &x, &y) {
         Ok(t) => t,
         Err(p) => return p.into_response(),
     };
-    serve_tile(st, principal, client, layers, tile, headers).await
+    match format {
+        Format::Mvt => serve_tile(st, principal, client, layers, tile, headers).await,
+        Format::Png(ratio) => {
+            raster::tile(&st, &principal, &client, &layers, tile, ratio, &q, &headers).await
+        }
+    }
 }
 
 /// Answers a vector tile request for `layers` (comma-separated) that the path parsed: the
@@ -174,17 +208,34 @@ async fn serve_tile(
     tile: TileId,
     headers: HeaderMap,
 ) -> Response {
+    let gzip = accepts_gzip(&headers);
+    match vector_tile(&st, &principal, &client, &layers, tile, gzip).await {
+        Ok((body, cache_control)) => tile_response(&body, &cache_control, &headers),
+        Err(r) => r,
+    }
+}
+
+/// The vector tile of `layers` for a caller, from the cache or made, with the Cache-Control
+/// it may be sent with; a refusal as the response to send.
+async fn vector_tile(
+    st: &AppState,
+    principal: &Principal,
+    client: &access::Client,
+    layers: &str,
+    tile: TileId,
+    gzip: bool,
+) -> Result<(Arc<TileBody>, String), Response> {
     let names: Vec<String> = layers.split(',').map(str::to_string).collect();
     if names.iter().any(String::is_empty) {
-        return Problem::bad_request("empty layer name in the layer list").into_response();
+        return Err(Problem::bad_request("empty layer name in the layer list").into_response());
     }
     // A composite costs a part per layer: a few distinct layers, not hundreds.
     let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
     if names.len() > MAX_COMPOSITE || distinct.len() != names.len() {
-        return Problem::bad_request(format!(
+        return Err(Problem::bad_request(format!(
             "a composite tile names up to {MAX_COMPOSITE} distinct layers"
         ))
-        .into_response();
+        .into_response());
     }
     // A layer the principal may not see does not exist for it, and a composite tile with one
     // is refused whole.
@@ -194,22 +245,23 @@ async fn serve_tile(
     for (n, meta) in names.iter().zip(&metas) {
         match principal.layer(n, *meta) {
             Some(a) => views.push(a),
-            None => return engine_problem(EngineError::UnknownLayer(n.clone())).into_response(),
+            None => {
+                return Err(engine_problem(EngineError::UnknownLayer(n.clone())).into_response());
+            }
         }
     }
     // A tile outside a layer's allowed area does not exist for this caller.
     if views.iter().any(|v| !v.shows_box(&tile.grid_box(0))) {
-        return Problem::new(
+        return Err(Problem::new(
             StatusCode::NOT_FOUND,
             "Outside the allowed area",
             "this tile lies outside the area your key may see",
         )
-        .into_response();
+        .into_response());
     }
     for (n, meta) in names.iter().zip(&metas) {
-        audit_read(&st, &principal, &client, n, meta.classification);
+        audit_read(st, principal, client, n, meta.classification);
     }
-    let gzip = accepts_gzip(&headers);
     let request: Vec<(&str, &LayerView)> = names.iter().map(String::as_str).zip(&views).collect();
     // Live data changes at any moment: clients revalidate (cheap with the ETag). A tile that
     // not everyone may see is private to shared caches.
@@ -244,7 +296,7 @@ async fn serve_tile(
                 && st.metrics.enabled()
             {
                 st.minutes.tile_made(crate::ops::minutes::TileNote {
-                    layers: layers.clone(),
+                    layers: layers.to_string(),
                     z: tile.z,
                     x: tile.x,
                     y: tile.y,
@@ -264,12 +316,12 @@ async fn serve_tile(
             }
             match made {
                 Ok(b) => b,
-                Err(p) => return p.into_response(),
+                Err(p) => return Err(p.into_response()),
             }
         }
-        Err(e) => return engine_problem(e).into_response(),
+        Err(e) => return Err(engine_problem(e).into_response()),
     };
-    tile_response(&body, &cache_control, &headers)
+    Ok((body, cache_control))
 }
 
 /// Most layers in one composite tile.

@@ -27,6 +27,9 @@ fn demo_dir() -> Option<PathBuf> {
     .find(|d| d.join("helsinki/helsinki.geojson").is_file())
 }
 
+/// The PNG tile cache, MB.
+const RASTER_CACHE_MB: u64 = 64;
+
 /// Imports the Helsinki demo layers into `store` when it has no layers yet.
 pub fn import_demo_if_empty(store: &Store) -> anyhow::Result<()> {
     if !store.catalog()?.layers.is_empty() {
@@ -358,6 +361,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_age: config.max_age,
         max_upload_bytes: config.max_upload_bytes,
         live: Some(Arc::clone(&hub)),
+        rasters: Arc::new(crate::api::rasters(RASTER_CACHE_MB)),
     };
     // Retention once a day, the first a minute after start (device history per live layer,
     // earlier layer versions); every deletion audited.
