@@ -33,6 +33,7 @@
 //! log_format = "text"            # --log-format / URBIS_LOG_FORMAT: text or json (a line an object)
 //! slow_tile_ms = 500             # --slow-tile-ms: tiles slower than this are logged as warnings
 //! alerts = "alerts.toml"         # --alerts / URBIS_ALERTS: alert rules (see `ops::alerts`)
+//! fonts = "/srv/fonts"           # --fonts / URBIS_FONTS: label fonts (default: Debian's Noto and DejaVu)
 //! ```
 
 use serde::Deserialize;
@@ -106,6 +107,8 @@ pub struct FileConfig {
     pub slow_tile_ms: Option<u64>,
     /// The alert rules file.
     pub alerts: Option<PathBuf>,
+    /// A folder of label fonts.
+    pub fonts: Option<PathBuf>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -168,6 +171,8 @@ pub struct Config {
     pub slow_tile_ms: u64,
     /// Alert rules, read and checked from `--alerts`.
     pub alerts: Option<crate::ops::alerts::Rules>,
+    /// Folders of label fonts.
+    pub fonts: Vec<PathBuf>,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -389,7 +394,22 @@ impl Config {
                 }
             })?),
         };
+        let fonts = match o.fonts.or(f.fonts) {
+            Some(dir) if !dir.is_dir() => {
+                return Err(ConfigError::Invalid {
+                    key: "fonts",
+                    value: dir.display().to_string(),
+                    why: "not a folder; give a folder of .ttf, .otf or .ttc fonts".into(),
+                });
+            }
+            Some(dir) => vec![dir],
+            None => crate::fonts::DEFAULT_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+        };
         Ok(Config {
+            fonts,
             alerts,
             log_json,
             slow_tile_ms,

@@ -15,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod export;
+pub mod fonts;
 pub mod governance;
 pub mod import;
 pub mod live;

@@ -345,6 +345,12 @@ struct ServeArgs {
     /// example: examples/alerts.toml; `urbis alerts check FILE` checks one.
     #[arg(long, env = "URBIS_ALERTS")]
     alerts: Option<PathBuf>,
+    /// A folder of TrueType/OpenType fonts (.ttf, .otf, .ttc) for map labels, served as
+    /// MapLibre glyph ranges at /fonts/{fontstack}/{range}.pbf [default: Debian's font folders
+    /// /usr/share/fonts/{truetype,opentype}/noto and truetype/dejavu]. Without any font the
+    /// styles leave out their label layers (and the log says so).
+    #[arg(long, env = "URBIS_FONTS")]
+    fonts: Option<PathBuf>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate chain (PEM; with --tls-key).
     /// Both files are read again when they change: renew them with any ACME client.
     #[arg(long, env = "URBIS_TLS_CERT")]
@@ -731,6 +737,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 log_format: a.log_format,
                 slow_tile_ms: a.slow_tile_ms,
                 alerts: a.alerts,
+                fonts: a.fonts,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             let filter = || {

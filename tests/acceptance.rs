@@ -127,8 +127,8 @@ fn acceptance_passes_against_the_demo_server_and_names_what_fails() {
     let names: Vec<&str> = out.iter().map(|o| o["check"].as_str().unwrap()).collect();
     for want in [
         "catalog",
-        "tilejson:helsinki",
-        "tiles:helsinki",
+        "tilejson:helsinki_lines",
+        "tiles:helsinki_lines",
         "tiles:helsinki_points",
         "latency",
         "health",

@@ -267,6 +267,8 @@ fn every_route_but_the_public_ones_refuses_an_anonymous_caller() {
         [
             "/",
             "/favicon.ico",
+            "/fonts",
+            "/fonts/{fontstack}/{range}",
             "/health",
             "/ogc",
             "/ogc/api",

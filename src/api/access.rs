@@ -78,6 +78,14 @@ fn table() -> Vec<Entry> {
         entry("GET", "/catalog", Layers, get(super::catalog::catalog)),
         entry("GET", "/styles/{file}", Layers, get(super::style)),
         entry("GET", "/styles", Public, get(super::style_list)),
+        // Glyphs of the label fonts: no data of any layer.
+        entry("GET", "/fonts", Public, get(super::styles::font_list)),
+        entry(
+            "GET",
+            "/fonts/{fontstack}/{range}",
+            Public,
+            get(super::styles::glyphs),
+        ),
         entry("GET", "/", Public, get(viewer::index)),
         entry("GET", "/ops", Public, get(viewer::ops)),
         entry("GET", "/viewer/{file}", Public, get(viewer::file)),

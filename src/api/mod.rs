@@ -58,12 +58,14 @@ pub struct AppState {
     pub alerts: Option<Arc<crate::ops::alerts::Alerts>>,
     /// The raster renderer with its styles and PNG cache.
     pub rasters: Arc<crate::raster::Rasters>,
+    /// Label fonts and their glyph ranges.
+    pub fonts: Arc<crate::fonts::Fonts>,
 }
 
 /// The raster renderer of the shipped styles, with a PNG cache of `cache_mb`.
 pub fn rasters(cache_mb: u64) -> crate::raster::Rasters {
     crate::raster::Rasters::new(
-        styles::names().filter_map(|n| Some((n.to_string(), styles::style(n, "", |_| true)?))),
+        styles::names().filter_map(|n| Some((n.to_string(), styles::style(n, "", &[], |_| true)?))),
         cache_mb,
     )
 }
@@ -633,7 +635,7 @@ async fn style(
         (layers.contains_key(l) || st.engine.is_live_layer(l))
             && st.security.layer(&principal, l).is_some()
     };
-    match styles::style(name, &base, has) {
+    match styles::style(name, &base, &st.fonts.default_stack(), has) {
         Some(s) => json_response(&s),
         None => Problem::new(
             StatusCode::NOT_FOUND,

@@ -186,7 +186,7 @@ async fn static_png(
     let layers: Vec<String> = match q.iter().find(|(k, _)| k == "layers") {
         Some((_, v)) => v.split(',').map(str::to_string).collect(),
         None => {
-            let s = super::styles::style(&style, "", |n| {
+            let s = super::styles::style(&style, "", &[], |n| {
                 st.engine.layer(n).is_some() && st.security.layer(principal, n).is_some()
             })
             .unwrap_or_default();

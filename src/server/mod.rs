@@ -41,10 +41,9 @@ pub fn import_demo_if_empty(store: &Store) -> anyhow::Result<()> {
         );
         return Ok(());
     };
-    for (file, layer) in [
-        ("helsinki/helsinki.geojson", "helsinki"),
-        ("helsinki/helsinki_layers.gpkg", "helsinki"),
-    ] {
+    // The GeoPackage's tables, one layer each (helsinki.geojson holds the same features in
+    // one layer: imported too, the map drew everything twice).
+    for (file, layer) in [("helsinki/helsinki_layers.gpkg", "helsinki")] {
         tracing::info!("importing demo layer(s) from {}", dir.join(file).display());
         let opts = ImportOptions {
             file: dir.join(file),
@@ -348,6 +347,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(rules = n, "alert rules loaded");
         a
     });
+    let fonts = Arc::new(crate::fonts::Fonts::discover(&config.fonts));
+    if fonts.is_empty() {
+        tracing::warn!(
+            folders = ?config.fonts,
+            "no label fonts found: the styles leave out their label layers (install fonts-dejavu-core or fonts-noto-cjk, or give --fonts DIR)"
+        );
+    } else {
+        tracing::info!(
+            fonts = fonts.names().count(),
+            labels = ?fonts.default_stack(),
+            "label fonts"
+        );
+    }
     let state = AppState {
         minutes: Arc::clone(&minutes),
         alerts: alerts.clone(),
@@ -362,6 +374,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_upload_bytes: config.max_upload_bytes,
         live: Some(Arc::clone(&hub)),
         rasters: Arc::new(crate::api::rasters(RASTER_CACHE_MB)),
+        fonts: Arc::clone(&fonts),
     };
     // Retention once a day, the first a minute after start (device history per live layer,
     // earlier layer versions); every deletion audited.

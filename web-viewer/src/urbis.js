@@ -18,6 +18,8 @@ export const STATE_COLOURS = {
 export const STATES = ['live', 'sleeping', 'overdue', 'lost', 'new'];
 
 const SIMPLE_TYPES = ['Point', 'MultiPoint', 'LineString', 'MultiLineString', 'Polygon', 'MultiPolygon'];
+/** Points of layers no style draws are drawn from this zoom on (as in the PNG tiles). */
+const UNSTYLED_POINTS_FROM = 14;
 const PALETTE = ['#8b5cf6', '#0ea5e9', '#f97316', '#14b8a6', '#e11d48', '#84cc16', '#a855f7', '#0891b2'];
 
 /** An absolute URL for a path relative to the page (the server may sit under a prefix). */
@@ -143,7 +145,8 @@ function colourFor(name) {
 /**
  * Adds a plain drawing (fill, line, circle by geometry type) for every static catalog layer
  * that the style does not draw, so that the map shows every layer the catalog offers. It is
- * kept light (thin outlines, small dots) so that the style's own drawing stays readable.
+ * kept light (faint fills, thin semi-transparent lines, points only from zoom 14) so that the
+ * style's own drawing stays readable.
  */
 export function addUnstyledLayers(map, layers, { beforeId } = {}) {
   const drawn = new Set(map.getStyle().layers.map(catalogLayerOf).filter(Boolean));
@@ -169,15 +172,17 @@ export function addUnstyledLayers(map, layers, { beforeId } = {}) {
       map.addLayer({
         ...base, id: `${l.name}:line`, type: 'line',
         filter: ['match', ['geometry-type'], ['LineString', 'MultiLineString'], true, false],
-        paint: { 'line-color': colour, 'line-opacity': 0.7, 'line-width': ['interpolate', ['linear'], ['zoom'], 10, 0.5, 18, 2] },
+        paint: { 'line-color': colour, 'line-opacity': 0.6, 'line-width': ['interpolate', ['linear'], ['zoom'], 10, 0.5, 18, 2] },
       }, beforeId);
     }
     if (has('Point', 'MultiPoint')) {
+      // Points only from street zooms: below, thousands of dots would cover the basemap.
       map.addLayer({
-        ...base, id: `${l.name}:point`, type: 'circle',
+        ...base, id: `${l.name}:point`, type: 'circle', minzoom: UNSTYLED_POINTS_FROM,
         filter: ['match', ['geometry-type'], ['Point', 'MultiPoint'], true, false],
         paint: {
-          'circle-color': colour, 'circle-opacity': 0.8, 'circle-radius': ['interpolate', ['linear'], ['zoom'], 10, 1, 18, 3.5],
+          'circle-color': colour, 'circle-opacity': 0.7,
+          'circle-radius': ['interpolate', ['linear'], ['zoom'], UNSTYLED_POINTS_FROM, 1.5, 18, 3.5],
         },
       }, beforeId);
     }

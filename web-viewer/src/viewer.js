@@ -68,7 +68,9 @@ async function main() {
     },
   });
   live.install();
-  live.start();
+  // Geofences and the stream need rights an anonymous caller has only when a policy grants
+  // it live layers: without a key and without live layers, nothing to ask for (and no 401s).
+  if (apiKey || liveLayers.length) live.start();
   window.urbis.live = live;
   addEventListener('pagehide', () => live.stop());
 
