@@ -50,9 +50,13 @@ enum Command {
     /// reported; invalid polygons are repaired. The new version is published atomically: a
     /// failed or interrupted import leaves the previous version serving.
     ///
+    /// A tile archive of vector tiles (PMTiles v3 or MBTiles, e.g. from `urbis export`,
+    /// tippecanoe or Planetiler) is copied into the store and served tile for tile as it is.
+    ///
     /// Examples:
     ///   urbis import data/helsinki.geojson --store ./store
     ///   urbis import city.gpkg --table buildings --layer buildings --maxzoom 16
+    ///   urbis import basemap.pmtiles --layer basemap
     Import {
         /// The file to import.
         file: PathBuf,

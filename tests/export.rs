@@ -2,7 +2,8 @@
 //! the running server sends (gzip), every non-empty tile of the zooms is there and no empty
 //! one, the metadata is MBTiles 1.3's, GDAL's MBTiles driver reads the layer back with its
 //! fields and exactly the features an independent decoder finds; the PMTiles archive, read by
-//! Python's `pmtiles` (PyPI), is clustered and holds the same tiles.
+//! Python's `pmtiles` (PyPI) and by the JavaScript `pmtiles` (npm), is clustered and holds the
+//! same tiles.
 
 mod common;
 
@@ -254,6 +255,57 @@ fn an_mbtiles_export_holds_the_servers_tiles_and_gdal_reads_it() {
         "every MBTiles tile, byte for byte: {seen}"
     );
     assert_eq!(seen["tiles"], summary["tiles"], "and no other: {seen}");
+
+    // And the JavaScript reader MapLibre uses (npm `pmtiles`, installed by .ci/run) finds every
+    // MBTiles tile in it with the same bytes (GDAL 3.6 of Debian 12 has no PMTiles driver).
+    let list = dir.path().join("tiles.txt");
+    {
+        use sha2::Digest;
+        let db = rusqlite::Connection::open(&out).unwrap();
+        let mut q = db
+            .prepare("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")
+            .unwrap();
+        let rows: Vec<String> = q
+            .query_map([], |r| {
+                let (z, x, row, data): (u32, i64, i64, Vec<u8>) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                let y = (1i64 << z) - 1 - row;
+                // The JavaScript reader hands tiles decompressed.
+                let mut raw = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut raw)
+                    .unwrap();
+                let hex: String = sha2::Sha256::digest(&raw)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                Ok(format!("{z} {x} {y} {hex}"))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        std::fs::write(&list, rows.join("\n")).unwrap();
+    }
+    let node = Command::new("node")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/pmtiles.mjs"))
+        .arg(&pm)
+        .arg(&list)
+        .output()
+        .expect("run node");
+    assert!(
+        node.status.success(),
+        "{}",
+        String::from_utf8_lossy(&node.stderr)
+    );
+    let js: serde_json::Value = serde_json::from_slice(node.stdout.trim_ascii()).unwrap();
+    assert_eq!(js["type"], 1, "MVT: {js}");
+    assert_eq!(js["compression"], 2, "gzip: {js}");
+    assert_eq!(js["clustered"], true);
+    assert_eq!(js["layer"], "montevideo");
+    assert_eq!(js["listed"], summary["tiles"]);
+    assert_eq!(
+        js["same"], summary["tiles"],
+        "every tile byte for byte: {js}"
+    );
 
     // Options checked with clear errors.
     let bad = common::urbis(&[

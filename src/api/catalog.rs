@@ -88,6 +88,43 @@ pub async fn catalog(
         })
         .collect();
     let mut layers = layers;
+    // Tile archives: served as they are, described by their own metadata.
+    for a in st.engine.archives().values() {
+        if st.security.layer(&principal, &a.name).is_none() {
+            continue;
+        }
+        let info = &a.archive.info;
+        let gmeta = st
+            .security
+            .with_db(|db| governance::meta::get(db, &a.name).unwrap_or_default());
+        let policy = st.security.layer_meta(&a.name);
+        governance.push(governance::meta::DcatLayer {
+            name: a.name.clone(),
+            meta: gmeta.clone(),
+            bounds: Some(info.bounds),
+            classification: policy.classification,
+            personal: policy.personal,
+            modified: None,
+            lineage: None,
+            file_attribution: info.attribution.clone(),
+            live: false,
+        });
+        layers.push(json!({
+            "name": a.name,
+            "version": a.version,
+            "archive": info.kind,
+            "tiles_held": info.tiles,
+            "bounds": info.bounds,
+            "minzoom": info.minzoom,
+            "maxzoom": info.maxzoom,
+            "vector_layers": info.vector_layers,
+            "classification": policy.classification,
+            "attribution": gmeta.attribution.clone().or_else(|| info.attribution.clone()),
+            "meta": gmeta,
+            "tilejson": format!("{base}/tiles/{}.json", a.name),
+            "tiles": format!("{base}/tiles/{}/{{z}}/{{x}}/{{y}}.mvt", a.name),
+        }));
+    }
     if let Some(hub) = &st.live {
         let _ = hub.refresh_registry();
         for name in hub.layer_names() {

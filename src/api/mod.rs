@@ -465,6 +465,7 @@ async fn tilejson(
         .into_response();
     };
     let mut layers = Vec::new();
+    let mut archives: Vec<Arc<crate::engine::ServedArchive>> = Vec::new();
     let mut live: Vec<(LiveLayerInfo, LayerView)> = Vec::new();
     let mut views = std::collections::HashMap::new();
     for name in spec.split(',') {
@@ -477,31 +478,43 @@ async fn tilejson(
             continue;
         }
         views.insert(name.to_string(), view);
-        match st.engine.layer(name) {
-            Some(l) => layers.push(l),
-            None => {
-                let _ = st.engine.refresh();
-                match st.engine.layer(name) {
-                    Some(l) => layers.push(l),
-                    None => {
-                        return engine_problem(EngineError::UnknownLayer(name.to_string()))
-                            .into_response();
-                    }
-                }
-            }
+        if st.engine.layer(name).is_none() && !st.engine.archives().contains_key(name) {
+            let _ = st.engine.refresh();
+        }
+        if let Some(l) = st.engine.layer(name) {
+            layers.push(l);
+        } else if let Some(a) = st.engine.archives().get(name) {
+            archives.push(Arc::clone(a));
+        } else {
+            return engine_problem(EngineError::UnknownLayer(name.to_string())).into_response();
         }
     }
-    let mut minzoom = layers.iter().map(|l| l.reader.minzoom()).min().unwrap_or(0);
-    let mut maxzoom = layers
+    let zooms = layers
         .iter()
-        .map(|l| l.reader.maxzoom())
-        .max()
-        .unwrap_or(14);
+        .map(|l| (l.reader.minzoom(), l.reader.maxzoom()))
+        .chain(
+            archives
+                .iter()
+                .map(|a| (a.archive.info.minzoom, a.archive.info.maxzoom)),
+        );
+    let mut minzoom = zooms.clone().map(|z| z.0).min().unwrap_or(0);
+    let mut maxzoom = zooms.map(|z| z.1).max().unwrap_or(14);
     let mut bounds = [180.0f64, 85.0511, -180.0, -85.0511];
     let mut vector_layers: Vec<serde_json::Value> = layers
         .iter()
         .map(|l| vector_layer(l, views.get(&l.name).unwrap_or(&LayerView::ALL)))
         .collect();
+    // An archive's own vector layers (an archive of several layers lists them all).
+    for a in &archives {
+        vector_layers.extend(a.archive.info.vector_layers.iter().cloned());
+        let b = a.archive.info.bounds;
+        bounds = [
+            bounds[0].min(b[0]),
+            bounds[1].min(b[1]),
+            bounds[2].max(b[2]),
+            bounds[3].max(b[3]),
+        ];
+    }
     for (info, view) in &live {
         minzoom = minzoom.min(info.minzoom);
         maxzoom = maxzoom.max(info.maxzoom);
@@ -515,7 +528,9 @@ async fn tilejson(
                     bounds[3].max(b[3]),
                 ]
             }
-            None if layers.is_empty() => bounds = [-180.0, -85.0511, 180.0, 85.0511],
+            None if layers.is_empty() && archives.is_empty() => {
+                bounds = [-180.0, -85.0511, 180.0, 85.0511]
+            }
             None => {}
         }
     }
@@ -531,6 +546,11 @@ async fn tilejson(
     let mut attributions: Vec<String> = layers
         .iter()
         .filter_map(|l| l.reader.meta().attribution.clone())
+        .chain(
+            archives
+                .iter()
+                .filter_map(|a| a.archive.info.attribution.clone()),
+        )
         .collect();
     attributions.sort();
     attributions.dedup();
@@ -632,7 +652,9 @@ async fn style(
     let base = base_url(&st, &headers);
     let layers = st.engine.layers();
     let has = |l: &str| {
-        (layers.contains_key(l) || st.engine.is_live_layer(l))
+        (layers.contains_key(l)
+            || st.engine.archives().contains_key(l)
+            || st.engine.is_live_layer(l))
             && st.security.layer(&principal, l).is_some()
     };
     match styles::style(name, &base, &st.fonts.default_stack(), has) {

@@ -187,7 +187,7 @@ async fn static_png(
         Some((_, v)) => v.split(',').map(str::to_string).collect(),
         None => {
             let s = super::styles::style(&style, "", &[], |n| {
-                st.engine.layer(n).is_some() && st.security.layer(principal, n).is_some()
+                st.engine.has_layer(n) && st.security.layer(principal, n).is_some()
             })
             .unwrap_or_default();
             let mut v: Vec<String> = s

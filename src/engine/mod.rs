@@ -59,6 +59,18 @@ pub struct ServedLayer {
     pub reader: LayerReader,
 }
 
+/// A tile archive the engine serves as a layer: one version of it (see
+/// [`crate::store::archive`]).
+#[derive(Debug)]
+pub struct ServedArchive {
+    /// Layer name.
+    pub name: String,
+    /// Version served.
+    pub version: u64,
+    /// The open archive.
+    pub archive: crate::store::archive::TileArchive,
+}
+
 /// Errors of tile generation.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -85,6 +97,7 @@ pub struct Engine {
     store: Store,
     config: EngineConfig,
     layers: RwLock<Arc<BTreeMap<String, Arc<ServedLayer>>>>,
+    archives: RwLock<Arc<BTreeMap<String, Arc<ServedArchive>>>>,
     catalog_stamp: Mutex<Option<SystemTime>>,
     cache: moka::sync::Cache<TileKey, Arc<TileBody>>,
     /// Cache entries evicted for room (not replaced or invalidated).
@@ -145,6 +158,7 @@ impl Engine {
             store,
             config,
             layers: RwLock::new(Arc::new(BTreeMap::new())),
+            archives: RwLock::new(Arc::new(BTreeMap::new())),
             catalog_stamp: Mutex::new(None),
             cache,
             evictions,
@@ -208,6 +222,19 @@ impl Engine {
         self.layers().get(name).cloned()
     }
 
+    /// The tile archives served now, as layers.
+    pub fn archives(&self) -> Arc<BTreeMap<String, Arc<ServedArchive>>> {
+        self.archives
+            .read()
+            .map(|l| Arc::clone(&l))
+            .unwrap_or_default()
+    }
+
+    /// True if `name` is served, as a layer file or a tile archive (not live).
+    pub fn has_layer(&self, name: &str) -> bool {
+        self.layers().contains_key(name) || self.archives().contains_key(name)
+    }
+
     /// Re-reads the catalog when it changed and opens new layer versions; returns whether
     /// anything changed. Layers whose version did not change keep their open reader.
     pub fn refresh(&self) -> Result<bool, EngineError> {
@@ -250,7 +277,9 @@ impl Engine {
         }
         let catalog = self.store.catalog()?;
         let old = self.layers();
+        let old_archives = self.archives();
         let mut next = BTreeMap::new();
+        let mut archives = BTreeMap::new();
         let mut unserved = BTreeMap::new();
         for (name, entry) in &catalog.layers {
             let Some(v) = entry.current_entry() else {
@@ -260,7 +289,34 @@ impl Engine {
                 next.insert(name.clone(), Arc::clone(l));
                 continue;
             }
-            match LayerReader::open(self.store.dir().join(&v.file)) {
+            if let Some(a) = old_archives.get(name).filter(|a| a.version == v.version) {
+                archives.insert(name.clone(), Arc::clone(a));
+                continue;
+            }
+            let path = self.store.dir().join(&v.file);
+            if crate::store::archive::is_archive(&path) {
+                match crate::store::archive::TileArchive::open(&path) {
+                    Ok(archive) => {
+                        archives.insert(
+                            name.clone(),
+                            Arc::new(ServedArchive {
+                                name: name.clone(),
+                                version: v.version,
+                                archive,
+                            }),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(layer = %name, error = %e, "cannot open the new archive version");
+                        unserved.insert(name.clone(), format!("v{}: {e}", v.version));
+                        if let Some(a) = old_archives.get(name) {
+                            archives.insert(name.clone(), Arc::clone(a));
+                        }
+                    }
+                }
+                continue;
+            }
+            match LayerReader::open(path) {
                 Ok(reader) => {
                     next.insert(
                         name.clone(),
@@ -284,9 +340,16 @@ impl Engine {
         let changed = next.len() != old.len()
             || next
                 .iter()
-                .any(|(k, v)| old.get(k).is_none_or(|o| o.version != v.version));
+                .any(|(k, v)| old.get(k).is_none_or(|o| o.version != v.version))
+            || archives.len() != old_archives.len()
+            || archives
+                .iter()
+                .any(|(k, v)| old_archives.get(k).is_none_or(|o| o.version != v.version));
         if let Ok(mut l) = self.layers.write() {
             *l = Arc::new(next);
+        }
+        if let Ok(mut a) = self.archives.write() {
+            *a = Arc::new(archives);
         }
         *self.unserved.lock().unwrap_or_else(|e| e.into_inner()) = unserved;
         Ok(changed)
@@ -325,21 +388,25 @@ impl Engine {
                 ));
                 continue;
             }
-            let l = match layers.get(*name) {
-                Some(l) => Arc::clone(l),
-                None => {
-                    // Maybe it was published since the last poll.
-                    if self.refresh()? {
-                        layers = self.layers();
-                    }
-                    Arc::clone(
-                        layers
-                            .get(*name)
-                            .ok_or_else(|| EngineError::UnknownLayer(name.to_string()))?,
-                    )
-                }
-            };
-            out.push(Source::File(l, view));
+            if let Some(l) = layers.get(*name) {
+                out.push(Source::File(Arc::clone(l), view));
+                continue;
+            }
+            if let Some(a) = self.archives().get(*name) {
+                out.push(Source::Archive(Arc::clone(a), view));
+                continue;
+            }
+            // Maybe it was published since the last poll.
+            if self.refresh()? {
+                layers = self.layers();
+            }
+            if let Some(l) = layers.get(*name) {
+                out.push(Source::File(Arc::clone(l), view));
+            } else if let Some(a) = self.archives().get(*name) {
+                out.push(Source::Archive(Arc::clone(a), view));
+            } else {
+                return Err(EngineError::UnknownLayer(name.to_string()));
+            }
         }
         Ok(out)
     }
@@ -423,7 +490,9 @@ impl Engine {
                 for s in sources {
                     let part = match (whole.is_none(), s) {
                         // A layer file's part of a tile with live layers: cached on its own.
-                        (true, Source::File(..)) => self.cached_part(s, tile, share),
+                        (true, Source::File(..) | Source::Archive(..)) => {
+                            self.cached_part(s, tile, share)
+                        }
                         _ => self.made(s, tile, share, false),
                     };
                     if part.features > 0 {
@@ -467,6 +536,8 @@ enum Source {
     File(Arc<ServedLayer>, LayerView),
     /// A live layer.
     Live(LiveLayer, LayerView),
+    /// A tile archive.
+    Archive(Arc<ServedArchive>, LayerView),
 }
 
 impl Source {
@@ -474,12 +545,13 @@ impl Source {
         match self {
             Source::File(l, _) => l.as_ref(),
             Source::Live(l, _) => l,
+            Source::Archive(a, _) => a.as_ref(),
         }
     }
 
     fn view(&self) -> &LayerView {
         match self {
-            Source::File(_, v) | Source::Live(_, v) => v,
+            Source::File(_, v) | Source::Live(_, v) | Source::Archive(_, v) => v,
         }
     }
 }

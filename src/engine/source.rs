@@ -3,8 +3,8 @@
 //! layers ([`LiveLayer`], the live room's device positions) both are; the composer in
 //! [`super::Engine`] treats them alike and divides the budget the same way for all.
 
-use super::ServedLayer;
 use super::render::render_layer_as;
+use super::{ServedArchive, ServedLayer};
 use crate::live::Hub;
 use crate::tile::{LayerView, TileBody, TileId};
 use std::sync::Arc;
@@ -51,6 +51,56 @@ impl TileSource for ServedLayer {
         let e = render_layer_as(self, tile, buffer, Some(budget), view);
         let raw = if e.features > 0 { e.bytes } else { Vec::new() };
         Arc::new(TileBody::new(raw, gzip, e.features, e.dropped))
+    }
+}
+
+/// A tile archive serves its tiles as they are: its layers, properties and geometry are the
+/// archive's, whatever the budget. An attribute or area rule cannot be applied to tiles made
+/// elsewhere, so a view with one gets nothing (the archive is served only whole).
+impl TileSource for ServedArchive {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.version)
+    }
+
+    fn part(
+        &self,
+        tile: TileId,
+        _buffer: u32,
+        _budget: usize,
+        gzip: bool,
+        view: &LayerView,
+    ) -> Arc<TileBody> {
+        let empty = || Arc::new(TileBody::new(Vec::new(), gzip, 0, 0));
+        if view.attributes.is_some() || view.area.is_some() {
+            return empty();
+        }
+        let Some(stored) = self.archive.tile(tile.z, tile.x, tile.y) else {
+            return empty();
+        };
+        // Parts are raw MVT (they concatenate into composites): unzip what the archive gzipped.
+        let raw = if stored.starts_with(&[0x1f, 0x8b]) {
+            use std::io::Read;
+            let mut v = Vec::new();
+            if flate2::read::GzDecoder::new(&stored[..])
+                .read_to_end(&mut v)
+                .is_err()
+            {
+                return empty();
+            }
+            v
+        } else {
+            stored
+        };
+        if raw.is_empty() {
+            return empty();
+        }
+        // The features are not counted (the archive's tile is not decoded): one stands for
+        // "not empty".
+        Arc::new(TileBody::new(raw, gzip, 1, 0))
     }
 }
 

@@ -356,7 +356,8 @@ fn kind_number(k: GeomKind) -> u8 {
     }
 }
 
-/// Writes `reader`'s layer as a GeoPackage 1.4 at `to`: one feature table named after the
+/// Writes `reader`'s layer as a GeoPackage 1.3 at `to` (1.3 rather than 1.4: GDAL 3.6 warns of
+/// 1.4 files and they hold nothing 1.3 lacks): one feature table named after the
 /// layer (`fid` from 1 in import order, `geom`, the fields), its extent in `gpkg_contents`,
 /// and an R-tree spatial index registered as the `gpkg_rtree_index` extension.
 pub fn write_gpkg(
@@ -381,7 +382,7 @@ pub fn write_gpkg(
     // One transaction, no journal: a failed export leaves a partial file that the caller
     // removes, never a half-written one under the final name.
     db.execute_batch(
-        "PRAGMA application_id = 1196444487; PRAGMA user_version = 10400;
+        "PRAGMA application_id = 1196444487; PRAGMA user_version = 10300;
          PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
     )
     .map_err(sql)?;

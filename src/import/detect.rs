@@ -22,6 +22,8 @@ pub enum Format {
     Shapefile,
     /// A zip holding a Shapefile.
     ShapefileZip,
+    /// A tile archive (PMTiles v3 or MBTiles), served as it is.
+    TileArchive,
 }
 
 impl Format {
@@ -33,6 +35,7 @@ impl Format {
             Format::FlatGeobuf => "flatgeobuf",
             Format::GeoPackage => "geopackage",
             Format::Shapefile | Format::ShapefileZip => "shapefile",
+            Format::TileArchive => "tile archive",
         }
     }
 }
@@ -107,8 +110,15 @@ pub fn detect_format(path: &Path) -> Result<Format, ImportError> {
     if head.starts_with(b"fgb") && head.len() >= 8 {
         return Ok(Format::FlatGeobuf);
     }
+    if head.starts_with(b"PMTiles") {
+        return Ok(Format::TileArchive);
+    }
     if head.starts_with(b"SQLite format 3\0") {
-        return Ok(Format::GeoPackage);
+        return Ok(if crate::store::archive::is_archive(path) {
+            Format::TileArchive
+        } else {
+            Format::GeoPackage
+        });
     }
     if head.starts_with(&[0x00, 0x00, 0x27, 0x0a]) {
         return Ok(Format::Shapefile);

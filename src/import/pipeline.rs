@@ -161,6 +161,9 @@ pub fn import_file(
             .collect()
     };
     let base = opts.layer.clone().unwrap_or_else(|| sanitize(&stem));
+    if matches!(format, Format::TileArchive) {
+        return Ok(vec![import_archive(store, path, &base, observer)?]);
+    }
     let units: Vec<(String, Unit)> =
         match format {
             Format::GeoPackage => {
@@ -262,6 +265,78 @@ pub fn import_file(
         outcomes.push(import_unit(store, opts, format, &name, unit, observer)?);
     }
     Ok(outcomes)
+}
+
+/// Publishes a tile archive (PMTiles, MBTiles) as a version of layer `name`: checked that it
+/// opens and holds vector tiles, copied into the store, served tile for tile.
+fn import_archive(
+    store: &Store,
+    path: &Path,
+    name: &str,
+    observer: &dyn ImportObserver,
+) -> Result<ImportOutcome, ImportError> {
+    use std::io::{Read, Write};
+    if !valid_layer_name(name) {
+        return Err(StoreError::InvalidName(name.to_string()).into());
+    }
+    let archive =
+        crate::store::archive::TileArchive::open(path).map_err(|e| ImportError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let info = archive.info.clone();
+    drop(archive);
+    let progress = Arc::new(Progress::default());
+    observer.phase(name, "copying", Some(Arc::clone(&progress)));
+    let mut from = open_counted(path, &progress)?;
+    let mut staged = store.stage()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = from.read(&mut buf).map_err(|e| ImportError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        staged
+            .file
+            .write_all(&buf[..n])
+            .map_err(|e| ImportError::io(store.dir(), e))?;
+        bytes += n as u64;
+    }
+    let entry = VersionEntry {
+        version: 0,
+        file: String::new(),
+        created: 0,
+        features: 0,
+        bytes,
+        minzoom: info.minzoom,
+        maxzoom: info.maxzoom,
+        bounds: info.bounds,
+        source: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let version = store.publish(staged, name, entry)?;
+    observer.detail(&format!(
+        "{} archive of {} tiles, z{}-z{}, served as it is",
+        info.kind, info.tiles, info.minzoom, info.maxzoom
+    ));
+    Ok(ImportOutcome {
+        layer: name.to_string(),
+        version,
+        report: QualityReport::default(),
+        summary: WriteSummary {
+            features: 0,
+            bytes,
+            zooms: crate::store::writer::ZoomRange {
+                minzoom: info.minzoom,
+                maxzoom: info.maxzoom,
+            },
+            level_items: Vec::new(),
+            spilled: Default::default(),
+        },
+    })
 }
 
 /// Reads, prepares, builds and publishes one unit as layer `name`.

@@ -46,6 +46,7 @@
 //! Properties are stored once per feature and shared by all levels. Feature numbers follow the
 //! Hilbert order of the full-resolution level, so that a tile's property reads stay local.
 
+pub mod archive;
 pub mod catalog;
 pub mod codec;
 pub mod db;
