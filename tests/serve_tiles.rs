@@ -79,7 +79,7 @@ fn bad_tile_addresses_get_problem_details() {
         ("/tiles/hki/99/0/0.mvt", 400, "zoom 99"),
         ("/tiles/hki/3/8/0.mvt", 400, "does not exist at zoom 3"),
         ("/tiles/hki/a/0/0.mvt", 400, "z must be a whole number"),
-        ("/tiles/hki/1/0/0.png", 400, "unknown tile format .png"),
+        ("/tiles/hki/1/0/0.gif", 400, "unknown tile format .gif"),
         ("/tiles/hki/1/0/0", 400, "no extension"),
         ("/tiles/nosuch/1/0/0.mvt", 404, "no layer named 'nosuch'"),
         ("/tiles/nosuch.json", 404, "no layer named 'nosuch'"),

@@ -78,8 +78,8 @@ pub async fn tile(
         Ok(s) => s,
         Err(p) => return p.into_response(),
     };
-    let (body, cache_control) = match vector_tile(st, principal, client, layers, tile, false).await
-    {
+    // The gzip form: the one browsers fetch, so usually cached already (drawing unzips it).
+    let (body, cache_control) = match vector_tile(st, principal, client, layers, tile, true).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -230,7 +230,7 @@ async fn static_png(
             let Ok(id) = TileId::new(u32::from(z), x, ty as u64) else {
                 continue;
             };
-            let (body, _) = vector_tile(st, principal, client, &layers, id, false).await?;
+            let (body, _) = vector_tile(st, principal, client, &layers, id, true).await?;
             let (px, py) = (
                 (tx as f64 * 256.0 - left) as f32,
                 (ty as f64 * 256.0 - top) as f32,
