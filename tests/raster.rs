@@ -52,7 +52,14 @@ fn store(dir: &Path) -> std::path::PathBuf {
         {"type":"Feature","properties":{"id":1},
          "geometry":{"type":"Polygon","coordinates":[[[24.952,60.160],[24.958,60.160],[24.958,60.165],[24.952,60.165],[24.952,60.160]]]}}]}"#,
     );
+    let points = dir.join("points.geojson");
+    write(
+        &points,
+        r#"{"type":"FeatureCollection","features":[
+        {"type":"Feature","properties":{"name":"Test cafe"},"geometry":{"type":"Point","coordinates":[24.9355,60.1625]}}]}"#,
+    );
     for (file, layer) in [
+        (&points, "helsinki_points"),
         (&polys, "helsinki_multipolygons"),
         (&lines, "helsinki_lines"),
         (&parcels, "parcels"),
@@ -98,7 +105,7 @@ fn png_tiles_draw_the_style_where_the_test_knows_the_features_are() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
     let s = Server::start(&store, &[]);
-    let layers = "helsinki_multipolygons,helsinki_lines,parcels";
+    let layers = "helsinki_multipolygons,helsinki_lines,parcels,helsinki_points";
     let z = 15;
     // The park's middle, and a point of the road.
     let ((tx, ty), (px, py)) = tile_and_pixel(24.945, 60.1625, z);
@@ -138,6 +145,13 @@ fn png_tiles_draw_the_style_where_the_test_knows_the_features_are() {
         near(p, BACKGROUND, 40.0),
         "the parcel's fill is light: {p:?}"
     );
+
+    // The café: a POI dot (#7b3294) at its pixel, background 8 pixels away.
+    let ((cx, cy), (cpx, cpy)) = tile_and_pixel(24.9355, 60.1625, z);
+    let img = png(&s, &format!("/tiles/{layers}/{z}/{cx}/{cy}.png"));
+    let dot = img.get_pixel(cpx, cpy);
+    assert!(near(dot, [123.0, 50.0, 148.0], 40.0), "POI pixel {dot:?}");
+    assert!(near(img.get_pixel(cpx + 8, cpy), BACKGROUND, 1.0));
 
     // Far from everything: the background, edge to edge.
     let ((ex, ey), _) = tile_and_pixel(25.2, 60.3, z);

@@ -344,13 +344,37 @@ impl Rasters {
                 }
                 continue;
             }
+            // Features of equal paint are drawn together: lines and polygons as one path,
+            // filled or stroked once; points as copies of one drawn circle (a tile of
+            // thousands of points spent most of its time building and sorting circle edges).
+            let mut paths: HashMap<PaintKey, PathBuilder> = HashMap::new();
+            let mut points: HashMap<PaintKey, Vec<(f32, f32)>> = HashMap::new();
+            let mut order: Vec<PaintKey> = Vec::new();
             for (tile, ox, oy) in &decoded {
                 for layer in tile.iter().filter(|l| l.name == sl.source_layer) {
                     let k = tile_px / layer.extent;
                     let at = |p: &[f32; 2]| (ox + p[0] * k, oy + p[1] * k);
                     for d in &layer.features {
-                        draw_feature(&mut pixmap, sl, d, zoom, ratio, &at);
+                        let Some(key) = paint_key(sl, d, zoom, ratio) else {
+                            continue;
+                        };
+                        if !paths.contains_key(&key) && !points.contains_key(&key) {
+                            order.push(key);
+                        }
+                        if sl.kind == Kind::Circle {
+                            let v = points.entry(key).or_default();
+                            v.extend(d.parts.iter().flatten().map(&at));
+                        } else {
+                            append(paths.entry(key).or_default(), d, &at);
+                        }
                     }
+                }
+            }
+            for key in order {
+                if let Some(v) = points.remove(&key) {
+                    draw_points(&mut pixmap, key, &v);
+                } else if let Some(path) = paths.remove(&key).and_then(PathBuilder::finish) {
+                    draw_group(&mut pixmap, sl, key, &path);
                 }
             }
         }
@@ -358,14 +382,47 @@ impl Rasters {
     }
 }
 
-fn draw_feature(
-    pixmap: &mut Pixmap,
-    sl: &StyleLayer,
-    d: &Decoded,
-    zoom: f64,
-    ratio: f32,
-    at: &dyn Fn(&[f32; 2]) -> (f32, f32),
-) {
+/// What a feature is drawn with, once its style layer's paint is evaluated for it: features
+/// with equal keys are drawn together. Colours are RGBA bytes with the opacity folded in;
+/// sizes are f32 bits (pixels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PaintKey {
+    /// Fill (fills, circles) or stroke (lines) colour.
+    colour: [u8; 4],
+    /// Line width or circle radius.
+    size: u32,
+    /// Outline (fills) or circle stroke colour; alpha 0 when none.
+    edge: [u8; 4],
+    /// Circle stroke width.
+    edge_width: u32,
+}
+
+impl PaintKey {
+    /// A circle's radius, pixels.
+    fn radius(&self) -> f32 {
+        f32::from_bits(self.size)
+    }
+}
+
+fn rgba(c: [f32; 4], opacity: f64) -> [u8; 4] {
+    let a = (c[3] * opacity.clamp(0.0, 1.0) as f32).clamp(0.0, 1.0);
+    let b = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    [b(c[0]), b(c[1]), b(c[2]), b(a)]
+}
+
+fn paint_rgba(c: [u8; 4]) -> Option<Paint<'static>> {
+    if c[3] == 0 {
+        return None;
+    }
+    let mut p = Paint::default();
+    p.set_color(tiny_skia::Color::from_rgba8(c[0], c[1], c[2], c[3]));
+    p.anti_alias = true;
+    Some(p)
+}
+
+/// The paint of `d` in style layer `sl`, or `None` when the layer does not draw it (another
+/// geometry, filtered out, invisible).
+fn paint_key(sl: &StyleLayer, d: &Decoded, zoom: f64, ratio: f32) -> Option<PaintKey> {
     let f = Feature {
         props: &d.props,
         geometry_type: d.geometry_type,
@@ -377,70 +434,133 @@ fn draw_feature(
         Kind::Background => false,
     };
     if !wanted || !sl.passes(&f, zoom) {
-        return;
+        return None;
     }
-    let t = Transform::identity();
-    match sl.kind {
+    let black = [0.0, 0.0, 0.0, 1.0];
+    let key = match sl.kind {
         Kind::Fill => {
-            let Some(c) = sl
-                .colour("fill-color", &f, zoom)
-                .or(Some([0.0, 0.0, 0.0, 1.0]))
-            else {
-                return;
-            };
             let opacity = sl.number("fill-opacity", &f, zoom, 1.0);
-            let mut pb = PathBuilder::new();
-            for ring in &d.parts {
-                for (i, p) in ring.iter().enumerate() {
-                    let (x, y) = at(p);
-                    if i == 0 {
-                        pb.move_to(x, y);
-                    } else {
-                        pb.line_to(x, y);
-                    }
-                }
-                pb.close();
-            }
-            let Some(path) = pb.finish() else { return };
-            if let Some(p) = paint_of(c, opacity) {
-                pixmap.fill_path(&path, &p, FillRule::EvenOdd, t, None);
-            }
-            if let Some(oc) = sl.colour("fill-outline-color", &f, zoom)
-                && let Some(p) = paint_of(oc, opacity)
-            {
-                let s = Stroke {
-                    width: ratio,
-                    ..Stroke::default()
-                };
-                pixmap.stroke_path(&path, &p, &s, t, None);
+            PaintKey {
+                colour: rgba(sl.colour("fill-color", &f, zoom).unwrap_or(black), opacity),
+                size: 0,
+                edge: sl
+                    .colour("fill-outline-color", &f, zoom)
+                    .map_or([0; 4], |c| rgba(c, opacity)),
+                edge_width: 0,
             }
         }
         Kind::Line => {
-            let c = sl
-                .colour("line-color", &f, zoom)
-                .unwrap_or([0.0, 0.0, 0.0, 1.0]);
             let width = sl.number("line-width", &f, zoom, 1.0) as f32 * ratio;
-            let Some(p) = paint_of(c, sl.number("line-opacity", &f, zoom, 1.0)) else {
+            if width <= 0.0 {
+                return None;
+            }
+            PaintKey {
+                colour: rgba(
+                    sl.colour("line-color", &f, zoom).unwrap_or(black),
+                    sl.number("line-opacity", &f, zoom, 1.0),
+                ),
+                size: width.to_bits(),
+                edge: [0; 4],
+                edge_width: 0,
+            }
+        }
+        Kind::Circle => {
+            let r = sl.number("circle-radius", &f, zoom, 5.0) as f32 * ratio;
+            if r <= 0.0 {
+                return None;
+            }
+            let sw = sl.number("circle-stroke-width", &f, zoom, 0.0) as f32 * ratio;
+            PaintKey {
+                colour: rgba(
+                    sl.colour("circle-color", &f, zoom).unwrap_or(black),
+                    sl.number("circle-opacity", &f, zoom, 1.0),
+                ),
+                size: r.to_bits(),
+                edge: match sl.colour("circle-stroke-color", &f, zoom) {
+                    Some(c) if sw > 0.0 => {
+                        rgba(c, sl.number("circle-stroke-opacity", &f, zoom, 1.0))
+                    }
+                    _ => [0; 4],
+                },
+                edge_width: sw.max(0.0).to_bits(),
+            }
+        }
+        Kind::Background => return None,
+    };
+    (key.colour[3] > 0 || key.edge[3] > 0).then_some(key)
+}
+
+/// Adds `d`'s lines or rings (closed) to a group's path.
+fn append(pb: &mut PathBuilder, d: &Decoded, at: &dyn Fn(&[f32; 2]) -> (f32, f32)) {
+    for part in &d.parts {
+        for (i, q) in part.iter().enumerate() {
+            let (x, y) = at(q);
+            if i == 0 {
+                pb.move_to(x, y);
+            } else {
+                pb.line_to(x, y);
+            }
+        }
+        if d.geometry_type == "Polygon" {
+            pb.close();
+        }
+    }
+}
+
+/// Draws a circle of `key` (radius, colour, stroke) once into a stamp and copies it to each
+/// point, placed at the whole pixel nearest its centre.
+fn draw_points(pixmap: &mut Pixmap, key: PaintKey, at: &[(f32, f32)]) {
+    let (r, sw) = (key.radius(), f32::from_bits(key.edge_width));
+    let half = (r + sw / 2.0).ceil() + 1.0;
+    let side = (2.0 * half) as u32;
+    let Some(mut stamp) = Pixmap::new(side, side) else {
+        return;
+    };
+    let Some(circle) = PathBuilder::from_circle(half, half, r) else {
+        return;
+    };
+    let t = Transform::identity();
+    if let Some(p) = paint_rgba(key.colour) {
+        stamp.fill_path(&circle, &p, FillRule::Winding, t, None);
+    }
+    if sw > 0.0
+        && let Some(p) = paint_rgba(key.edge)
+    {
+        let s = Stroke {
+            width: sw,
+            ..Stroke::default()
+        };
+        stamp.stroke_path(&circle, &p, &s, t, None);
+    }
+    let paint = tiny_skia::PixmapPaint::default();
+    let (w, h) = (pixmap.width() as f32, pixmap.height() as f32);
+    for &(x, y) in at {
+        if x < -half || y < -half || x > w + half || y > h + half {
+            continue;
+        }
+        let (px, py) = ((x - half).round() as i32, (y - half).round() as i32);
+        pixmap.draw_pixmap(px, py, stamp.as_ref(), &paint, t, None);
+    }
+}
+
+/// Draws one group. Fills use the non-zero rule: MVT rings wind one way and holes the other,
+/// so holes stay open and overlapping polygons of a group merge.
+fn draw_group(pixmap: &mut Pixmap, sl: &StyleLayer, key: PaintKey, path: &tiny_skia::Path) {
+    let t = Transform::identity();
+    match sl.kind {
+        Kind::Fill => {
+            if let Some(p) = paint_rgba(key.colour) {
+                pixmap.fill_path(path, &p, FillRule::Winding, t, None);
+            }
+            if let Some(p) = paint_rgba(key.edge) {
+                pixmap.stroke_path(path, &p, &Stroke::default(), t, None);
+            }
+        }
+        Kind::Line => {
+            let Some(p) = paint_rgba(key.colour) else {
                 return;
             };
-            if width <= 0.0 {
-                return;
-            }
-            let mut pb = PathBuilder::new();
-            for part in &d.parts {
-                for (i, q) in part.iter().enumerate() {
-                    let (x, y) = at(q);
-                    if i == 0 {
-                        pb.move_to(x, y);
-                    } else {
-                        pb.line_to(x, y);
-                    }
-                }
-                if d.geometry_type == "Polygon" {
-                    pb.close();
-                }
-            }
-            let Some(path) = pb.finish() else { return };
+            let width = f32::from_bits(key.size);
             let stroke = Stroke {
                 width,
                 line_cap: match sl.layout_str("line-cap") {
@@ -462,40 +582,10 @@ fn draw_feature(
                 }),
                 ..Stroke::default()
             };
-            pixmap.stroke_path(&path, &p, &stroke, t, None);
+            pixmap.stroke_path(path, &p, &stroke, t, None);
         }
-        Kind::Circle => {
-            let r = sl.number("circle-radius", &f, zoom, 5.0) as f32 * ratio;
-            let opacity = sl.number("circle-opacity", &f, zoom, 1.0);
-            let fill = sl
-                .colour("circle-color", &f, zoom)
-                .unwrap_or([0.0, 0.0, 0.0, 1.0]);
-            let sw = sl.number("circle-stroke-width", &f, zoom, 0.0) as f32 * ratio;
-            let sc = sl.colour("circle-stroke-color", &f, zoom);
-            let so = sl.number("circle-stroke-opacity", &f, zoom, 1.0);
-            if r <= 0.0 {
-                return;
-            }
-            for q in d.parts.iter().flatten() {
-                let (x, y) = at(q);
-                let Some(circle) = PathBuilder::from_circle(x, y, r) else {
-                    continue;
-                };
-                if let Some(p) = paint_of(fill, opacity) {
-                    pixmap.fill_path(&circle, &p, FillRule::Winding, t, None);
-                }
-                if sw > 0.0
-                    && let Some(c) = sc
-                    && let Some(p) = paint_of(c, so)
-                {
-                    let s = Stroke {
-                        width: sw,
-                        ..Stroke::default()
-                    };
-                    pixmap.stroke_path(&circle, &p, &s, t, None);
-                }
-            }
-        }
+        // Points are stamped (see `draw_points`).
+        Kind::Circle => {}
         Kind::Background => {}
     }
 }
