@@ -33,6 +33,15 @@ fn an_exported_archive_imported_as_a_layer_serves_the_same_tiles() {
         let imported = common::import_json(&to, &b, &["--layer", &format!("mv_{ext}")]);
         assert_eq!(imported[0]["layer"], format!("mv_{ext}"), "{imported}");
     }
+    let o = common::urbis(&[
+        "layers",
+        "classify",
+        "mv_pmtiles",
+        "public",
+        "--store",
+        b.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let original = Server::start(&a, &[]);
     let served = Server::start(&b, &[]);
 
@@ -74,6 +83,14 @@ fn an_exported_archive_imported_as_a_layer_serves_the_same_tiles() {
     assert_eq!(tj["vector_layers"][0]["id"], "montevideo", "{tj}");
     assert_eq!(tj["maxzoom"], 14);
     assert!(tj["bounds"][0].as_f64().unwrap() < -56.0, "{tj}");
+    // /health counts the layers anyone may see: the public archive, not the internal one.
+    assert_eq!(served.get_anonymous("/health").json()["layers"], 1);
+    assert_eq!(
+        served
+            .get_anonymous("/tiles/mv_mbtiles/14/5630/9886.mvt")
+            .status,
+        404
+    );
     // Drawn as PNG like any layer.
     let png = served.get("/tiles/mv_pmtiles/14/5630/9886.png", &[]);
     assert_eq!(png.status, 200);

@@ -726,9 +726,10 @@ async fn health(State(st): State<AppState>) -> Response {
     // Anyone may call it: it counts the layers anyone may see (a count of every layer would
     // tell an anonymous caller that restricted ones exist).
     let layers = st.security.authenticate(None).map_or(0, |anonymous| {
-        st.engine
-            .layers()
+        let (files, archives) = (st.engine.layers(), st.engine.archives());
+        files
             .keys()
+            .chain(archives.keys())
             .filter(|l| st.security.layer(&anonymous, l).is_some())
             .count()
     });
