@@ -179,8 +179,9 @@ impl Fonts {
     }
 
     /// The glyph PBF of `stack` (comma-separated font names) for `range` (`0-255`): each code
-    /// point from the first font of the stack that has it. Names the server lacks fall back
-    /// to the default stack, so that a style naming another font still gets labels.
+    /// point from the first font of the stack that has it. Names the server lacks are left
+    /// out; a stack of none it has falls back to the default stack, so that a style naming
+    /// other fonts still gets labels.
     pub fn glyphs(&self, stack: &str, range: &str) -> Result<Bytes, FontError> {
         let bad = || FontError::BadRange(range.to_string());
         let (a, b) = range.split_once('-').ok_or_else(bad)?;
@@ -199,17 +200,25 @@ impl Fonts {
         if names.is_empty() || names.len() > MAX_STACK {
             return Err(FontError::BadStack);
         }
-        let key = format!("{}|{start}", names.join(","));
-        if let Some(hit) = self.cache.get(&key) {
-            return Ok(hit);
-        }
-        let mut faces: Vec<&Face> = names.iter().filter_map(|n| self.faces.get(*n)).collect();
+        // The fonts actually used name the cache entry: stacks of unknown names all fall back
+        // to the default stack and share its entries (a caller cannot make the server render
+        // the same glyphs again under new names).
+        let mut used: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| self.faces.contains_key(*n))
+            .collect();
         let fallback = self.default_stack();
-        if faces.is_empty() {
-            faces = fallback.iter().filter_map(|n| self.faces.get(n)).collect();
+        if used.is_empty() {
+            used = fallback.iter().map(String::as_str).collect();
         }
+        let faces: Vec<&Face> = used.iter().filter_map(|n| self.faces.get(*n)).collect();
         if faces.is_empty() {
             return Err(FontError::NoFonts);
+        }
+        let key = format!("{}|{start}", used.join(","));
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(hit);
         }
         let lib = Library::init().map_err(|e| FontError::Render(e.to_string()))?;
         let mut glyphs = Vec::new();
@@ -234,7 +243,7 @@ impl Fonts {
         glyphs.sort_by_key(|g| g.id);
         let pbf = Glyphs {
             stacks: vec![Fontstack {
-                name: names.join(", "),
+                name: used.join(", "),
                 range: format!("{start}-{end}"),
                 glyphs,
             }],
