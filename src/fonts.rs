@@ -277,4 +277,22 @@ mod tests {
             Err(FontError::NoFonts)
         ));
     }
+
+    #[test]
+    fn unknown_names_share_the_default_stacks_cache_entries() {
+        let dirs: Vec<PathBuf> = DEFAULT_DIRS.iter().map(PathBuf::from).collect();
+        let fonts = Fonts::discover(&dirs);
+        assert!(
+            !fonts.is_empty(),
+            "no font in {DEFAULT_DIRS:?}: .ci/run installs fonts-dejavu-core"
+        );
+        let a = fonts.glyphs("Nope One", "0-255").unwrap();
+        fonts.cache.run_pending_tasks();
+        let entries = fonts.cache.entry_count();
+        let b = fonts.glyphs("Nope Two,Nope Three", "0-255").unwrap();
+        fonts.cache.run_pending_tasks();
+        assert_eq!(a, b);
+        assert_eq!(fonts.cache.entry_count(), entries, "one entry for both");
+        assert_eq!(entries, 1);
+    }
 }
