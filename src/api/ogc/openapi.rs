@@ -2,7 +2,7 @@
 //! core), with the parameters and responses each path takes, so that clients and the OGC
 //! validators can read what the server offers.
 
-use super::{DEFAULT_LIMIT, MAX_LIMIT, answer, json_only, only};
+use super::{DEFAULT_LIMIT, MAX_LIMIT, answer, metadata_query};
 use crate::api::{AppState, base_url};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -111,7 +111,7 @@ pub async fn api(
     Query(q): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(p) = only(&q, &["f"]).and_then(|()| json_only(&q)) {
+    if let Err(p) = metadata_query(&q) {
         return p.into_response();
     }
     let base = format!("{}/ogc", base_url(&st, &headers));

@@ -4,7 +4,7 @@
 //! tiles themselves at `/ogc/collections/{id}/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}`:
 //! the very tiles of `/tiles/{id}/{z}/{x}/{y}.mvt` (the row is the XYZ y), an empty one 204.
 
-use super::{CRS84, JSON, answer, json_only, link, only, visible};
+use super::{CRS84, JSON, answer, link, metadata_query, only, visible};
 use crate::api::problem::Problem;
 use crate::api::{AppState, access, base_url};
 use crate::security::Principal;
@@ -59,7 +59,7 @@ pub async fn matrix_sets(
     Query(q): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(p) = only(&q, &["f"]).and_then(|()| json_only(&q)) {
+    if let Err(p) = metadata_query(&q) {
         return p.into_response();
     }
     let base = format!("{}/ogc", base_url(&st, &headers));
@@ -90,7 +90,7 @@ pub async fn matrix_set(
     Path(id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(p) = only(&q, &["f"]).and_then(|()| json_only(&q)) {
+    if let Err(p) = metadata_query(&q) {
         return p.into_response();
     }
     if id != WEB_MERCATOR_QUAD {
@@ -122,7 +122,7 @@ pub async fn tilesets(
     Query(q): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(p) = only(&q, &["f"]).and_then(|()| json_only(&q)) {
+    if let Err(p) = metadata_query(&q) {
         return p.into_response();
     }
     if let Err(p) = visible(&st, &principal, &id) {
@@ -147,7 +147,7 @@ pub async fn tileset(
     Query(q): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(p) = only(&q, &["f"]).and_then(|()| json_only(&q)) {
+    if let Err(p) = metadata_query(&q) {
         return p.into_response();
     }
     if tms != WEB_MERCATOR_QUAD {
