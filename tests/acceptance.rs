@@ -38,20 +38,7 @@ fn failed(v: &[serde_json::Value]) -> Vec<String> {
 }
 
 fn demo_server(dir: &Path) -> Server {
-    let store = dir.join("urbis-store");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbis"));
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--coap-bind",
-        "127.0.0.1:0",
-        "--coaps-bind",
-        "127.0.0.1:0",
-        "--store",
-        store.to_str().unwrap(),
-    ]);
-    Server::spawn(cmd)
+    Server::spawn(common::demo_command(dir, &[]))
 }
 
 /// A proxy to `upstream` that holds every `/tiles/` request for `delay` first; one request per

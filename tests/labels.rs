@@ -13,21 +13,7 @@ use std::process::Command;
 const CJK: &str = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc";
 
 fn demo_server(dir: &Path, extra: &[&str]) -> Server {
-    let store = dir.join("urbis-store");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbis"));
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--coap-bind",
-        "127.0.0.1:0",
-        "--coaps-bind",
-        "127.0.0.1:0",
-        "--store",
-        store.to_str().unwrap(),
-    ])
-    .args(extra);
-    Server::spawn(cmd)
+    Server::spawn(common::demo_command(dir, extra))
 }
 
 fn glyphs(s: &Server, stack: &str, range: &str) -> pbf_font_tools::Glyphs {
@@ -100,21 +86,7 @@ fn without_fonts_the_styles_drop_their_labels_and_say_so() {
     let empty = dir.path().join("no-fonts");
     std::fs::create_dir(&empty).unwrap();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let store = dir.path().join("urbis-store");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbis"));
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--coap-bind",
-        "127.0.0.1:0",
-        "--coaps-bind",
-        "127.0.0.1:0",
-        "--store",
-        store.to_str().unwrap(),
-        "--fonts",
-        empty.to_str().unwrap(),
-    ]);
+    let cmd = common::demo_command(dir.path(), &["--fonts", empty.to_str().unwrap()]);
     let s = Server::spawn_to(cmd, log.into());
     let style = s.get("/styles/city.json", &[]).json();
     assert!(style.get("glyphs").is_none());

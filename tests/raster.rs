@@ -209,20 +209,7 @@ fn png_tiles_draw_the_style_where_the_test_knows_the_features_are() {
 #[test]
 fn the_demo_tiles_are_drawn_and_hidden_layers_stay_hidden() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("urbis-store");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_urbis"));
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--coap-bind",
-        "127.0.0.1:0",
-        "--coaps-bind",
-        "127.0.0.1:0",
-        "--store",
-        store.to_str().unwrap(),
-    ]);
-    let s = Server::spawn(cmd);
+    let s = Server::spawn(common::demo_command(dir.path(), &[]));
     // Helsinki's centre at z15: the city style draws most of the tile (not background).
     let ((tx, ty), _) = tile_and_pixel(24.945, 60.17, 15);
     let img = png(

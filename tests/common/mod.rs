@@ -18,6 +18,26 @@ pub fn data(rel: &str) -> PathBuf {
     p
 }
 
+/// `urbis serve` on loopback (HTTP, CoAP and CoAPS on free ports) with the store
+/// `DIR/urbis-store`, which it fills with the demo layers, and `extra` arguments.
+pub fn demo_command(dir: &Path, extra: &[&str]) -> Command {
+    let store = dir.join("urbis-store");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_urbis"));
+    cmd.args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--coap-bind",
+        "127.0.0.1:0",
+        "--coaps-bind",
+        "127.0.0.1:0",
+        "--store",
+        store.to_str().unwrap(),
+    ])
+    .args(extra);
+    cmd
+}
+
 /// Runs `urbis ARGS` and returns its output.
 pub fn urbis(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_urbis"))
