@@ -34,6 +34,9 @@
 //! slow_tile_ms = 500             # --slow-tile-ms: tiles slower than this are logged as warnings
 //! alerts = "alerts.toml"         # --alerts / URBIS_ALERTS: alert rules (see `ops::alerts`)
 //! fonts = "/srv/fonts"           # --fonts / URBIS_FONTS: label fonts (default: Debian's Noto and DejaVu)
+//! cluster = "nats://10.0.0.1:4222,nats://10.0.0.2:4222"  # --cluster / URBIS_CLUSTER: cluster mode
+//! cluster_name = "urbis"         # --cluster-name: prefix of the stream and buckets shared
+//! cluster_replicas = 3           # --cluster-replicas: replicas of each (1 for one nats-server)
 //! ```
 
 use serde::Deserialize;
@@ -109,6 +112,12 @@ pub struct FileConfig {
     pub alerts: Option<PathBuf>,
     /// A folder of label fonts.
     pub fonts: Option<PathBuf>,
+    /// NATS URLs of a cluster (comma-separated): cluster mode.
+    pub cluster: Option<String>,
+    /// Name of the cluster's stream and buckets.
+    pub cluster_name: Option<String>,
+    /// Replicas of the cluster's stream and buckets.
+    pub cluster_replicas: Option<usize>,
 }
 
 /// Settings given on the command line or in the environment (clap fills these): the same keys
@@ -173,6 +182,9 @@ pub struct Config {
     pub alerts: Option<crate::ops::alerts::Rules>,
     /// Folders of label fonts.
     pub fonts: Vec<PathBuf>,
+    /// Cluster mode: where the NATS cluster is and what the shared stream and buckets are
+    /// called (`None`: a single server).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// A configuration problem, naming the setting and where it came from.
@@ -408,7 +420,66 @@ impl Config {
                 .map(PathBuf::from)
                 .collect(),
         };
+        let cluster = match o.cluster.or(f.cluster) {
+            None => None,
+            Some(urls) => {
+                let urls: Vec<String> = urls
+                    .split(',')
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                if let Some(bad) = urls.iter().find(|u| {
+                    let rest = u.strip_prefix("nats://").unwrap_or(u);
+                    !rest
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                }) {
+                    return Err(ConfigError::Invalid {
+                        key: "cluster",
+                        value: bad.clone(),
+                        why: "give NATS servers as nats://HOST:PORT, comma-separated".into(),
+                    });
+                }
+                if urls.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "cluster",
+                        value: String::new(),
+                        why: "give at least one NATS server as nats://HOST:PORT".into(),
+                    });
+                }
+                let name = o
+                    .cluster_name
+                    .or(f.cluster_name)
+                    .unwrap_or_else(|| "urbis".into());
+                if name.is_empty()
+                    || name.len() > 32
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(ConfigError::Invalid {
+                        key: "cluster_name",
+                        value: name,
+                        why: "use 1-32 of A-Z a-z 0-9 _ -".into(),
+                    });
+                }
+                let replicas = o.cluster_replicas.or(f.cluster_replicas).unwrap_or(3);
+                if !(1..=5).contains(&replicas) {
+                    return Err(ConfigError::Invalid {
+                        key: "cluster_replicas",
+                        value: replicas.to_string(),
+                        why: "JetStream keeps 1 to 5 replicas".into(),
+                    });
+                }
+                Some(crate::cluster::ClusterConfig {
+                    urls,
+                    name,
+                    replicas,
+                })
+            }
+        };
         Ok(Config {
+            cluster,
             fonts,
             alerts,
             log_json,

@@ -355,6 +355,20 @@ struct ServeArgs {
     /// styles leave out their label layers (and the log says so).
     #[arg(long, env = "URBIS_FONTS")]
     fonts: Option<PathBuf>,
+    /// Cluster mode: share layers and live devices with the other servers of a NATS
+    /// JetStream cluster (comma-separated nats://HOST:PORT, any of its servers). Reports are
+    /// acknowledged once the cluster stored them on a quorum; every server applies them in
+    /// the same order; imports on any server are served by all. See examples/cluster/.
+    #[arg(long, env = "URBIS_CLUSTER", value_name = "NATS_URLS")]
+    cluster: Option<String>,
+    /// Name of the shared stream and buckets: servers of the same name share one city
+    /// [default: urbis].
+    #[arg(long, env = "URBIS_CLUSTER_NAME")]
+    cluster_name: Option<String>,
+    /// Replicas JetStream keeps of the stream and buckets when this server creates them
+    /// (3 for a three-node cluster, 1 for a single nats-server) [default: 3].
+    #[arg(long, env = "URBIS_CLUSTER_REPLICAS")]
+    cluster_replicas: Option<usize>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate chain (PEM; with --tls-key).
     /// Both files are read again when they change: renew them with any ACME client.
     #[arg(long, env = "URBIS_TLS_CERT")]
@@ -742,6 +756,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 slow_tile_ms: a.slow_tile_ms,
                 alerts: a.alerts,
                 fonts: a.fonts,
+                cluster: a.cluster,
+                cluster_name: a.cluster_name,
+                cluster_replicas: a.cluster_replicas,
             };
             let config = urbis::config::Config::load(a.config.as_deref(), overrides)?;
             let filter = || {

@@ -45,6 +45,8 @@ pub(super) struct Job {
     pub(super) queued: std::time::Instant,
     pub(super) reply: Option<Reply>,
     pub(super) retention: Option<(RetentionPlan, RetentionReply)>,
+    /// Cluster mode: the shared log's sequence number of the message these records are.
+    pub(super) stream_seq: Option<u64>,
 }
 
 impl Hub {
@@ -76,11 +78,15 @@ impl Hub {
         reply: Option<Reply>,
     ) -> Result<(), LiveError> {
         self.is_ready().map_err(LiveError::Storage)?;
+        if let Some(sh) = self.shared.as_ref() {
+            return self.submit_shared(sh, records, reply);
+        }
         match self.tx.try_send(Job {
             records,
             queued: std::time::Instant::now(),
             reply,
             retention: None,
+            stream_seq: None,
         }) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(LiveError::Overloaded),
@@ -102,6 +108,7 @@ impl Hub {
             queued: std::time::Instant::now(),
             reply: None,
             retention: Some((plan, reply)),
+            stream_seq: None,
         }) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(LiveError::Overloaded),
@@ -127,7 +134,7 @@ impl Hub {
         next_seq: &mut u64,
         frames: &mut Vec<u8>,
     ) {
-        if let Err(why) = self.is_ready() {
+        if let Err(why) = self.log_ok() {
             for j in jobs {
                 if let Some(r) = j.reply {
                     r(Err(LiveError::Storage(why.clone())));
@@ -138,11 +145,11 @@ impl Hub {
         // Registry changes wait for the group (see `refresh_registry`): the state planned
         // against is the state applied to.
         let _commit = lock(&self.commit_lock);
-        let first_seq = *next_seq;
         let mut replies = Vec::with_capacity(jobs.len());
         let mut planned = Vec::new();
         let mut reports = 0u64;
         let oldest = jobs.iter().map(|j| j.queued).min();
+        let applied = jobs.iter().filter_map(|j| j.stream_seq).max();
         {
             let st = read_lock(&self.state);
             for job in jobs {
@@ -153,6 +160,11 @@ impl Hub {
                     .filter(|r| matches!(r, Record::Report(_)))
                     .count() as u64;
                 let start = planned.len();
+                if let Some(s) = job.stream_seq {
+                    // Cluster mode: numbered from the shared log's sequence, the same on
+                    // every server (see `shared`).
+                    *next_seq = (*next_seq).max((s << super::shared::SEQ_SHIFT) | 1);
+                }
                 let first = *next_seq;
                 st.plan(job.records, next_seq, &mut planned);
                 // Jobs never hold geofence events: those in the run are the ones raised.
@@ -173,8 +185,9 @@ impl Hub {
         for (seq, rec) in &planned {
             rec.encode(*seq, frames);
         }
+        let first_seq = planned.first().map_or(*next_seq, |p| p.0);
         let synced = std::time::Instant::now();
-        let logged = wal.append_durable(frames, first_seq);
+        let logged = wal.append(frames, first_seq, self.shared.is_none());
         if let Some(o) = self.observer() {
             o.log_sync(synced.elapsed().as_secs_f64());
         }
@@ -196,6 +209,9 @@ impl Hub {
             }
         }
         drop(_commit);
+        if let (Some(sh), Some(s)) = (self.shared.as_ref(), applied) {
+            sh.applied.store(s, std::sync::atomic::Ordering::Release);
+        }
         self.count_reports(reports);
         self.publish(changes);
         if let Some(o) = self.observer() {
@@ -237,6 +253,7 @@ pub(super) fn run(hub: Weak<Hub>, rx: Receiver<Job>, mut wal: Wal, mut next_seq:
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let Some(hub) = hub.upgrade() else { break };
+        hub.answer_stored();
         if let Some(first) = first {
             let mut n = first.records.len();
             let mut jobs = vec![first];

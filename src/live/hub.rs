@@ -8,6 +8,7 @@
 use super::committer::{self, Job};
 use super::fence::Fence;
 use super::registry::{Digest16, RegIndex, RegistryDb, digest16, parse_hash};
+use super::shared::{Shared, SharedLog};
 use super::snapshot;
 use super::state::{Change, DevState, Device, LiveState};
 use super::stream::{self, Rate, Stream, StreamEvent, Subscription};
@@ -21,6 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
+
+/// Where a server in cluster mode keeps its copy of the shared log, under the store.
+const CLUSTER_DIR: &str = "live-cluster";
 
 /// The live hub: registry, state, committer, stream and live tile cache.
 pub struct Hub {
@@ -49,6 +53,10 @@ pub struct Hub {
     pub(super) snapshot_seq: AtomicU64,
     /// The operations room's ears, once set.
     observer: std::sync::OnceLock<std::sync::Arc<dyn super::LiveObserver>>,
+    /// Cluster mode: the shared log and what this hub keeps of it.
+    pub(super) shared: Option<Shared>,
+    /// This hub, for callbacks that outlive a call.
+    pub(super) me: std::sync::Weak<Hub>,
 }
 
 /// One fix of a device's history.
@@ -130,7 +138,35 @@ impl Hub {
     /// Opens the live layer of a store: reads the registry, restores the snapshot, replays the
     /// log after it, and starts the committer thread.
     pub fn open(cfg: LiveConfig) -> Result<Arc<Hub>, LiveError> {
-        let dir = cfg.store_dir.join("live");
+        Self::open_with(cfg, None)
+    }
+
+    /// Opens the live layer of a server in cluster mode: its state is rebuilt from the shared
+    /// log (the cluster room feeds it through [`Hub::apply_shared`], from the log's first
+    /// message), in `STORE/live-cluster/`, a local copy emptied at each start; a store's own
+    /// `STORE/live/` data (of a single server) is left as it is.
+    pub fn open_shared(cfg: LiveConfig, log: Arc<dyn SharedLog>) -> Result<Arc<Hub>, LiveError> {
+        let dir = cfg.store_dir.join(CLUSTER_DIR);
+        for sub in ["wal", "snapshot.json"] {
+            let p = dir.join(sub);
+            let gone = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            if let Err(e) = gone
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(LiveError::Io(format!("{}: {e}", p.display())));
+            }
+        }
+        Self::open_with(cfg, Some(log))
+    }
+
+    fn open_with(cfg: LiveConfig, log: Option<Arc<dyn SharedLog>>) -> Result<Arc<Hub>, LiveError> {
+        let dir = cfg
+            .store_dir
+            .join(if log.is_some() { CLUSTER_DIR } else { "live" });
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir)
             .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
@@ -193,7 +229,9 @@ impl Hub {
         let wal = Wal::open(&wal_dir, last, next_seq, cfg.segment_bytes)
             .map_err(|e| LiveError::Io(format!("{}: {e}", wal_dir.display())))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
-        let hub = Arc::new(Hub {
+        let hub = Arc::new_cyclic(|me| Hub {
+            shared: log.map(Shared::new),
+            me: me.clone(),
             cfg,
             _lock: lock_file,
             reg_db: Mutex::new(reg_db),
@@ -239,7 +277,11 @@ impl Hub {
 
     /// The directory of the device log and snapshots (`STORE/live`).
     pub fn live_dir(&self) -> PathBuf {
-        self.cfg.store_dir.join("live")
+        self.cfg.store_dir.join(if self.shared.is_some() {
+            CLUSTER_DIR
+        } else {
+            "live"
+        })
     }
 
     /// Reads the registry changes made since the revision held (by the CLI, the admin API or
@@ -327,8 +369,18 @@ impl Hub {
         read_lock(&self.registry)
     }
 
-    /// True while reports are being acknowledged (no storage failure); else why not.
+    /// True while reports are being acknowledged (no storage failure; in cluster mode, the
+    /// shared log reachable and this server keeping up with it); else why not.
     pub fn is_ready(&self) -> Result<(), String> {
+        self.log_ok()?;
+        match &self.shared {
+            Some(sh) => sh.log.ready(),
+            None => Ok(()),
+        }
+    }
+
+    /// True unless the local log failed.
+    pub(super) fn log_ok(&self) -> Result<(), String> {
         if !self.failed_flag.load(Ordering::Acquire) {
             return Ok(());
         }

@@ -393,6 +393,8 @@ impl LiveState {
         // and position, and the fences once a record of the group changes them.
         let mut fixes: HashMap<&str, (Option<f64>, Option<[f64; 2]>)> = HashMap::new();
         let mut fences: Option<FenceSet> = None;
+        // The group's effect on each touched device's state and last report (server time).
+        let mut states: HashMap<&str, (DevState, Option<f64>)> = HashMap::new();
         for mut rec in records {
             let seq = *next_seq;
             *next_seq += 1;
@@ -400,9 +402,13 @@ impl LiveState {
             match &mut rec {
                 Record::Report(r) => {
                     if let Some(d) = self.devices.get(r.device.as_str()) {
+                        let recv = r.recv_ms as f64 / 1000.0;
+                        let st = states.entry(&*d.id).or_insert((d.state, d.last_seen));
+                        st.1 = Some(st.1.map_or(recv, |l| l.max(recv)));
                         let fix = fixes.entry(&*d.id).or_insert((d.t, d.pos));
                         r.late = fix.0.is_some_and(|t| r.t < t);
                         if !r.late {
+                            st.0 = DevState::Live;
                             fix.0 = Some(r.t);
                             if let Some(p) = r.pos {
                                 let from = fix.1.replace(p);
@@ -438,7 +444,24 @@ impl LiveState {
                         fixes.insert(&*d.id, (None, None));
                     }
                 }
-                Record::FenceEvent { .. } | Record::State { .. } => {}
+                Record::State { t, state, device } => {
+                    // A change that no longer holds when it applies is dropped: the device
+                    // reported since, or the change is made already (in cluster mode every
+                    // server's clock sees it and submits it).
+                    if let Some(d) = self.devices.get(device.as_str()) {
+                        let st = states.entry(&*d.id).or_insert((d.state, d.last_seen));
+                        let to = DevState::from_code(*state);
+                        let holds = st
+                            .1
+                            .is_some_and(|seen| DevState::from_age(*t - seen, d.interval_s) == to);
+                        if st.0 == to || !holds {
+                            *next_seq -= 1;
+                            continue;
+                        }
+                        st.0 = to;
+                    }
+                }
+                Record::FenceEvent { .. } => {}
             }
             out.push((seq, rec));
             for r in raised {

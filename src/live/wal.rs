@@ -301,9 +301,15 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Reads every valid frame of one segment; returns the byte length of the valid prefix.
-pub fn read_segment(path: &Path, mut f: impl FnMut(u64, Record)) -> io::Result<u64> {
+pub fn read_segment(path: &Path, f: impl FnMut(u64, Record)) -> io::Result<u64> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
+    read_frames(&bytes, f)
+}
+
+/// Reads the frames of a buffer (a segment, or a message of the cluster's shared log) up to
+/// the first that is short or fails its checksum; returns the length of that valid prefix.
+pub fn read_frames(bytes: &[u8], mut f: impl FnMut(u64, Record)) -> io::Result<u64> {
     let mut at = 0usize;
     while at + 8 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
@@ -395,19 +401,22 @@ impl Wal {
         Ok(())
     }
 
-    /// Appends encoded frames (whose first sequence number is `first_seq`) and makes them
-    /// durable (`fdatasync`) before returning.
-    pub fn append_durable(&mut self, frames: &[u8], first_seq: u64) -> io::Result<()> {
+    /// Appends encoded frames (whose first sequence number is `first_seq`); when `durable`,
+    /// makes them durable (`fdatasync`) before returning. (In cluster mode the log is a local
+    /// copy of the shared one, rebuilt from it on start: it needs no sync.)
+    pub fn append(&mut self, frames: &[u8], first_seq: u64, durable: bool) -> io::Result<()> {
         if self.seg_len >= self.segment_bytes {
             self.file.sync_all()?;
             self.file = Self::create_segment(&self.dir, first_seq)?;
             self.seg_len = 0;
         }
-        if let Err(e) = self
-            .file
-            .write_all(frames)
-            .and_then(|()| self.file.sync_data())
-        {
+        if let Err(e) = self.file.write_all(frames).and_then(|()| {
+            if durable {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        }) {
             // Nothing of a group that is not acknowledged stays in the log, where recovery
             // would find its whole frames: cut the segment back to where the group began.
             // (If even that fails, the hub is out of service anyway and an operator decides.)
@@ -483,7 +492,7 @@ mod tests {
             r.encode(i as u64 + 1, &mut frames);
         }
         let mut wal = Wal::open(dir.path(), None, 1, SEGMENT_BYTES).unwrap();
-        wal.append_durable(&frames, 1).unwrap();
+        wal.append(&frames, 1, true).unwrap();
         drop(wal);
         let segs = segments(dir.path()).unwrap();
         assert_eq!(segs.len(), 1);

@@ -97,6 +97,7 @@ pub struct Metrics {
     log_sync_seconds: Histogram,
     stream_lag_seconds: Histogram,
     stream_clients: Gauge,
+    cluster_lag: Gauge,
     devices: Family<DeviceLabels, Gauge>,
     fence_events: Family<KindLabels, Counter>,
     last_report: Family<LayerLabels, Gauge<f64, AtomicU64>>,
@@ -141,6 +142,7 @@ impl Metrics {
             log_sync_seconds: seconds(),
             stream_lag_seconds: seconds(),
             stream_clients: Gauge::default(),
+            cluster_lag: Gauge::default(),
             devices: Family::default(),
             fence_events: Family::default(),
             last_report: Family::default(),
@@ -237,6 +239,11 @@ impl Metrics {
                 "stream_clients",
                 "Clients connected to /stream",
                 m.stream_clients.clone(),
+            );
+            r.register(
+                "cluster_lag_messages",
+                "Cluster mode: messages of the shared report stream not yet applied here (0 on a single server)",
+                m.cluster_lag.clone(),
             );
             r.register(
                 "devices",
@@ -373,6 +380,8 @@ impl Metrics {
         catch_up(&self.cache_evictions, c.evictions);
         if let Some(hub) = hub {
             self.stream_clients.set(hub.stream_clients() as i64);
+            self.cluster_lag
+                .set(hub.shared_lag().unwrap_or(0).min(i64::MAX as u64) as i64);
             // Layers and states that have no device any more leave the exposition.
             let pulse = hub.pulse();
             self.devices.clear();

@@ -128,7 +128,16 @@ pub fn checks(engine: &Engine, hub: Option<&Hub>, listeners: &Listeners) -> Vec<
         out.push(Check {
             name: "log",
             ok: log.is_ok(),
-            detail: log.map_or_else(|e| e, |()| format!("{} writable", live.display())),
+            detail: log.map_or_else(
+                |e| e,
+                |()| match hub.shared_lag() {
+                    Some(lag) => format!(
+                        "{} writable; cluster report stream: {lag} messages to apply",
+                        live.display()
+                    ),
+                    None => format!("{} writable", live.display()),
+                },
+            ),
         });
     }
     out.push(listeners.check());

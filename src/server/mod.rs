@@ -220,7 +220,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             segment_bytes: config.wal_segment_mb << 20,
             dtls_only: config.coap_dtls_only,
         };
-        tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??
+        match &config.cluster {
+            None => tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??,
+            Some(cc) => {
+                let cluster = crate::cluster::Cluster::connect(cc.clone()).await?;
+                tracing::info!(nats = %cc.urls.join(","), name = %cc.name, replicas = cc.replicas, "cluster mode");
+                // Layers and rows first: the devices registered in the cluster are known
+                // before its reports apply.
+                crate::cluster::tables::start(&cluster, config.store.clone()).await?;
+                crate::cluster::layers::start(&cluster, store.clone()).await?;
+                let log = cluster.report_log();
+                let shared: Arc<dyn crate::live::SharedLog> = log.clone();
+                let hub =
+                    tokio::task::spawn_blocking(move || crate::live::Hub::open_shared(cfg, shared))
+                        .await??;
+                log.feeds(&hub);
+                cluster.start_applier(Arc::clone(&hub));
+                hub
+            }
+        }
     };
     let engine = Arc::new(Engine::open(store, engine_config)?.with_live(Arc::clone(&hub)));
     let watcher = Arc::clone(&engine);

@@ -1,0 +1,442 @@
+//! Cluster mode: several servers behind a load balancer share layers and live devices through
+//! a NATS JetStream cluster (`urbis serve --cluster nats://…`). This room is the only one that
+//! speaks NATS; the others see a [`SharedLog`] (the live room) or files and database rows.
+//!
+//! ```text
+//! stream  NAME_reports   subject NAME.reports, replicas R, file storage, 2 min dedup window:
+//!                        the live room's shared log; one message = one submission as WAL
+//!                        frames (see live::shared), header Nats-Msg-Id
+//! KV      NAME_layers    key = layer name, value = JSON {sha256, bytes, entry}: the version
+//!                        every server serves; deleted when the layer is removed (layers.rs)
+//! objects NAME_files     key = the layer file's SHA-256 (hex): the immutable layer files
+//! KV      NAME_tables    key = table.hex(primary key), value = JSON row: API keys, layer
+//!                        classifications and catalog metadata, the device registry, ingest
+//!                        keys (tables.rs)
+//! ```
+//!
+//! A report is acknowledged once the stream has stored it on a quorum of its replicas, and
+//! once this server has applied it; every server reads the stream in order from its first
+//! message and applies it to its own live state, so all serve the same devices, tiles and
+//! stream (see `live::shared` for why events are derived, not shared). Layer files and rows
+//! are replicated by watching: a change made on one server's store (an import, a rollback, a
+//! key created) is published, and every server applies what the buckets hold.
+
+pub mod layers;
+pub mod tables;
+
+use crate::live::{Appended, Hub, LiveError, SharedLog};
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Messages of the stream not yet applied here beyond which `/ready` fails.
+pub const LAG_BOUND: u64 = 1000;
+/// Submissions waiting to be published, at most (beyond: the device is told to retry).
+const QUEUE: usize = 16_384;
+/// How long a publish is retried (a NATS node lost: a new stream leader in ~5 s).
+const PUBLISH_FOR: Duration = Duration::from_secs(20);
+
+/// Where the cluster is and what its parts are called.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://host:port`), any of the cluster's.
+    pub urls: Vec<String>,
+    /// Prefix of the stream and buckets: servers with the same name share them.
+    pub name: String,
+    /// Replicas of the stream and buckets (3 for a three-node cluster; 1 for one nats-server).
+    pub replicas: usize,
+}
+
+/// Cluster errors, with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No NATS server answered.
+    #[error("cannot reach NATS at {urls}: {why} (is nats-server running, with JetStream on?)")]
+    Connect {
+        /// The URLs tried.
+        urls: String,
+        /// The client's error.
+        why: String,
+    },
+    /// JetStream refused or did not answer.
+    #[error("JetStream: {0}")]
+    JetStream(String),
+}
+
+fn js_err(what: &str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::JetStream(format!("{what}: {e}"))
+}
+
+/// A connection to the cluster and its stream and buckets.
+#[derive(Clone)]
+pub struct Cluster {
+    cfg: ClusterConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    status: Arc<Status>,
+}
+
+/// What `/ready` and the metrics read of the cluster.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// The stream's last sequence number, as last asked.
+    pub stream_last: AtomicU64,
+    /// Whether the applier has reached the stream's end once since start.
+    pub caught_up: AtomicBool,
+    /// Layer versions fetched from the cluster.
+    pub layers_fetched: AtomicU64,
+    /// Layer versions published to the cluster.
+    pub layers_published: AtomicU64,
+}
+
+impl Cluster {
+    /// Connects to NATS (for up to 30 s: the cluster may be starting too) and makes sure the
+    /// stream and buckets exist (with `replicas` replicas).
+    pub async fn connect(cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let urls = cfg.urls.join(",");
+        let start = Instant::now();
+        let client = loop {
+            let opts = async_nats::ConnectOptions::new()
+                .name(format!("urbis {}", env!("CARGO_PKG_VERSION")))
+                .connection_timeout(Duration::from_secs(3))
+                .max_reconnects(None);
+            match opts.connect(cfg.urls.clone()).await {
+                Ok(c) => break c,
+                Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                    return Err(ClusterError::Connect {
+                        urls,
+                        why: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach NATS yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let js = jetstream::new(client.clone());
+        // The JetStream API is silent while the cluster elects its meta leader (after a
+        // restart, up to ~15 s): ask until it answers.
+        loop {
+            match js.query_account().await {
+                Ok(_) => break,
+                Err(e) if start.elapsed() > Duration::from_secs(45) => {
+                    return Err(js_err(
+                        "no answer (is JetStream enabled on the servers?)",
+                        e,
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        let c = Cluster {
+            cfg,
+            client,
+            js,
+            status: Arc::new(Status::default()),
+        };
+        c.setup().await?;
+        Ok(c)
+    }
+
+    async fn setup(&self) -> Result<(), ClusterError> {
+        let name = self.stream_name();
+        if self.js.get_stream(&name).await.is_err() {
+            self.js
+                .create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: vec![self.subject()],
+                    num_replicas: self.cfg.replicas,
+                    storage: stream::StorageType::File,
+                    duplicate_window: Duration::from_secs(120),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    js_err(
+                        &format!(
+                            "cannot create stream {name} with {} replicas (a single nats-server \
+                             needs --cluster-replicas 1)",
+                            self.cfg.replicas
+                        ),
+                        e,
+                    )
+                })?;
+        }
+        for bucket in [self.bucket("layers"), self.bucket("tables")] {
+            if self.js.get_key_value(&bucket).await.is_err() {
+                self.js
+                    .create_key_value(jetstream::kv::Config {
+                        bucket: bucket.clone(),
+                        history: 5,
+                        num_replicas: self.cfg.replicas,
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| js_err(&format!("cannot create bucket {bucket}"), e))?;
+            }
+        }
+        let files = self.bucket("files");
+        if self.js.get_object_store(&files).await.is_err() {
+            self.js
+                .create_object_store(jetstream::object_store::Config {
+                    bucket: files.clone(),
+                    num_replicas: self.cfg.replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| js_err(&format!("cannot create object store {files}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// What the readiness check and the metrics read.
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// Whether the client is connected to a NATS server now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn stream_name(&self) -> String {
+        format!("{}_reports", self.cfg.name)
+    }
+
+    fn subject(&self) -> String {
+        format!("{}.reports", self.cfg.name)
+    }
+
+    fn bucket(&self, what: &str) -> String {
+        format!("{}_{what}", self.cfg.name)
+    }
+
+    pub(crate) fn js(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub(crate) fn bucket_name(&self, what: &str) -> String {
+        self.bucket(what)
+    }
+
+    /// The live room's shared log on this cluster's stream: starts the publisher.
+    pub fn report_log(&self) -> Arc<ReportLog> {
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let log = Arc::new(ReportLog {
+            tx,
+            cluster: self.clone(),
+            applied: std::sync::OnceLock::new(),
+        });
+        tokio::spawn(publisher(self.clone(), rx));
+        log
+    }
+
+    /// Reads the stream from its first message into `hub`, in order, for as long as the
+    /// process runs (the consumer is made again from the last message applied after a
+    /// failure); and asks the stream's length once a second for the lag.
+    pub fn start_applier(&self, hub: Arc<Hub>) {
+        let me = self.clone();
+        let h = Arc::clone(&hub);
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = me.apply_from(&h).await {
+                    tracing::warn!(error = %e, "reading the cluster's report stream; again in 1 s");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if let Ok(mut s) = me.js.get_stream(me.stream_name()).await
+                    && let Ok(info) = s.info().await
+                {
+                    let last = info.state.last_sequence;
+                    me.status.stream_last.store(last, Ordering::Release);
+                    if hub.shared_applied() >= last {
+                        me.status.caught_up.store(true, Ordering::Release);
+                    }
+                }
+            }
+        });
+    }
+
+    async fn apply_from(&self, hub: &Arc<Hub>) -> Result<(), ClusterError> {
+        let start = hub.shared_applied() + 1;
+        let stream = self
+            .js
+            .get_stream(self.stream_name())
+            .await
+            .map_err(|e| js_err("stream", e))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_err("consumer", e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| js_err("messages", e))?;
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(|e| js_err("message", e))?;
+            let (seq, pending) = match m.info() {
+                Ok(i) => (i.stream_sequence, i.pending),
+                Err(e) => return Err(js_err("message info", e)),
+            };
+            if pending == 0 {
+                self.status.caught_up.store(true, Ordering::Release);
+            }
+            let id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str().to_string());
+            let h = Arc::clone(hub);
+            let payload = m.payload.clone();
+            let applied =
+                tokio::task::block_in_place(|| h.apply_shared(seq, id.as_deref(), &payload));
+            if let Err(e) = applied {
+                // A message this version cannot read: stop here rather than skip it (the
+                // state would differ from the other servers'); /ready fails on the lag.
+                tracing::error!(error = %e, "cannot apply the cluster's report stream");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return Err(ClusterError::JetStream(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Why this server should not take traffic now, if it should not: the NATS connection is
+    /// lost, or it lags the report stream by more than [`LAG_BOUND`] messages.
+    pub fn ready(&self, applied: u64) -> Result<(), String> {
+        if !self.connected() {
+            return Err("the NATS connection is lost".into());
+        }
+        let last = self.status.stream_last.load(Ordering::Acquire);
+        let lag = last.saturating_sub(applied);
+        if lag > LAG_BOUND {
+            return Err(format!(
+                "{lag} messages behind the cluster's report stream (more than {LAG_BOUND})"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The live room's [`SharedLog`] on the cluster's report stream.
+pub struct ReportLog {
+    tx: tokio::sync::mpsc::Sender<(String, Vec<u8>, Appended)>,
+    cluster: Cluster,
+    /// The hub it feeds, to measure the lag against.
+    applied: std::sync::OnceLock<std::sync::Weak<Hub>>,
+}
+
+impl ReportLog {
+    /// Names the hub this log feeds (for the lag in [`SharedLog::ready`]).
+    pub fn feeds(&self, hub: &Arc<Hub>) {
+        let _ = self.applied.set(Arc::downgrade(hub));
+    }
+}
+
+impl SharedLog for ReportLog {
+    fn append(&self, id: String, body: Vec<u8>, done: Appended) -> Result<(), LiveError> {
+        self.tx.try_send((id, body, done)).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => LiveError::Overloaded,
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                LiveError::Storage("the cluster publisher has stopped".into())
+            }
+        })
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let applied = self
+            .applied
+            .get()
+            .and_then(|w| w.upgrade())
+            .map_or(0, |h| h.shared_applied());
+        self.cluster.ready(applied)
+    }
+
+    fn lag(&self) -> u64 {
+        let applied = self
+            .applied
+            .get()
+            .and_then(|w| w.upgrade())
+            .map_or(0, |h| h.shared_applied());
+        self.cluster
+            .status
+            .stream_last
+            .load(Ordering::Acquire)
+            .saturating_sub(applied)
+    }
+}
+
+/// Publishes submissions to the stream, each under its message id, as fast as they come
+/// (acknowledgements awaited concurrently); a publish that fails is tried again with the same
+/// id (the stream stores it once) for up to [`PUBLISH_FOR`].
+async fn publisher(
+    cluster: Cluster,
+    mut rx: tokio::sync::mpsc::Receiver<(String, Vec<u8>, Appended)>,
+) {
+    let subject = cluster.subject();
+    while let Some((id, body, done)) = rx.recv().await {
+        let js = cluster.js.clone();
+        let subject = subject.clone();
+        let body = bytes::Bytes::from(body);
+        // Sent in order here; only the wait for the acknowledgement runs beside the next.
+        let first = publish_once(&js, &subject, &id, body.clone()).await;
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut sent = first;
+            loop {
+                let outcome = match sent {
+                    Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(ack) => {
+                        done(Ok(ack.sequence));
+                        return;
+                    }
+                    Err(e) if start.elapsed() >= PUBLISH_FOR => {
+                        done(Err(format!("the cluster did not store the report: {e}")));
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        sent = publish_once(&js, &subject, &id, body.clone()).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn publish_once(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    body: bytes::Bytes,
+) -> Result<jetstream::context::PublishAckFuture, String> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    js.publish_with_headers(subject.to_string(), headers, body)
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,277 @@
+//! The live room in cluster mode: the log every server shares.
+//!
+//! In cluster mode the acknowledgement of a report no longer rests on this machine's
+//! `fdatasync` but on a replicated log (the cluster room's JetStream stream, behind the
+//! [`SharedLog`] trait so that the live room knows nothing of NATS). A submission (reports
+//! admitted here, geofence changes, device state changes, removals) is not given to the
+//! committer: it is encoded as one message of WAL frames and appended to the shared log. Every
+//! server, this one included, reads the shared log in order and hands each message to
+//! [`Hub::apply_shared`], which gives it to the committer like a local submission: the
+//! committer plans it against the state (late flags, geofence events), appends it to the
+//! local log (a copy, not synced: the shared log is the durable one) and applies it. The
+//! submitter is answered when its message has been applied here, so a device that is
+//! acknowledged sees its report in `/devices` at once, as on one server.
+//!
+//! Same log, same order, same planning: every server derives the same records, the same
+//! geofence events and the same stream. Record numbers are derived from the shared log's
+//! sequence numbers, `stream_seq << 20 | k` (k from 1 within the message), so that the `id`
+//! of a `/stream` event is the same on every server and a browser moved to another one
+//! resumes with `Last-Event-ID`. Events are thus evaluated from the log, once per report
+//! and server, and never written back: nothing can double them. Inputs that every server
+//! produces on its own (a device becoming overdue, seen by every server's clock; a removal,
+//! seen by every server's registry) carry a message id made of what they are, so the shared
+//! log stores them once (JetStream's deduplication), and planning drops a state change that
+//! no longer holds when it applies.
+
+use super::committer::Reply;
+use super::wal::Record;
+use super::{Committed, Hub, LiveError, lock};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Record numbers of shared-log message `s` are `s << SEQ_SHIFT | k`.
+pub const SEQ_SHIFT: u32 = 20;
+/// Records of one message, at most (a report raises at most one event per fence: far below
+/// the 2^20 numbers of a message).
+pub const MAX_MESSAGE_RECORDS: usize = 4096;
+/// An acknowledged message not yet applied here is answered anyway after this long (it is
+/// durable; the answer only waited to show it in this server's state).
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// Called once a message is stored by the shared log: its sequence number, or why not.
+pub type Appended = Box<dyn FnOnce(Result<u64, String>) + Send>;
+
+/// A replicated, ordered log that every server reads (the cluster room's JetStream stream).
+pub trait SharedLog: Send + Sync {
+    /// Appends one message under message id `id` (a repeat of an id within the log's
+    /// deduplication window is stored once); `done` is called once it is stored on a quorum
+    /// of replicas, or when it cannot be. Never blocks: a full queue is `Err` at once.
+    fn append(&self, id: String, body: Vec<u8>, done: Appended) -> Result<(), LiveError>;
+    /// Whether the log is reachable and this server keeps up with it, else why not.
+    fn ready(&self) -> Result<(), String>;
+    /// Messages of the log not yet applied here.
+    fn lag(&self) -> u64;
+}
+
+/// What a hub in cluster mode keeps of the shared log.
+pub(super) struct Shared {
+    pub(super) log: std::sync::Arc<dyn SharedLog>,
+    /// This process's prefix of message ids.
+    me: String,
+    next_id: AtomicU64,
+    /// Submissions appended, waiting to be applied here: message id → answer.
+    pending: Mutex<HashMap<String, Pending>>,
+    /// The last shared-log sequence number applied.
+    pub(super) applied: AtomicU64,
+    /// The last shared-log sequence number handed to the committer.
+    queued: AtomicU64,
+}
+
+struct Pending {
+    reply: Option<Reply>,
+    records: usize,
+    /// Set once the shared log stored it: its sequence and when.
+    stored: Option<(u64, Instant)>,
+}
+
+impl Shared {
+    pub(super) fn new(log: std::sync::Arc<dyn SharedLog>) -> Shared {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Shared {
+            log,
+            me: format!("{:x}-{:x}", std::process::id(), nanos),
+            next_id: AtomicU64::new(0),
+            pending: Mutex::new(HashMap::new()),
+            applied: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Encodes records as one shared-log message (WAL frames numbered 0).
+pub(super) fn encode(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        r.encode(0, &mut out);
+    }
+    out
+}
+
+/// A message id made of what a record is, for inputs every server produces on its own.
+fn content_id(rec: &Record) -> Option<String> {
+    match rec {
+        Record::State { state, device, t } => {
+            // The same change seen by two servers' clocks a moment apart: one id per device,
+            // state and minute of the change.
+            Some(format!("state.{device}.{state}.{}", (*t / 60.0) as u64))
+        }
+        Record::Removed { device, t, .. } => {
+            Some(format!("removed.{device}.{}", (*t / 60.0) as u64))
+        }
+        _ => None,
+    }
+}
+
+impl Hub {
+    /// Cluster mode: appends records to the shared log instead of the committer's queue; the
+    /// reply comes once they are applied here (see the module doc).
+    pub(super) fn submit_shared(
+        &self,
+        sh: &Shared,
+        records: Vec<Record>,
+        reply: Option<Reply>,
+    ) -> Result<(), LiveError> {
+        // State changes and removals go one by one, each under the id of what it is.
+        if reply.is_none() && records.iter().all(|r| content_id(r).is_some()) {
+            for r in records {
+                let id = content_id(&r).unwrap_or_default();
+                self.append_shared(sh, id, vec![r], None)?;
+            }
+            return Ok(());
+        }
+        let id = format!("{}-{}", sh.me, sh.next_id.fetch_add(1, Ordering::Relaxed));
+        if records.len() <= MAX_MESSAGE_RECORDS {
+            return self.append_shared(sh, id, records, reply);
+        }
+        // A batch larger than a message (never from one device's datagram): in parts, the
+        // reply with the last.
+        let chunks: Vec<Vec<Record>> = records
+            .chunks(MAX_MESSAGE_RECORDS)
+            .map(|c| c.to_vec())
+            .collect();
+        let n = chunks.len();
+        let mut reply = reply;
+        for (i, c) in chunks.into_iter().enumerate() {
+            let r = if i + 1 == n { reply.take() } else { None };
+            self.append_shared(sh, format!("{id}.{i}"), c, r)?;
+        }
+        Ok(())
+    }
+
+    fn append_shared(
+        &self,
+        sh: &Shared,
+        id: String,
+        records: Vec<Record>,
+        reply: Option<Reply>,
+    ) -> Result<(), LiveError> {
+        let body = encode(&records);
+        if reply.is_some() {
+            lock(&sh.pending).insert(
+                id.clone(),
+                Pending {
+                    reply,
+                    records: records.len(),
+                    stored: None,
+                },
+            );
+        }
+        let me = self.me.clone();
+        let key = id.clone();
+        let done: Appended = Box::new(move |r| {
+            let Some(hub) = me.upgrade() else { return };
+            let Some(sh) = hub.shared.as_ref() else {
+                return;
+            };
+            let mut pending = lock(&sh.pending);
+            match r {
+                Ok(seq) => {
+                    if let Some(p) = pending.get_mut(&key) {
+                        p.stored = Some((seq, Instant::now()));
+                    }
+                }
+                Err(why) => {
+                    if let Some(p) = pending.remove(&key)
+                        && let Some(reply) = p.reply
+                    {
+                        reply(Err(LiveError::Storage(why)));
+                    }
+                }
+            }
+        });
+        if let Err(e) = sh.log.append(id.clone(), body, done) {
+            lock(&sh.pending).remove(&id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: applies message `seq` of the shared log (its id and body as stored), in
+    /// order, through the committer; waits while the committer's queue is full. A message
+    /// this server applied already (a consumer that started over) is skipped.
+    pub fn apply_shared(&self, seq: u64, id: Option<&str>, body: &[u8]) -> Result<(), String> {
+        let Some(sh) = self.shared.as_ref() else {
+            return Err("this hub is not in cluster mode".into());
+        };
+        if seq <= sh.queued.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        let valid = super::wal::read_frames(body, |_, r| records.push(r))
+            .map_err(|e| format!("message {seq} of the shared log: {e}"))?;
+        if valid as usize != body.len() {
+            return Err(format!(
+                "message {seq} of the shared log is damaged at byte {valid} of {}",
+                body.len()
+            ));
+        }
+        let reply = id
+            .and_then(|id| lock(&sh.pending).remove(id))
+            .and_then(|p| p.reply);
+        sh.queued.store(seq, Ordering::Release);
+        self.tx
+            .send(super::committer::Job {
+                records,
+                queued: Instant::now(),
+                reply,
+                retention: None,
+                stream_seq: Some(seq),
+            })
+            .map_err(|_| "the log thread has stopped".to_string())
+    }
+
+    /// Messages of the shared log not yet applied here (`None` when not in cluster mode).
+    pub fn shared_lag(&self) -> Option<u64> {
+        self.shared.as_ref().map(|sh| sh.log.lag())
+    }
+
+    /// The last shared-log sequence number applied here (0 when not in cluster mode).
+    pub fn shared_applied(&self) -> u64 {
+        self.shared
+            .as_ref()
+            .map_or(0, |sh| sh.applied.load(Ordering::Acquire))
+    }
+
+    /// Answers submissions that the shared log stored long ago but that this server has not
+    /// applied yet (it lags): they are durable, which is what an acknowledgement says.
+    pub(super) fn answer_stored(&self) {
+        let Some(sh) = self.shared.as_ref() else {
+            return;
+        };
+        let late: Vec<(u64, Pending)> = {
+            let mut pending = lock(&sh.pending);
+            let ids: Vec<String> = pending
+                .iter()
+                .filter(|(_, p)| p.stored.is_some_and(|(_, t)| t.elapsed() >= APPLY_WAIT))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter()
+                .filter_map(|id| pending.remove(id))
+                .map(|p| (p.stored.map_or(0, |s| s.0), p))
+                .collect()
+        };
+        for (seq, p) in late {
+            if let Some(reply) = p.reply {
+                reply(Ok(Committed {
+                    first_seq: (seq << SEQ_SHIFT) | 1,
+                    last_seq: (seq << SEQ_SHIFT) | p.records as u64,
+                    records: p.records,
+                }));
+            }
+        }
+    }
+}
