@@ -118,10 +118,14 @@ impl Cluster {
         };
         let js = jetstream::new(client.clone());
         // The JetStream API is silent while the cluster elects its meta leader (after a
-        // restart, up to ~15 s): ask until it answers.
+        // restart, up to ~15 s): ask until it answers, found or not. (Not `query_account`:
+        // async-nats 0.51 cannot read nats-server 2.9's answer to it.)
+        let probe = format!("{}_reports", cfg.name);
         loop {
-            match js.query_account().await {
+            use jetstream::context::GetStreamErrorKind;
+            match js.get_stream(&probe).await {
                 Ok(_) => break,
+                Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => break,
                 Err(e) if start.elapsed() > Duration::from_secs(45) => {
                     return Err(js_err(
                         "no answer (is JetStream enabled on the servers?)",
@@ -167,12 +171,20 @@ impl Cluster {
         }
         for bucket in [self.bucket("layers"), self.bucket("tables")] {
             if self.js.get_key_value(&bucket).await.is_err() {
+                // The bucket's stream made as the KV convention has it (what
+                // `create_key_value` would make): async-nats 0.51 first asks for the account's
+                // limits, whose answer from nats-server 2.9 it cannot read.
                 self.js
-                    .create_key_value(jetstream::kv::Config {
-                        bucket: bucket.clone(),
-                        history: 5,
+                    .create_stream(stream::Config {
+                        name: format!("KV_{bucket}"),
+                        subjects: vec![format!("$KV.{bucket}.>")],
+                        max_messages_per_subject: 5,
                         num_replicas: self.cfg.replicas,
                         storage: stream::StorageType::File,
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        discard: stream::DiscardPolicy::New,
                         ..Default::default()
                     })
                     .await

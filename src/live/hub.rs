@@ -241,7 +241,7 @@ impl Hub {
             tx,
             failed: Mutex::new(None),
             failed_flag: AtomicBool::new(false),
-            stream: Stream::new(),
+            stream: Stream::new(max_seq),
             tiles: Mutex::new(TileCache::default()),
             rate: Mutex::new(Rate::default()),
             snapshot_busy: AtomicBool::new(false),
@@ -485,8 +485,7 @@ impl Hub {
 
     /// Subscribes to the stream; `last_id` is the last event the client has (for resume).
     pub fn subscribe(&self, last_id: Option<u64>) -> Subscription {
-        let applied = read_lock(&self.state).seq;
-        self.stream.subscribe(last_id, applied)
+        self.stream.subscribe(last_id)
     }
 
     /// One device, as it is now (the registry is re-read first if it changed).

@@ -9,6 +9,7 @@ use super::registry::RegIndex;
 use super::state::{Change, LiveState};
 use serde_json::json;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Events kept for `Last-Event-ID` resume.
@@ -45,24 +46,31 @@ pub struct Subscription {
 pub(super) struct Stream {
     events: tokio::sync::broadcast::Sender<Arc<StreamEvent>>,
     recent: Mutex<VecDeque<Arc<StreamEvent>>>,
+    /// Events with an id up to this one may exist but are not kept (before the hub opened,
+    /// or dropped from `recent`): a client whose last id is below it may have missed some.
+    /// Ids are increasing but not dense (in cluster mode they come from the shared log's
+    /// sequence numbers), so this is how a gap is told, not a jump in ids.
+    floor: AtomicU64,
 }
 
 impl Stream {
-    pub(super) fn new() -> Stream {
+    /// A stream whose events before `floor` (the log applied at open) are not kept.
+    pub(super) fn new(floor: u64) -> Stream {
         Stream {
             events: tokio::sync::broadcast::channel(STREAM_BUFFER).0,
             recent: Mutex::new(VecDeque::new()),
+            floor: AtomicU64::new(floor),
         }
     }
 
-    /// Subscribes; `last_id` is the last event the client has, `applied` the last sequence
-    /// number applied to the state (to tell whether a client with nothing kept missed any).
     /// Subscribers now.
     pub(super) fn clients(&self) -> usize {
         self.events.receiver_count()
     }
 
-    pub(super) fn subscribe(&self, last_id: Option<u64>, applied: u64) -> Subscription {
+    /// Subscribes; `last_id` is the last event the client has (the kept events after it are
+    /// replayed; `missed` if some after it are no longer kept).
+    pub(super) fn subscribe(&self, last_id: Option<u64>) -> Subscription {
         let recent = lock(&self.recent);
         let events = self.events.subscribe();
         let Some(last) = last_id else {
@@ -72,10 +80,7 @@ impl Stream {
                 missed: false,
             };
         };
-        let missed = match recent.front() {
-            Some(e) => e.id > last.saturating_add(1),
-            None => last < applied,
-        };
+        let missed = last < self.floor.load(Ordering::Acquire);
         let replay = recent.iter().filter(|e| e.id > last).cloned().collect();
         Subscription {
             events,
@@ -90,8 +95,10 @@ impl Stream {
         for e in out {
             let e = Arc::new(e);
             recent.push_back(Arc::clone(&e));
-            if recent.len() > RECENT_EVENTS {
-                recent.pop_front();
+            if recent.len() > RECENT_EVENTS
+                && let Some(gone) = recent.pop_front()
+            {
+                self.floor.fetch_max(gone.id, Ordering::AcqRel);
             }
             // No subscriber is not an error.
             let _ = self.events.send(e);

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the real `urbis` binary, the committed data.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod live;
 
 use std::path::{Path, PathBuf};
