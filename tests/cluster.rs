@@ -221,3 +221,356 @@ fn layers_devices_and_events_are_the_same_through_every_server() {
     }
     assert_eq!(after, got_a[8..].to_vec());
 }
+
+/// `POST /ingest` that never panics: the status, or `None` when the connection failed (a
+/// server killed under it).
+fn try_post(addr: &str, auth: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let req = format!(
+        "POST /ingest HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The device times of a device's track on a server.
+fn track_times(s: &Server, id: &str, from: f64) -> HashSet<u64> {
+    let r = s.get(
+        &format!("/devices/{id}/track?from={from}&limit=100000"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    let fixes = j["track"]
+        .as_array()
+        .or_else(|| j["fixes"].as_array())
+        .or_else(|| j.as_array())
+        .unwrap_or_else(|| panic!("no track in {j}"))
+        .clone();
+    fixes
+        .iter()
+        .map(|f| (f["t"].as_f64().unwrap() * 1000.0).round() as u64)
+        .collect()
+}
+
+/// A stream client through the load balancer that reconnects with `Last-Event-ID` when its
+/// connection ends; collects `(id, device, t)` of position events.
+struct Follower {
+    stop: Arc<AtomicBool>,
+    got: Arc<Mutex<Vec<(u64, String, u64)>>>,
+    reconnects: Arc<Mutex<u32>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    fn start(addr: &str, key: &str) -> Follower {
+        let stop = Arc::new(AtomicBool::new(false));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let reconnects = Arc::new(Mutex::new(0));
+        let (addr, auth) = (addr.to_string(), format!("Bearer {key}"));
+        let (st, g, rc) = (Arc::clone(&stop), Arc::clone(&got), Arc::clone(&reconnects));
+        let thread = std::thread::spawn(move || {
+            let mut last: Option<String> = None;
+            while !st.load(Ordering::Relaxed) {
+                let mut headers = vec![("Authorization", auth.as_str())];
+                if let Some(l) = &last {
+                    headers.push(("Last-Event-ID", l.as_str()));
+                }
+                let sse = common::Sse::connect(&addr, "/stream", &headers);
+                if sse.status != 200 {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                loop {
+                    match sse.recv(Duration::from_millis(200)) {
+                        Ok(e) => {
+                            if let Some(id) = &e.id {
+                                last = Some(id.clone());
+                            }
+                            if e.event == "position" {
+                                let d = e.json();
+                                g.lock().unwrap().push((
+                                    e.id.as_deref().unwrap_or("0").parse().unwrap(),
+                                    d["id"].as_str().unwrap().to_string(),
+                                    (d["t"].as_f64().unwrap() * 1000.0).round() as u64,
+                                ));
+                            }
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            if st.load(Ordering::Relaxed) {
+                                return;
+                            }
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            *rc.lock().unwrap() += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Follower {
+            stop,
+            got,
+            reconnects,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (Vec<(u64, String, u64)>, u32) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let got = self.got.lock().unwrap().clone();
+        let n = *self.reconnects.lock().unwrap();
+        (got, n)
+    }
+}
+
+#[test]
+fn kill_9_of_a_server_or_a_nats_node_loses_no_acknowledged_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(dir.path());
+    let stores: Vec<_> = ["a", "b", "c"].iter().map(|n| dir.path().join(n)).collect();
+    let mut servers: Vec<Server> = stores.iter().map(|s| server(s, &nats, &[])).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let lb = Haproxy::start(
+        dir.path(),
+        &addrs.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    );
+    let devices: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            let id = format!("t-{i}");
+            let secret = add_device(&stores[0], &id, "fleet", "10s");
+            (id, secret)
+        })
+        .collect();
+    wait_for(Duration::from_secs(10), || {
+        servers
+            .iter()
+            .all(|s| s.get("/devices/t-7", &[]).status == 200)
+    })
+    .expect("every server knows the devices");
+    // An admin key of B's store (shared like every key) for the stream client.
+    let key = servers[1].key.clone().unwrap();
+    let follower = Follower::start(&lb.addr, &key);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Steady load through HAProxy: one report after another, round robin over the devices.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let refused = Arc::new(Mutex::new(0u32));
+    let t0 = now() - 3600.0;
+    let load = {
+        let (stop, acked, refused) = (Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&refused));
+        let (lb, devices) = (lb.addr.clone(), devices.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (id, secret) = &devices[(n % devices.len() as u64) as usize];
+                let t = t0 + n as f64 * 0.01;
+                let body = format!(
+                    r#"{{"lat":{},"lon":{},"t":{t}}}"#,
+                    60.1 + (n % 100) as f64 * 0.001,
+                    24.9 + (n % 97) as f64 * 0.001
+                );
+                match try_post(&lb, &format!("Bearer {secret}"), &body) {
+                    Some(200) => acked
+                        .lock()
+                        .unwrap()
+                        .push((id.clone(), (t * 1000.0).round() as u64)),
+                    _ => *refused.lock().unwrap() += 1,
+                }
+                n += 1;
+            }
+        })
+    };
+    let count = || acked.lock().unwrap().len();
+    std::thread::sleep(Duration::from_secs(3));
+    let before_kill = count();
+    assert!(
+        before_kill > 50,
+        "only {before_kill} reports acknowledged in 3 s"
+    );
+
+    // kill -9 of urbis server A.
+    let mut a = servers.remove(0);
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let after_server_kill = count();
+    assert!(
+        after_server_kill > before_kill + 50,
+        "the load did not go on through B and C: {before_kill} then {after_server_kill}"
+    );
+
+    // kill -9 of a NATS node (the one A's clients may have been on, and maybe the stream's
+    // leader).
+    nats.kill(0);
+    std::thread::sleep(Duration::from_secs(12));
+    let after_nats_kill = count();
+    assert!(
+        after_nats_kill > after_server_kill + 20,
+        "the load did not go on after a NATS node died: {after_server_kill} then {after_nats_kill}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "acknowledged {} reports ({} refused or cut while a part was down)",
+        acked.len(),
+        refused.lock().unwrap()
+    );
+
+    // Zero acknowledged reports lost: every one is in every surviving server's tracks.
+    for s in &servers {
+        wait_ready(s, Duration::from_secs(30));
+        for (id, _) in &devices {
+            let want: HashSet<u64> = acked
+                .iter()
+                .filter(|(d, _)| d == id)
+                .map(|(_, t)| *t)
+                .collect();
+            let ok = wait_for(Duration::from_secs(10), || {
+                track_times(s, id, t0 - 1.0).is_superset(&want)
+            });
+            if ok.is_none() {
+                let have = track_times(s, id, t0 - 1.0);
+                let lost: Vec<&u64> = want.difference(&have).collect();
+                panic!(
+                    "{}: {} acknowledged reports of {id} lost: {lost:?}",
+                    s.base,
+                    lost.len()
+                );
+            }
+        }
+    }
+
+    // The stream client of the dead server came back through HAProxy and resumed: every
+    // report acknowledged after it connected, once, ids increasing.
+    std::thread::sleep(Duration::from_secs(1));
+    let (got, reconnects) = follower.finish();
+    assert!(reconnects >= 1, "the stream client was never cut off");
+    let ids: Vec<u64> = got.iter().map(|g| g.0).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "stream ids not increasing (a repeat or a step back)"
+    );
+    let seen: HashSet<(String, u64)> = got.iter().map(|(_, d, t)| (d.clone(), *t)).collect();
+    let missing: Vec<&(String, u64)> = acked.iter().filter(|r| !seen.contains(*r)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged reports never reached the stream client (of {}; it reconnected {reconnects} times): {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+
+    // /ready fails once the NATS cluster is gone.
+    nats.kill(1);
+    nats.kill(2);
+    let b = &servers[0];
+    wait_for(Duration::from_secs(15), || {
+        http_get(&b.addr, "/ready", &[]).status == 503
+    })
+    .expect("/ready still 200 with every NATS node down");
+}
+
+#[test]
+fn a_server_started_empty_catches_up_on_an_hour_of_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let store_a = dir.path().join("a");
+    let a = server(&store_a, &nats, &[]);
+    import_json(Path::new(COUNTRIES), &store_a, &["--layer", "countries"]);
+    // An hour of traffic: 200 trackers reporting every 20 s (36,000 reports), in batches of
+    // 900 through an ingest key, as a gateway would send them.
+    for i in 0..200 {
+        add_device(&store_a, &format!("v-{i:03}"), "vans", "20s");
+    }
+    let key = ingest_key(&store_a, "gateway");
+    wait_for(Duration::from_secs(10), || {
+        // (all refused, but not for the key)
+        post_json(
+            &a.addr,
+            &format!("Bearer {key}"),
+            r#"[{"device":"nobody","lat":60,"lon":25}]"#,
+        )
+        .status
+            != 401
+    })
+    .expect("the ingest key works");
+    let t0 = now() - 3600.0;
+    let mut batch = Vec::new();
+    let mut sent = 0;
+    for step in 0..180 {
+        for i in 0..200 {
+            let t = t0 + step as f64 * 20.0 + i as f64 * 0.05;
+            batch.push(format!(
+                r#"{{"device":"v-{i:03}","lat":{},"lon":{},"t":{t},"battery":{}}}"#,
+                60.15 + (step as f64) * 0.0004 + i as f64 * 0.0001,
+                24.9 + (i as f64) * 0.0005,
+                100 - step / 2
+            ));
+            if batch.len() == 900 {
+                let r = post_json(
+                    &a.addr,
+                    &format!("Bearer {key}"),
+                    &format!("[{}]", batch.join(",")),
+                );
+                assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                assert_eq!(r.json()["accepted"], 900);
+                sent += 900;
+                batch.clear();
+            }
+        }
+    }
+    assert_eq!(sent, 36_000);
+
+    // D starts with an empty store, catches up from the stream and the buckets.
+    let started = Instant::now();
+    let d = server(&dir.path().join("d"), &nats, &[]);
+    let caught_up = wait_for(Duration::from_secs(60), || devices_of(&d) == devices_of(&a))
+        .expect("D never showed the same devices as A");
+    eprintln!(
+        "D ready and caught up on 36,000 reports {:?} after it started",
+        started.elapsed().max(caught_up)
+    );
+    let want = devices_of(&a);
+    assert_eq!(want.len(), 200);
+    assert!(
+        want.values().all(|v| v.contains(" 180 ")),
+        "every van reported 180 times: {want:?}"
+    );
+    assert_eq!(
+        track_times(&d, "v-042", t0 - 1.0),
+        track_times(&a, "v-042", t0 - 1.0)
+    );
+    assert_eq!(track_times(&d, "v-042", t0 - 1.0).len(), 180);
+    let (x, y, _, _) = tile_of(24.9 + 42.0 * 0.0005, 60.15 + 179.0 * 0.0004 + 0.0042, 15);
+    for path in [
+        format!("/tiles/vans/15/{x}/{y}.mvt"),
+        "/tiles/vans/10/582/296.mvt".to_string(),
+        "/tiles/countries/1/1/0.mvt".to_string(),
+    ] {
+        let (sa, ba) = tile(&a, &path);
+        assert_eq!(sa, 200, "{path}");
+        assert!(tile(&d, &path) == (sa, ba), "{path} differs on D");
+    }
+    let metrics = d.get("/metrics", &[]);
+    assert!(
+        String::from_utf8_lossy(&metrics.body).contains("urbis_cluster_lag_messages 0"),
+        "no zero lag in D's metrics"
+    );
+}

@@ -116,7 +116,11 @@ impl Cluster {
                 }
             }
         };
-        let js = jetstream::new(client.clone());
+        // Requests (a publish's acknowledgement among them) time out after 2 s instead of 5:
+        // a publish lost with a NATS node is sent again sooner (under the same message id).
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(client.clone());
         // The JetStream API is silent while the cluster elects its meta leader (after a
         // restart, up to ~15 s): ask until it answers, found or not. (Not `query_account`:
         // async-nats 0.51 cannot read nats-server 2.9's answer to it.)
@@ -305,7 +309,29 @@ impl Cluster {
             .messages()
             .await
             .map_err(|e| js_err("messages", e))?;
-        while let Some(m) = messages.next().await {
+        // The consumer lives on one NATS node: if it dies, the client notices only after
+        // missed heartbeats (tens of seconds). Made again instead when the stream has
+        // messages this server has not seen for 2 s.
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut progress = Instant::now();
+        loop {
+            let m = tokio::select! {
+                m = messages.next() => m,
+                _ = tick.tick() => {
+                    let behind = self.status.stream_last.load(Ordering::Acquire) > hub.shared_applied();
+                    if behind && progress.elapsed() > Duration::from_secs(2) {
+                        return Err(ClusterError::JetStream(
+                            "the report stream's consumer stalled; making it again".into(),
+                        ));
+                    }
+                    if !behind {
+                        progress = Instant::now();
+                    }
+                    continue;
+                }
+            };
+            let Some(m) = m else { break };
+            progress = Instant::now();
             let m = m.map_err(|e| js_err("message", e))?;
             let (seq, pending) = match m.info() {
                 Ok(i) => (i.stream_sequence, i.pending),

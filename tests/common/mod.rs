@@ -489,6 +489,14 @@ impl Sse {
         self.rx.recv_timeout(timeout).ok()
     }
 
+    /// The next event, or whether the wait timed out or the connection ended.
+    pub fn recv(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<SseEvent, std::sync::mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
     /// Events until one satisfies `f` (returned) or `timeout` passes (None).
     pub fn until(
         &self,
