@@ -12,7 +12,12 @@
 //! [`Hub::subscribe`], [`Hub::layer_info`], [`Hub::tile`]); the log format, the state and the
 //! payload parsers are private to the room.
 //!
-//! Invariants: an acknowledged report is in the fsynced log; the live state changes only
+//! In cluster mode ([`Hub::open_shared`]) the log that acknowledges is a replicated one that
+//! every server reads in order ([`SharedLog`], implemented by the cluster room; see
+//! `shared.rs`), and the local log is a copy rebuilt at each start.
+//!
+//! Invariants: an acknowledged report is in the fsynced log (in cluster mode: on a quorum of
+//! the shared log's replicas); the live state changes only
 //! after the log holds what changed it (if an append fails, nothing of its group is visible,
 //! the hub stops acknowledging and `/ready` fails); recovery (the last snapshot,
 //! `STORE/live/snapshot.json`, plus the log after it) applies records with the same function

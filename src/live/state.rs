@@ -724,6 +724,65 @@ mod tests {
     }
 
     #[test]
+    fn a_state_change_that_no_longer_holds_is_dropped_when_planned() {
+        // In cluster mode every server's clock sees a device fall silent and submits the
+        // change: the first applies, the repeats and the stale ones are dropped.
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = crate::live::registry::RegistryDb::open(dir.path()).unwrap();
+        db.add_device("d", "l", DeviceKind::Tracker, 60).unwrap();
+        let reg = db.load().unwrap();
+        let mut st = LiveState::default();
+        st.sync_registry(&reg, None);
+        let mut r = report(1000.0, 0.5);
+        if let Record::Report(r) = &mut r {
+            r.recv_ms = 1_000_000;
+        }
+        let mut next = 1;
+        let mut planned = Vec::new();
+        st.plan(vec![r], &mut next, &mut planned);
+        let mut changes = Vec::new();
+        for (seq, rec) in &planned {
+            st.apply(*seq, rec, &mut changes);
+        }
+        let overdue = |t: f64| Record::State {
+            t,
+            state: DevState::Overdue.code(),
+            device: "d".into(),
+        };
+        // Two servers' ticks a second apart, and one from a server whose clock says the
+        // device is not overdue yet.
+        let group = vec![overdue(1200.0), overdue(1201.0), overdue(1010.0)];
+        let mut planned = Vec::new();
+        st.plan(group, &mut next, &mut planned);
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        assert!(matches!(&planned[0].1, Record::State { t, .. } if *t == 1200.0));
+        assert_eq!(planned[0].0, 2, "numbered without gaps");
+        assert_eq!(next, 3);
+        for (seq, rec) in &planned {
+            st.apply(*seq, rec, &mut changes);
+        }
+        // Applied: a later repeat is dropped too; a report after it makes `live` hold again.
+        let mut planned = Vec::new();
+        st.plan(vec![overdue(1300.0)], &mut next, &mut planned);
+        assert!(planned.is_empty());
+        let mut again = report(1400.0, 0.6);
+        if let Record::Report(r) = &mut again {
+            r.recv_ms = 1_400_000;
+        }
+        let live = Record::State {
+            t: 1401.0,
+            state: DevState::Live.code(),
+            device: "d".into(),
+        };
+        st.plan(vec![again, live, overdue(1402.0)], &mut next, &mut planned);
+        assert_eq!(
+            planned.len(),
+            1,
+            "the report makes the device live; nothing else holds"
+        );
+    }
+
+    #[test]
     fn states_follow_the_interval() {
         let i = 900; // 15 min
         assert_eq!(DevState::from_age(10.0, i), DevState::Live);
