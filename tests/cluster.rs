@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const COUNTRIES: &str = "tests/data/naturalearth/naturalearth_lowres/naturalearth_lowres.shp";
+const CITIES: &str = "tests/data/naturalearth/naturalearth_cities/naturalearth_cities.shp";
 
 /// What must be the same of a device on every server.
 fn devices_of(s: &Server) -> BTreeMap<String, String> {
@@ -77,6 +78,71 @@ fn layers_devices_and_events_are_the_same_through_every_server() {
         "layer served by B and C {:?} after the import ended",
         imported.elapsed().min(took)
     );
+
+    // A classification made on A holds on C: anonymous callers may read the layer there.
+    assert_eq!(
+        c.get_anonymous(tiles[0]).status,
+        404,
+        "unclassified layers are internal"
+    );
+    let st = |s: &Path| s.to_str().unwrap().to_string();
+    let out = common::urbis(&[
+        "layers",
+        "classify",
+        "countries",
+        "public",
+        "--store",
+        &st(&stores[0]),
+    ]);
+    assert!(out.status.success());
+    wait_for(Duration::from_secs(5), || {
+        c.get_anonymous(tiles[0]).status == 200
+    })
+    .expect("C applies a classification made on A");
+
+    // A new version imported through B, a rollback made on C, a removal made on A: each
+    // reaches every server.
+    let v1 = tile(a, tiles[1]);
+    import_json(Path::new(CITIES), &stores[1], &["--layer", "countries"]);
+    wait_for(Duration::from_secs(2), || tile(b, tiles[1]) != v1).expect("B serves its import");
+    let v2 = tile(b, tiles[1]);
+    assert_eq!(v2.0, 200);
+    wait_for(Duration::from_secs(5), || {
+        servers.iter().all(|s| tile(s, tiles[1]) == v2)
+    })
+    .expect("every server serves the version imported through B");
+    let out = common::urbis(&[
+        "layers",
+        "rollback",
+        "countries",
+        "1",
+        "--store",
+        &st(&stores[2]),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(5), || {
+        servers.iter().all(|s| tile(s, tiles[1]) == v1)
+    })
+    .expect("every server serves the version rolled back to on C");
+    import_json(Path::new(COUNTRIES), &stores[0], &["--layer", "gone"]);
+    wait_for(Duration::from_secs(5), || {
+        servers
+            .iter()
+            .all(|s| tile(s, "/tiles/gone/0/0/0.mvt").0 == 200)
+    })
+    .expect("a second layer everywhere");
+    let out = common::urbis(&["layers", "rm", "gone", "--store", &st(&stores[0])]);
+    assert!(out.status.success());
+    wait_for(Duration::from_secs(5), || {
+        servers
+            .iter()
+            .all(|s| tile(s, "/tiles/gone/0/0/0.mvt").0 == 404)
+    })
+    .expect("a layer removed on A is removed everywhere");
 
     // Devices registered on A's store are known to B and C (the registry is shared).
     let s1 = add_device(&stores[0], "bus-1", "vehicles", "30s");
