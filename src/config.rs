@@ -546,6 +546,50 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("urbis.toml");
+        std::fs::write(
+            &p,
+            "cluster = \"nats://10.0.0.1:4222, nats://10.0.0.2:4222\"\ncluster_name = \"city-a\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), Overrides::default()).unwrap();
+        let cc = c.cluster.unwrap();
+        assert_eq!(cc.urls, ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]);
+        assert_eq!((cc.name.as_str(), cc.replicas), ("city-a", 3));
+        assert!(Config::load(None, Overrides::default()).unwrap().cluster.is_none());
+        for (o, key) in [
+            (
+                Overrides {
+                    cluster: Some("nats://10.0.0.1".into()),
+                    ..Default::default()
+                },
+                "cluster",
+            ),
+            (
+                Overrides {
+                    cluster: Some("nats://h:4222".into()),
+                    cluster_name: Some("a.b".into()),
+                    ..Default::default()
+                },
+                "cluster_name",
+            ),
+            (
+                Overrides {
+                    cluster: Some("nats://h:4222".into()),
+                    cluster_replicas: Some(7),
+                    ..Default::default()
+                },
+                "cluster_replicas",
+            ),
+        ] {
+            let e = Config::load(None, o).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("urbis.toml");

@@ -161,21 +161,28 @@ impl Replicator {
         if now == self.seen {
             return;
         }
+        // What could not be published stays as it was seen, to be tried again next time.
+        let mut seen = now.clone();
         for (layer, v) in &now {
             if self.seen.get(layer) != Some(v)
                 && let Err(e) = self.announce(layer, v).await
             {
-                tracing::warn!(layer, error = %e, "cannot publish a layer to the cluster");
+                tracing::warn!(layer, error = %e, "cannot publish a layer to the cluster; trying again");
+                match self.seen.get(layer) {
+                    Some(old) => seen.insert(layer.clone(), old.clone()),
+                    None => seen.remove(layer),
+                };
             }
         }
-        for layer in self.seen.keys() {
+        for (layer, v) in &self.seen {
             if !now.contains_key(layer)
                 && let Err(e) = self.kv.delete(layer).await
             {
-                tracing::warn!(layer, error = %e, "cannot remove a layer from the cluster");
+                tracing::warn!(layer, error = %e, "cannot remove a layer from the cluster; trying again");
+                seen.insert(layer.clone(), v.clone());
             }
         }
-        self.seen = now;
+        self.seen = seen;
     }
 
     async fn sha_of(&mut self, file: &str) -> Result<(String, u64), String> {

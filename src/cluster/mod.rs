@@ -83,7 +83,8 @@ pub struct Cluster {
 pub struct Status {
     /// The stream's last sequence number, as last asked.
     pub stream_last: AtomicU64,
-    /// Whether the applier has reached the stream's end once since start.
+    /// Whether the applier has reached the stream's end once since start (until then the
+    /// server is not ready: it would serve an old state).
     pub caught_up: AtomicBool,
     /// Layer versions fetched from the cluster.
     pub layers_fetched: AtomicU64,
@@ -368,6 +369,11 @@ impl Cluster {
         }
         let last = self.status.stream_last.load(Ordering::Acquire);
         let lag = last.saturating_sub(applied);
+        if !self.status.caught_up.load(Ordering::Acquire) {
+            return Err(format!(
+                "catching up with the cluster's report stream ({lag} messages to apply)"
+            ));
+        }
         if lag > LAG_BOUND {
             return Err(format!(
                 "{lag} messages behind the cluster's report stream (more than {LAG_BOUND})"
