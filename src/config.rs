@@ -558,7 +558,12 @@ mod tests {
         let cc = c.cluster.unwrap();
         assert_eq!(cc.urls, ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]);
         assert_eq!((cc.name.as_str(), cc.replicas), ("city-a", 3));
-        assert!(Config::load(None, Overrides::default()).unwrap().cluster.is_none());
+        assert!(
+            Config::load(None, Overrides::default())
+                .unwrap()
+                .cluster
+                .is_none()
+        );
         for (o, key) in [
             (
                 Overrides {

@@ -24,7 +24,7 @@
 pub mod layers;
 pub mod tables;
 
-use crate::live::{Appended, Hub, LiveError, SharedLog};
+use crate::live::{Appended, Hub, LiveError, Part, SharedLog};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -37,6 +37,11 @@ pub const LAG_BOUND: u64 = 1000;
 const QUEUE: usize = 16_384;
 /// How long a publish is retried (a NATS node lost: a new stream leader in ~5 s).
 const PUBLISH_FOR: Duration = Duration::from_secs(20);
+/// Messages published and not yet acknowledged, at most (more submissions wait and go in
+/// the next, larger message).
+const IN_FLIGHT: usize = 4;
+/// Bytes of one message, at most (NATS takes 1 MiB by default).
+const MAX_MESSAGE_BYTES: usize = 512 * 1024;
 
 /// Where the cluster is and what its parts are called.
 #[derive(Debug, Clone, PartialEq)]
@@ -341,15 +346,9 @@ impl Cluster {
             if pending == 0 {
                 self.status.caught_up.store(true, Ordering::Release);
             }
-            let id = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .map(|v| v.as_str().to_string());
             let h = Arc::clone(hub);
             let payload = m.payload.clone();
-            let applied =
-                tokio::task::block_in_place(|| h.apply_shared(seq, id.as_deref(), &payload));
+            let applied = tokio::task::block_in_place(|| h.apply_shared(seq, &payload));
             if let Err(e) = applied {
                 // A message this version cannot read: stop here rather than skip it (the
                 // state would differ from the other servers'); /ready fails on the lag.
@@ -385,7 +384,7 @@ impl Cluster {
 
 /// The live room's [`SharedLog`] on the cluster's report stream.
 pub struct ReportLog {
-    tx: tokio::sync::mpsc::Sender<(String, Vec<u8>, Appended)>,
+    tx: tokio::sync::mpsc::Sender<(Part, Appended)>,
     cluster: Cluster,
     /// The hub it feeds, to measure the lag against.
     applied: std::sync::OnceLock<std::sync::Weak<Hub>>,
@@ -399,8 +398,8 @@ impl ReportLog {
 }
 
 impl SharedLog for ReportLog {
-    fn append(&self, id: String, body: Vec<u8>, done: Appended) -> Result<(), LiveError> {
-        self.tx.try_send((id, body, done)).map_err(|e| match e {
+    fn append(&self, part: Part, done: Appended) -> Result<(), LiveError> {
+        self.tx.try_send((part, done)).map_err(|e| match e {
             tokio::sync::mpsc::error::TrySendError::Full(_) => LiveError::Overloaded,
             tokio::sync::mpsc::error::TrySendError::Closed(_) => {
                 LiveError::Storage("the cluster publisher has stopped".into())
@@ -431,42 +430,86 @@ impl SharedLog for ReportLog {
     }
 }
 
-/// Publishes submissions to the stream, each under its message id, as fast as they come
-/// (acknowledgements awaited concurrently); a publish that fails is tried again with the same
-/// id (the stream stores it once) for up to [`PUBLISH_FOR`].
-async fn publisher(
-    cluster: Cluster,
-    mut rx: tokio::sync::mpsc::Receiver<(String, Vec<u8>, Appended)>,
-) {
+/// Publishes submissions to the stream: the parts waiting are put together in one message
+/// (up to [`crate::live::MAX_MESSAGE_RECORDS`] records or 512 KiB: a group commit over the
+/// network, so that a busy server sends few large messages rather than one per datagram),
+/// with at most [`IN_FLIGHT`] messages awaiting their acknowledgement; a part that must be
+/// deduplicated goes alone under its own id. A publish that fails is tried again with the
+/// same message id (the stream stores it once) for up to [`PUBLISH_FOR`].
+async fn publisher(cluster: Cluster, mut rx: tokio::sync::mpsc::Receiver<(Part, Appended)>) {
     let subject = cluster.subject();
-    while let Some((id, body, done)) = rx.recv().await {
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut carry: Option<(Part, Appended)> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let alone = first.0.alone;
+        let (mut records, mut bytes) = (first.0.records, first.0.bytes.len());
+        let mut batch = vec![first];
+        while !alone && records < crate::live::MAX_MESSAGE_RECORDS && bytes < MAX_MESSAGE_BYTES {
+            match rx.try_recv() {
+                Ok(p)
+                    if p.0.alone
+                        || records + p.0.records > crate::live::MAX_MESSAGE_RECORDS
+                        || bytes + p.0.bytes.len() > MAX_MESSAGE_BYTES =>
+                {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    records += p.0.records;
+                    bytes += p.0.bytes.len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let id = if alone || batch.len() == 1 {
+            batch[0].0.id.clone()
+        } else {
+            format!("{}+{}", batch[0].0.id, batch.len())
+        };
+        let mut body = Vec::with_capacity(bytes);
+        let mut dones = Vec::with_capacity(batch.len());
+        for (p, done) in batch {
+            body.extend_from_slice(&p.bytes);
+            dones.push(done);
+        }
+        let body = bytes::Bytes::from(body);
         let js = cluster.js.clone();
         let subject = subject.clone();
-        let body = bytes::Bytes::from(body);
         // Sent in order here; only the wait for the acknowledgement runs beside the next.
         let first = publish_once(&js, &subject, &id, body.clone()).await;
         tokio::spawn(async move {
+            let _slot = slot;
             let start = Instant::now();
             let mut sent = first;
-            loop {
+            let outcome = loop {
                 let outcome = match sent {
                     Ok(ack) => ack.await.map_err(|e| e.to_string()),
                     Err(e) => Err(e),
                 };
                 match outcome {
-                    Ok(ack) => {
-                        done(Ok(ack.sequence));
-                        return;
-                    }
+                    Ok(ack) => break Ok(ack.sequence),
                     Err(e) if start.elapsed() >= PUBLISH_FOR => {
-                        done(Err(format!("the cluster did not store the report: {e}")));
-                        return;
+                        break Err(format!("the cluster did not store the report: {e}"));
                     }
                     Err(_) => {
                         tokio::time::sleep(Duration::from_millis(250)).await;
                         sent = publish_once(&js, &subject, &id, body.clone()).await;
                     }
                 }
+            };
+            for done in dones {
+                done(outcome.clone());
             }
         });
     }

@@ -50,7 +50,7 @@ pub use hub::{DeviceList, DeviceQuery, Fix, Hub, LiveLayerInfo, Pulse};
 pub use payload::Format;
 pub use registry::Principal;
 pub use retention::{Deleted, RetentionPlan, RetentionReport};
-pub use shared::{Appended, MAX_MESSAGE_RECORDS, SEQ_SHIFT, SharedLog};
+pub use shared::{Appended, MAX_MESSAGE_RECORDS, Part, SEQ_SHIFT, SharedLog, part};
 pub use state::{DevState, Device};
 pub use stream::{STREAM_BUFFER, StreamEvent, Subscription};
 pub use wal::SEGMENT_BYTES;

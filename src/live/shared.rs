@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 /// Record numbers of shared-log message `s` are `s << SEQ_SHIFT | k`.
 pub const SEQ_SHIFT: u32 = 20;
 /// Records of one message, at most (a report raises at most one event per fence: far below
-/// the 2^20 numbers of a message).
+/// the 2^20 numbers of a message); a submission larger than this is split, and the cluster
+/// puts parts together in one message up to this many records.
 pub const MAX_MESSAGE_RECORDS: usize = 4096;
 /// An acknowledged message not yet applied here is answered anyway after this long (it is
 /// durable; the answer only waited to show it in this server's state).
@@ -45,10 +46,12 @@ pub type Appended = Box<dyn FnOnce(Result<u64, String>) + Send>;
 
 /// A replicated, ordered log that every server reads (the cluster room's JetStream stream).
 pub trait SharedLog: Send + Sync {
-    /// Appends one message under message id `id` (a repeat of an id within the log's
-    /// deduplication window is stored once); `done` is called once it is stored on a quorum
-    /// of replicas, or when it cannot be. Never blocks: a full queue is `Err` at once.
-    fn append(&self, id: String, body: Vec<u8>, done: Appended) -> Result<(), LiveError>;
+    /// Appends one part; `done` is called once it is stored on a
+    /// quorum of replicas, or when it cannot be. Parts may share a message with others
+    /// (group commit over the network), except an `alone` part, which is a message of its
+    /// own under `id` as its message id: a repeat of it within the log's deduplication window
+    /// is stored once. Never blocks: a full queue is `Err` at once.
+    fn append(&self, part: Part, done: Appended) -> Result<(), LiveError>;
     /// Whether the log is reachable and this server keeps up with it, else why not.
     fn ready(&self) -> Result<(), String>;
     /// Messages of the log not yet applied here.
@@ -92,13 +95,64 @@ impl Shared {
     }
 }
 
-/// Encodes records as one shared-log message (WAL frames numbered 0).
-pub(super) fn encode(records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::new();
+/// One submission, ready for the shared log.
+#[derive(Debug)]
+pub struct Part {
+    /// Its id (unique to this process, or made of what it is when `alone`).
+    pub id: String,
+    /// Its bytes (see [`part`]): messages are parts one after another.
+    pub bytes: Vec<u8>,
+    /// Records in it.
+    pub records: usize,
+    /// A message of its own, under `id` as its message id (deduplicated by the log).
+    pub alone: bool,
+}
+
+/// One submission as a part of a shared-log message: `id_len u16 | id | frames_len u32 |
+/// frames` (WAL frames numbered 0). A message is one or more parts, one after another.
+pub fn part(id: &str, records: &[Record]) -> Vec<u8> {
+    let mut frames = Vec::new();
     for r in records {
-        r.encode(0, &mut out);
+        r.encode(0, &mut frames);
     }
+    let id = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
+    let mut out = Vec::with_capacity(6 + id.len() + frames.len());
+    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    out.extend_from_slice(&frames);
     out
+}
+
+/// The parts of a message: (id, records), or where it is damaged.
+fn parts(body: &[u8]) -> Result<Vec<(String, Vec<Record>)>, String> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
+        let b = body
+            .get(*at..*at + n)
+            .ok_or_else(|| format!("cut short at byte {}", *at))?;
+        *at += n;
+        Ok(b)
+    };
+    while at < body.len() {
+        let n = u16::from_le_bytes(take(&mut at, 2)?.try_into().unwrap_or([0; 2])) as usize;
+        let id = String::from_utf8_lossy(take(&mut at, n)?).into_owned();
+        let n = u32::from_le_bytes(take(&mut at, 4)?.try_into().unwrap_or([0; 4])) as usize;
+        let start = at;
+        let frames = take(&mut at, n)?;
+        let mut records = Vec::new();
+        let valid = super::wal::read_frames(frames, |_, r| records.push(r))
+            .map_err(|e| format!("part {id:?}: {e}"))?;
+        if valid as usize != frames.len() {
+            return Err(format!(
+                "part {id:?} is damaged at byte {}",
+                start + valid as usize
+            ));
+        }
+        out.push((id, records));
+    }
+    Ok(out)
 }
 
 /// A message id made of what a record is, for inputs every server produces on its own.
@@ -159,7 +213,8 @@ impl Hub {
         records: Vec<Record>,
         reply: Option<Reply>,
     ) -> Result<(), LiveError> {
-        let body = encode(&records);
+        let body = part(&id, &records);
+        let alone = records.len() == 1 && content_id(&records[0]).as_deref() == Some(id.as_str());
         if reply.is_some() {
             lock(&sh.pending).insert(
                 id.clone(),
@@ -193,45 +248,45 @@ impl Hub {
                 }
             }
         });
-        if let Err(e) = sh.log.append(id.clone(), body, done) {
+        let part = Part {
+            id: id.clone(),
+            bytes: body,
+            records: records.len(),
+            alone,
+        };
+        if let Err(e) = sh.log.append(part, done) {
             lock(&sh.pending).remove(&id);
             return Err(e);
         }
         Ok(())
     }
 
-    /// Cluster mode: applies message `seq` of the shared log (its id and body as stored), in
-    /// order, through the committer; waits while the committer's queue is full. A message
-    /// this server applied already (a consumer that started over) is skipped.
-    pub fn apply_shared(&self, seq: u64, id: Option<&str>, body: &[u8]) -> Result<(), String> {
+    /// Cluster mode: applies message `seq` of the shared log (its body as stored), in order,
+    /// through the committer, part by part (each answering its submitter if it was made
+    /// here); waits while the committer's queue is full. A message this server applied
+    /// already (a consumer that started over) is skipped.
+    pub fn apply_shared(&self, seq: u64, body: &[u8]) -> Result<(), String> {
         let Some(sh) = self.shared.as_ref() else {
             return Err("this hub is not in cluster mode".into());
         };
         if seq <= sh.queued.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut records = Vec::new();
-        let valid = super::wal::read_frames(body, |_, r| records.push(r))
-            .map_err(|e| format!("message {seq} of the shared log: {e}"))?;
-        if valid as usize != body.len() {
-            return Err(format!(
-                "message {seq} of the shared log is damaged at byte {valid} of {}",
-                body.len()
-            ));
-        }
-        let reply = id
-            .and_then(|id| lock(&sh.pending).remove(id))
-            .and_then(|p| p.reply);
+        let parts = parts(body).map_err(|e| format!("message {seq} of the shared log: {e}"))?;
         sh.queued.store(seq, Ordering::Release);
-        self.tx
-            .send(super::committer::Job {
-                records,
-                queued: Instant::now(),
-                reply,
-                retention: None,
-                stream_seq: Some(seq),
-            })
-            .map_err(|_| "the log thread has stopped".to_string())
+        for (id, records) in parts {
+            let reply = lock(&sh.pending).remove(&id).and_then(|p| p.reply);
+            self.tx
+                .send(super::committer::Job {
+                    records,
+                    queued: Instant::now(),
+                    reply,
+                    retention: None,
+                    stream_seq: Some(seq),
+                })
+                .map_err(|_| "the log thread has stopped".to_string())?;
+        }
+        Ok(())
     }
 
     /// Messages of the shared log not yet applied here (`None` when not in cluster mode).
@@ -273,5 +328,32 @@ impl Hub {
                 }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_its_parts_and_a_damaged_one_is_refused_naming_where() {
+        let a = vec![Record::FenceDel("f1".into()), Record::FenceDel("f2".into())];
+        let b = vec![Record::State {
+            t: 5.0,
+            state: 3,
+            device: "d".into(),
+        }];
+        let mut body = part("p-1", &a);
+        body.extend_from_slice(&part("p-2", &b));
+        let got = parts(&body).unwrap();
+        assert_eq!(got, vec![("p-1".to_string(), a), ("p-2".to_string(), b)]);
+        let cut = parts(&body[..body.len() - 3]).unwrap_err();
+        assert!(cut.contains("cut short at byte"), "{cut}");
+        let mut bad = body.clone();
+        let n = bad.len();
+        bad[n - 2] ^= 0xff; // inside the last frame: its checksum fails
+        let e = parts(&bad).unwrap_err();
+        assert!(e.contains("p-2") && e.contains("damaged"), "{e}");
+        assert!(parts(&[]).unwrap().is_empty());
     }
 }
