@@ -527,8 +527,17 @@ pub async fn stream(
         _permit: crate::security::limits::StreamPermit,
         /// When the key was last checked.
         checked: Instant,
+        /// Events up to this id the client has (resumed with `Last-Event-ID`, possibly on a
+        /// server of a cluster that is a little behind the one it left): not sent again.
+        after: u64,
     }
+    let after = replay
+        .last()
+        .map(|e| e.id)
+        .max(last_id.filter(|_| may_replay))
+        .unwrap_or(0);
     let s = S {
+        after,
         head: head.into_iter(),
         rx,
         filter,
@@ -565,6 +574,9 @@ pub async fn stream(
             };
             match next {
                 Ok(e) => {
+                    if e.id <= s.after {
+                        continue;
+                    }
                     if let Some(ev) = s.filter.shown(&e) {
                         return Some((Ok(ev), s));
                     }

@@ -58,18 +58,54 @@ pub async fn start(cluster: &Cluster, store: Store) -> Result<(), ClusterError> 
         seen: HashMap::new(),
         hashes: HashMap::new(),
     };
-    // The bucket first: a server that starts later catches up before it publishes anything.
-    let mut named: HashMap<String, Named> = HashMap::new();
-    let mut keys =
-        r.kv.keys()
+    // The bucket first, with its deletions: a server that starts later catches up before it
+    // publishes anything, and removes what was removed while it was away (rather than
+    // publishing it again). The watch opened here goes on with the changes after.
+    let status =
+        r.kv.status()
             .await
-            .map_err(|e| js_err("layers bucket keys", e))?;
-    while let Some(k) = keys.next().await {
-        let k = k.map_err(|e| js_err("layers bucket keys", e))?;
-        if let Ok(Some(v)) = r.kv.get(&k).await
-            && let Ok(n) = serde_json::from_slice::<Named>(&v)
+            .map_err(|e| js_err("layers bucket", e))?;
+    let mut watch =
+        r.kv.watch_with_history(">")
+            .await
+            .map_err(|e| js_err("layers bucket watch", e))?;
+    let mut named: HashMap<String, Named> = HashMap::new();
+    let mut deleted = Vec::new();
+    let mut revision = 0;
+    if status.values() > 0 {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+            let e = match next {
+                Ok(Some(Ok(e))) => e,
+                Ok(Some(Err(e))) => return Err(js_err("layers bucket watch", e)),
+                _ => {
+                    return Err(ClusterError::JetStream(
+                        "the layers bucket's history did not arrive within 10 s".into(),
+                    ));
+                }
+            };
+            revision = e.revision;
+            match e.operation {
+                Operation::Put => {
+                    if let Ok(n) = serde_json::from_slice::<Named>(&e.value) {
+                        named.insert(e.key.clone(), n);
+                    }
+                }
+                Operation::Delete | Operation::Purge => {
+                    named.remove(&e.key);
+                    deleted.push(e.key.clone());
+                }
+            }
+            if e.delta == 0 {
+                break;
+            }
+        }
+    }
+    for layer in &deleted {
+        if !named.contains_key(layer)
+            && let Err(e) = r.forget(layer).await
         {
-            named.insert(k, n);
+            tracing::warn!(layer, error = %e, "cannot remove a layer removed in the cluster");
         }
     }
     for (layer, n) in &named {
@@ -77,7 +113,10 @@ pub async fn start(cluster: &Cluster, store: Store) -> Result<(), ClusterError> 
             tracing::warn!(layer, error = %e, "cannot fetch a layer of the cluster");
         }
     }
-    let local = r.current().await;
+    let local = r
+        .current()
+        .await
+        .ok_or_else(|| ClusterError::JetStream("cannot read the store's catalog".into()))?;
     for (layer, v) in &local {
         if !named.contains_key(layer)
             && let Err(e) = r.announce(layer, v).await
@@ -86,7 +125,7 @@ pub async fn start(cluster: &Cluster, store: Store) -> Result<(), ClusterError> 
         }
     }
     r.seen = local;
-    tokio::spawn(async move { r.run().await });
+    tokio::spawn(async move { r.run(watch, revision).await });
     Ok(())
 }
 
@@ -102,62 +141,72 @@ struct Replicator {
 }
 
 impl Replicator {
-    async fn run(&mut self) {
+    /// Follows the bucket from `watch` (opened at start; made again after the last
+    /// revision seen if it ends) and publishes local changes four times a second.
+    async fn run(&mut self, mut watch: async_nats::jetstream::kv::Watch, mut revision: u64) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
-            let mut watch = match self.kv.watch_all().await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the cluster's layers; again in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                tokio::select! {
-                    e = watch.next() => {
-                        let Some(Ok(e)) = e else { break };
-                        let outcome = match e.operation {
-                            Operation::Put => match serde_json::from_slice::<Named>(&e.value) {
-                                Ok(n) => self.follow(&e.key, &n).await,
-                                Err(err) => Err(format!("bad entry: {err}")),
-                            },
-                            Operation::Delete | Operation::Purge => self.forget(&e.key).await,
-                        };
-                        if let Err(err) = outcome {
-                            tracing::warn!(layer = %e.key, error = %err, "cannot follow the cluster's layer");
+            tokio::select! {
+                e = watch.next() => {
+                    let e = match e {
+                        Some(Ok(e)) => e,
+                        // The watch recovers by itself from a lost heartbeat.
+                        Some(Err(_)) => continue,
+                        None => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            match self.kv.watch_all_from_revision(revision + 1).await {
+                                Ok(w) => watch = w,
+                                Err(e) => tracing::warn!(error = %e, "cannot watch the cluster's layers; again in 1 s"),
+                            }
+                            continue;
                         }
+                    };
+                    revision = e.revision;
+                    let outcome = match e.operation {
+                        Operation::Put => match serde_json::from_slice::<Named>(&e.value) {
+                            Ok(n) => self.follow(&e.key, &n).await,
+                            Err(err) => Err(format!("bad entry: {err}")),
+                        },
+                        Operation::Delete | Operation::Purge => self.forget(&e.key).await,
+                    };
+                    if let Err(err) = outcome {
+                        tracing::warn!(layer = %e.key, error = %err, "cannot follow the cluster's layer");
                     }
-                    _ = tick.tick() => self.publish_local_changes().await,
                 }
+                _ = tick.tick() => self.publish_local_changes().await,
             }
         }
     }
 
-    /// The store's current versions.
-    async fn current(&self) -> Current {
+    /// The store's current versions; `None` when the catalog cannot be read (which must
+    /// never read as "every layer removed": that would remove them from every server).
+    async fn current(&self) -> Option<Current> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            store
-                .catalog()
-                .map(|c| {
-                    c.layers
-                        .iter()
-                        .filter_map(|(n, l)| {
-                            l.current_entry()
-                                .map(|v| (n.clone(), (v.version, v.file.clone())))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .await
-        .unwrap_or_default()
+        let read = tokio::task::spawn_blocking(move || store.catalog())
+            .await
+            .ok()?;
+        match read {
+            Ok(c) => Some(
+                c.layers
+                    .iter()
+                    .filter_map(|(n, l)| {
+                        l.current_entry()
+                            .map(|v| (n.clone(), (v.version, v.file.clone())))
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the catalog; nothing published to the cluster until it can be");
+                None
+            }
+        }
     }
 
     /// Publishes what changed on this store since it was last looked at.
     async fn publish_local_changes(&mut self) {
-        let now = self.current().await;
+        let Some(now) = self.current().await else {
+            return;
+        };
         if now == self.seen {
             return;
         }

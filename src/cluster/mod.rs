@@ -54,6 +54,24 @@ pub struct ClusterConfig {
     pub replicas: usize,
 }
 
+/// NATS URLs for logs and messages: without a `user:password@` part.
+pub fn display_urls(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| match u.rsplit_once('@') {
+            Some((head, host)) => {
+                let scheme = head.split_once("://").map_or("", |(s, _)| s);
+                if scheme.is_empty() {
+                    format!("***@{host}")
+                } else {
+                    format!("{scheme}://***@{host}")
+                }
+            }
+            None => u.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Cluster errors, with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -101,7 +119,7 @@ impl Cluster {
     /// Connects to NATS (for up to 30 s: the cluster may be starting too) and makes sure the
     /// stream and buckets exist (with `replicas` replicas).
     pub async fn connect(cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
-        let urls = cfg.urls.join(",");
+        let urls = display_urls(&cfg.urls);
         let start = Instant::now();
         let client = loop {
             let opts = async_nats::ConnectOptions::new()
@@ -339,13 +357,10 @@ impl Cluster {
             let Some(m) = m else { break };
             progress = Instant::now();
             let m = m.map_err(|e| js_err("message", e))?;
-            let (seq, pending) = match m.info() {
-                Ok(i) => (i.stream_sequence, i.pending),
+            let seq = match m.info() {
+                Ok(i) => i.stream_sequence,
                 Err(e) => return Err(js_err("message info", e)),
             };
-            if pending == 0 {
-                self.status.caught_up.store(true, Ordering::Release);
-            }
             let h = Arc::clone(hub);
             let payload = m.payload.clone();
             let applied = tokio::task::block_in_place(|| h.apply_shared(seq, &payload));

@@ -62,16 +62,25 @@ pub async fn start(cluster: &Cluster, dir: PathBuf) -> Result<(), ClusterError> 
         known: HashMap::new(),
         version: -1,
     };
+    // All of it before anything is published: a row published from here before the bucket's
+    // newer value of it was read would undo a change made elsewhere (a revoked key).
+    let mut revision = 0;
     if status.values() > 0 {
         loop {
             let next = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
-            let Ok(Some(Ok(e))) = next else { break };
-            let last = e.delta == 0;
-            match e.operation {
-                Operation::Put => r.apply(&e.key, Some(e.value.to_vec())).await,
-                Operation::Delete | Operation::Purge => r.apply(&e.key, None).await,
-            }
-            if last {
+            let e = match next {
+                Ok(Some(Ok(e))) => e,
+                Ok(Some(Err(e))) => return Err(js_err("tables bucket watch", e)),
+                _ => {
+                    return Err(ClusterError::JetStream(
+                        "the tables bucket's history did not arrive within 10 s".into(),
+                    ));
+                }
+            };
+            revision = e.revision;
+            let value = matches!(e.operation, Operation::Put).then(|| e.value.to_vec());
+            r.apply(&e.key, value).await;
+            if e.delta == 0 {
                 break;
             }
         }
@@ -82,12 +91,15 @@ pub async fn start(cluster: &Cluster, dir: PathBuf) -> Result<(), ClusterError> 
             tokio::select! {
                 e = watch.next() => match e {
                     Some(Ok(e)) => {
+                        revision = e.revision;
                         let value = matches!(e.operation, Operation::Put).then(|| e.value.to_vec());
                         r.apply(&e.key, value).await;
                     }
-                    _ => {
+                    // The watch recovers by itself from a lost heartbeat.
+                    Some(Err(_)) => {}
+                    None => {
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        match r.kv.watch_all().await {
+                        match r.kv.watch_all_from_revision(revision + 1).await {
                             Ok(w) => watch = w,
                             Err(e) => tracing::warn!(error = %e, "cannot watch the cluster's tables"),
                         }
@@ -165,13 +177,44 @@ fn from_json(v: &serde_json::Value) -> Value {
     }
 }
 
+/// The JSON value of one row (`None`: no such row).
+fn read_row(db: &Db, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    let Some((table, pk, id)) = parse_key(key) else {
+        return Ok(None);
+    };
+    let mut out = HashMap::new();
+    read_table(db, table, pk, Some(&id), &mut out)?;
+    Ok(out.remove(key))
+}
+
 /// Every shared row of the database: key → JSON value.
 fn read_rows(db: &Db) -> rusqlite::Result<HashMap<String, Vec<u8>>> {
     let mut out = HashMap::new();
     for (table, pk) in TABLES {
-        let mut stmt = db.conn().prepare(&format!("SELECT * FROM {table}"))?;
+        read_table(db, table, pk, None, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The rows of one table (or the one of primary key `id`) into `out`.
+fn read_table(
+    db: &Db,
+    table: &str,
+    pk: &str,
+    id: Option<&str>,
+    out: &mut HashMap<String, Vec<u8>>,
+) -> rusqlite::Result<()> {
+    {
+        let sql = match id {
+            Some(_) => format!("SELECT * FROM {table} WHERE {pk} = ?1"),
+            None => format!("SELECT * FROM {table}"),
+        };
+        let mut stmt = db.conn().prepare(&sql)?;
         let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
-        let mut rows = stmt.query([])?;
+        let mut rows = match id {
+            Some(id) => stmt.query([id])?,
+            None => stmt.query([])?,
+        };
         while let Some(row) = rows.next()? {
             let mut obj = serde_json::Map::new();
             let mut key = None;
@@ -192,7 +235,7 @@ fn read_rows(db: &Db) -> rusqlite::Result<HashMap<String, Vec<u8>>> {
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Writes one row (or its deletion) of the bucket into the database.
@@ -230,6 +273,9 @@ fn write_row(db: &mut Db, key: &str, value: Option<&[u8]>) -> Result<(), String>
             let mut cols: Vec<String> = Vec::new();
             let mut vals: Vec<Value> = Vec::new();
             for (c, v) in &obj {
+                if c == "rev" {
+                    continue; // stamped here
+                }
                 if !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
                     return Err(format!("{key}: bad column {c:?}"));
                 }
@@ -278,22 +324,29 @@ impl Rows {
         if h.is_some() && self.known.get(key).copied() == h {
             return;
         }
-        match h {
-            Some(h) => self.known.insert(key.to_string(), h),
-            None => self.known.remove(key),
-        };
         let k = key.to_string();
         let done = self
             .with_db(move |db| {
-                let here = read_rows(db).ok().and_then(|r| r.get(&k).cloned());
+                let here = read_row(db, &k).map_err(|e| e.to_string())?;
                 if here.as_deref() == value.as_deref() {
                     return Ok(());
                 }
                 write_row(db, &k, value.as_deref())
             })
             .await;
-        if let Some(Err(e)) = done {
-            tracing::warn!(key, error = %e, "cannot write a row of the cluster's tables");
+        match done {
+            // Known only once written: a row that could not be written is not taken for one
+            // deleted here (which would delete it everywhere).
+            Some(Ok(())) => {
+                match h {
+                    Some(h) => self.known.insert(key.to_string(), h),
+                    None => self.known.remove(key),
+                };
+            }
+            Some(Err(e)) => {
+                tracing::warn!(key, error = %e, "cannot write a row of the cluster's tables")
+            }
+            None => {}
         }
     }
 

@@ -147,6 +147,22 @@ impl Hub {
     /// `STORE/live/` data (of a single server) is left as it is.
     pub fn open_shared(cfg: LiveConfig, log: Arc<dyn SharedLog>) -> Result<Arc<Hub>, LiveError> {
         let dir = cfg.store_dir.join(CLUSTER_DIR);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LiveError::Io(format!("{}: {e}", dir.display())))?;
+        // Not while another process has it open (its log would go from under it).
+        let lock_path = dir.join("hub.lock");
+        let probe = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LiveError::Io(format!("{}: {e}", lock_path.display())))?;
+        if probe.try_lock().is_err() {
+            return Err(LiveError::Io(format!(
+                "{}: another urbis process (a running server?) has this store's live data open",
+                lock_path.display()
+            )));
+        }
         for sub in ["wal", "snapshot.json"] {
             let p = dir.join(sub);
             let gone = if p.is_dir() {
@@ -160,6 +176,7 @@ impl Hub {
                 return Err(LiveError::Io(format!("{}: {e}", p.display())));
             }
         }
+        drop(probe);
         Self::open_with(cfg, Some(log))
     }
 

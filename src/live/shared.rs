@@ -37,6 +37,8 @@ pub const SEQ_SHIFT: u32 = 20;
 /// the 2^20 numbers of a message); a submission larger than this is split, and the cluster
 /// puts parts together in one message up to this many records.
 pub const MAX_MESSAGE_RECORDS: usize = 4096;
+/// Bytes of one part, at most (below the cluster's message size, so that a part always fits).
+pub const MAX_PART_BYTES: usize = 448 * 1024;
 /// An acknowledged message not yet applied here is answered anyway after this long (it is
 /// durable; the answer only waited to show it in this server's state).
 const APPLY_WAIT: Duration = Duration::from_secs(5);
@@ -77,6 +79,8 @@ struct Pending {
     records: usize,
     /// Set once the shared log stored it: its sequence and when.
     stored: Option<(u64, Instant)>,
+    /// An earlier part of the same batch could not be stored: why.
+    failed: Option<String>,
 }
 
 impl Shared {
@@ -183,25 +187,48 @@ impl Hub {
         if reply.is_none() && records.iter().all(|r| content_id(r).is_some()) {
             for r in records {
                 let id = content_id(&r).unwrap_or_default();
-                self.append_shared(sh, id, vec![r], None)?;
+                self.append_shared(sh, id, vec![r], None, None)?;
             }
             return Ok(());
         }
         let id = format!("{}-{}", sh.me, sh.next_id.fetch_add(1, Ordering::Relaxed));
-        if records.len() <= MAX_MESSAGE_RECORDS {
-            return self.append_shared(sh, id, records, reply);
+        // A batch larger than a message allows (never one device's datagram: a gateway's
+        // batch) goes in parts of at most MAX_MESSAGE_RECORDS records and MAX_PART_BYTES
+        // bytes; the reply waits for the last, and fails if any part could not be stored.
+        let mut chunks: Vec<Vec<Record>> = Vec::new();
+        let (mut cur, mut bytes, mut frame) = (Vec::new(), 0usize, Vec::new());
+        for r in records {
+            frame.clear();
+            r.encode(0, &mut frame);
+            if !cur.is_empty()
+                && (cur.len() >= MAX_MESSAGE_RECORDS || bytes + frame.len() > MAX_PART_BYTES)
+            {
+                chunks.push(std::mem::take(&mut cur));
+                bytes = 0;
+            }
+            bytes += frame.len();
+            cur.push(r);
         }
-        // A batch larger than a message (never from one device's datagram): in parts, the
-        // reply with the last.
-        let chunks: Vec<Vec<Record>> = records
-            .chunks(MAX_MESSAGE_RECORDS)
-            .map(|c| c.to_vec())
-            .collect();
+        chunks.push(cur);
         let n = chunks.len();
+        if n == 1 {
+            let c = chunks.pop().unwrap_or_default();
+            return self.append_shared(sh, id, c, reply, None);
+        }
+        let last = format!("{id}.{}", n - 1);
         let mut reply = reply;
         for (i, c) in chunks.into_iter().enumerate() {
-            let r = if i + 1 == n { reply.take() } else { None };
-            self.append_shared(sh, format!("{id}.{i}"), c, r)?;
+            if i + 1 == n {
+                self.append_shared(sh, last.clone(), c, reply.take(), None)?;
+            } else {
+                let r = self.append_shared(sh, format!("{id}.{i}"), c, None, Some(last.clone()));
+                if let Err(e) = r {
+                    if let Some(reply) = reply.take() {
+                        reply(Err(LiveError::Storage(e.to_string())));
+                    }
+                    return Ok(()); // answered
+                }
+            }
         }
         Ok(())
     }
@@ -212,6 +239,7 @@ impl Hub {
         id: String,
         records: Vec<Record>,
         reply: Option<Reply>,
+        fails: Option<String>,
     ) -> Result<(), LiveError> {
         let body = part(&id, &records);
         let alone = records.len() == 1 && content_id(&records[0]).as_deref() == Some(id.as_str());
@@ -222,6 +250,7 @@ impl Hub {
                     reply,
                     records: records.len(),
                     stored: None,
+                    failed: None,
                 },
             );
         }
@@ -240,7 +269,11 @@ impl Hub {
                     }
                 }
                 Err(why) => {
-                    if let Some(p) = pending.remove(&key)
+                    // A part of a larger batch fails the batch's answer, which comes with its
+                    // last part.
+                    if let Some(p) = fails.as_ref().and_then(|l| pending.get_mut(l)) {
+                        p.failed = Some(why);
+                    } else if let Some(p) = pending.remove(&key)
                         && let Some(reply) = p.reply
                     {
                         reply(Err(LiveError::Storage(why)));
@@ -275,7 +308,16 @@ impl Hub {
         let parts = parts(body).map_err(|e| format!("message {seq} of the shared log: {e}"))?;
         sh.queued.store(seq, Ordering::Release);
         for (id, records) in parts {
-            let reply = lock(&sh.pending).remove(&id).and_then(|p| p.reply);
+            let mut reply = None;
+            if let Some(p) = lock(&sh.pending).remove(&id) {
+                match (p.failed, p.reply) {
+                    (Some(why), Some(r)) => r(Err(LiveError::Storage(format!(
+                        "part of the batch was not stored ({why}); send it again"
+                    )))),
+                    (None, r) => reply = r,
+                    _ => {}
+                }
+            }
             self.tx
                 .send(super::committer::Job {
                     records,
@@ -320,6 +362,12 @@ impl Hub {
                 .collect()
         };
         for (seq, p) in late {
+            if let Some(why) = p.failed {
+                if let Some(reply) = p.reply {
+                    reply(Err(LiveError::Storage(why)));
+                }
+                continue;
+            }
             if let Some(reply) = p.reply {
                 reply(Ok(Committed {
                     first_seq: (seq << SEQ_SHIFT) | 1,

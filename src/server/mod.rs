@@ -224,7 +224,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None => tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??,
             Some(cc) => {
                 let cluster = crate::cluster::Cluster::connect(cc.clone()).await?;
-                tracing::info!(nats = %cc.urls.join(","), name = %cc.name, replicas = cc.replicas, "cluster mode");
+                tracing::info!(nats = %crate::cluster::display_urls(&cc.urls), name = %cc.name, replicas = cc.replicas, "cluster mode");
                 // Layers and rows first: the devices registered in the cluster are known
                 // before its reports apply.
                 crate::cluster::tables::start(&cluster, config.store.clone()).await?;
