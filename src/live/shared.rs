@@ -306,6 +306,21 @@ impl Hub {
             return Ok(());
         }
         let parts = parts(body).map_err(|e| format!("message {seq} of the shared log: {e}"))?;
+        // A device registered a moment ago on another server: its row may be in this
+        // database already but not yet in the registry read each second. Read it now, so
+        // that this server does not drop a report the others apply.
+        let unknown = {
+            let reg = self.registry();
+            parts.iter().any(|(_, records)| {
+                records.iter().any(|r| match r {
+                    Record::Report(r) => !reg.has_device(&r.device),
+                    _ => false,
+                })
+            })
+        };
+        if unknown && let Err(e) = self.refresh_registry() {
+            tracing::warn!(error = %e, "cannot re-read the device registry");
+        }
         sh.queued.store(seq, Ordering::Release);
         for (id, records) in parts {
             let mut reply = None;
