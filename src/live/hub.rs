@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 /// Where a server in cluster mode keeps its copy of the shared log, under the store.
-const CLUSTER_DIR: &str = "live-cluster";
+pub(super) const CLUSTER_DIR: &str = "live-cluster";
 
 /// The live hub: registry, state, committer, stream and live tile cache.
 pub struct Hub {
@@ -141,46 +141,10 @@ impl Hub {
         Self::open_with(cfg, None)
     }
 
-    /// Opens the live layer of a server in cluster mode: its state is rebuilt from the shared
-    /// log (the cluster room feeds it through [`Hub::apply_shared`], from the log's first
-    /// message), in `STORE/live-cluster/`, a local copy emptied at each start; a store's own
-    /// `STORE/live/` data (of a single server) is left as it is.
-    pub fn open_shared(cfg: LiveConfig, log: Arc<dyn SharedLog>) -> Result<Arc<Hub>, LiveError> {
-        let dir = cfg.store_dir.join(CLUSTER_DIR);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LiveError::Io(format!("{}: {e}", dir.display())))?;
-        // Not while another process has it open (its log would go from under it).
-        let lock_path = dir.join("hub.lock");
-        let probe = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| LiveError::Io(format!("{}: {e}", lock_path.display())))?;
-        if probe.try_lock().is_err() {
-            return Err(LiveError::Io(format!(
-                "{}: another urbis process (a running server?) has this store's live data open",
-                lock_path.display()
-            )));
-        }
-        for sub in ["wal", "snapshot.json"] {
-            let p = dir.join(sub);
-            let gone = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            if let Err(e) = gone
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                return Err(LiveError::Io(format!("{}: {e}", p.display())));
-            }
-        }
-        drop(probe);
-        Self::open_with(cfg, Some(log))
-    }
-
-    fn open_with(cfg: LiveConfig, log: Option<Arc<dyn SharedLog>>) -> Result<Arc<Hub>, LiveError> {
+    pub(super) fn open_with(
+        cfg: LiveConfig,
+        log: Option<Arc<dyn SharedLog>>,
+    ) -> Result<Arc<Hub>, LiveError> {
         let dir = cfg
             .store_dir
             .join(if log.is_some() { CLUSTER_DIR } else { "live" });
