@@ -16,12 +16,10 @@ use super::{Cluster, ClusterError, js_err};
 use crate::store::catalog::{Store, VersionEntry};
 use async_nats::jetstream::kv::{Operation, Store as Kv};
 use async_nats::jetstream::object_store::{ObjectMetadata, ObjectStore};
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -41,64 +39,31 @@ type Current = HashMap<String, (u64, String)>;
 
 /// Starts replicating the layers of `store` through the cluster.
 pub async fn start(cluster: &Cluster, store: Store) -> Result<(), ClusterError> {
-    let js = cluster.js();
-    let kv = js
-        .get_key_value(cluster.bucket_name("layers"))
-        .await
-        .map_err(|e| js_err("layers bucket", e))?;
-    let files = js
-        .get_object_store(cluster.bucket_name("files"))
+    let (follow, history) = super::Follow::open(cluster, "layers").await?;
+    let files = cluster
+        .js()
+        .get_object_store(cluster.bucket("files"))
         .await
         .map_err(|e| js_err("files object store", e))?;
     let mut r = Replicator {
-        cluster: cluster.clone(),
         store,
-        kv,
+        kv: follow.kv().clone(),
         files,
         seen: HashMap::new(),
         hashes: HashMap::new(),
     };
-    // The bucket first, with its deletions: a server that starts later catches up before it
-    // publishes anything, and removes what was removed while it was away (rather than
-    // publishing it again). The watch opened here goes on with the changes after.
-    let status =
-        r.kv.status()
-            .await
-            .map_err(|e| js_err("layers bucket", e))?;
-    let mut watch =
-        r.kv.watch_with_history(">")
-            .await
-            .map_err(|e| js_err("layers bucket watch", e))?;
+    // The bucket first (see `Follow::open`): layers removed while this server was away are
+    // removed here, the others followed.
     let mut named: HashMap<String, Named> = HashMap::new();
     let mut deleted = Vec::new();
-    let mut revision = 0;
-    if status.values() > 0 {
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
-            let e = match next {
-                Ok(Some(Ok(e))) => e,
-                Ok(Some(Err(e))) => return Err(js_err("layers bucket watch", e)),
-                _ => {
-                    return Err(ClusterError::JetStream(
-                        "the layers bucket's history did not arrive within 10 s".into(),
-                    ));
-                }
-            };
-            revision = e.revision;
-            match e.operation {
-                Operation::Put => {
-                    if let Ok(n) = serde_json::from_slice::<Named>(&e.value) {
-                        named.insert(e.key.clone(), n);
-                    }
-                }
-                Operation::Delete | Operation::Purge => {
-                    named.remove(&e.key);
-                    deleted.push(e.key.clone());
+    for e in history {
+        match e.operation {
+            Operation::Put => {
+                if let Ok(n) = serde_json::from_slice::<Named>(&e.value) {
+                    named.insert(e.key, n);
                 }
             }
-            if e.delta == 0 {
-                break;
-            }
+            Operation::Delete | Operation::Purge => deleted.push(e.key),
         }
     }
     for layer in &deleted {
@@ -125,12 +90,11 @@ pub async fn start(cluster: &Cluster, store: Store) -> Result<(), ClusterError> 
         }
     }
     r.seen = local;
-    tokio::spawn(async move { r.run(watch, revision).await });
+    tokio::spawn(async move { r.run(follow).await });
     Ok(())
 }
 
 struct Replicator {
-    cluster: Cluster,
     store: Store,
     kv: Kv,
     files: ObjectStore,
@@ -141,27 +105,12 @@ struct Replicator {
 }
 
 impl Replicator {
-    /// Follows the bucket from `watch` (opened at start; made again after the last
-    /// revision seen if it ends) and publishes local changes four times a second.
-    async fn run(&mut self, mut watch: async_nats::jetstream::kv::Watch, mut revision: u64) {
+    /// Follows the bucket and publishes local changes four times a second.
+    async fn run(&mut self, mut follow: super::Follow) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
-                e = watch.next() => {
-                    let e = match e {
-                        Some(Ok(e)) => e,
-                        // The watch recovers by itself from a lost heartbeat.
-                        Some(Err(_)) => continue,
-                        None => {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            match self.kv.watch_all_from_revision(revision + 1).await {
-                                Ok(w) => watch = w,
-                                Err(e) => tracing::warn!(error = %e, "cannot watch the cluster's layers; again in 1 s"),
-                            }
-                            continue;
-                        }
-                    };
-                    revision = e.revision;
+                e = follow.next() => {
                     let outcome = match e.operation {
                         Operation::Put => match serde_json::from_slice::<Named>(&e.value) {
                             Ok(n) => self.follow(&e.key, &n).await,
@@ -305,10 +254,6 @@ impl Replicator {
             .put(layer, value.into())
             .await
             .map_err(|e| format!("naming it in the bucket: {e}"))?;
-        self.cluster
-            .status()
-            .layers_published
-            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(layer, version, "layer version published to the cluster");
         Ok(())
     }
@@ -401,10 +346,6 @@ impl Replicator {
             .insert((published.file.clone(), total), n.sha256.clone());
         self.seen
             .insert(layer.to_string(), (published.version, published.file));
-        self.cluster
-            .status()
-            .layers_fetched
-            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             layer,
             version = published.version,

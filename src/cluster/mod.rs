@@ -109,10 +109,6 @@ pub struct Status {
     /// Whether the applier has reached the stream's end once since start (until then the
     /// server is not ready: it would serve an old state).
     pub caught_up: AtomicBool,
-    /// Layer versions fetched from the cluster.
-    pub layers_fetched: AtomicU64,
-    /// Layer versions published to the cluster.
-    pub layers_published: AtomicU64,
 }
 
 impl Cluster {
@@ -234,11 +230,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// The settings.
-    pub fn config(&self) -> &ClusterConfig {
-        &self.cfg
-    }
-
     /// What the readiness check and the metrics read.
     pub fn status(&self) -> &Arc<Status> {
         &self.status
@@ -257,16 +248,12 @@ impl Cluster {
         format!("{}.reports", self.cfg.name)
     }
 
-    fn bucket(&self, what: &str) -> String {
+    pub(crate) fn bucket(&self, what: &str) -> String {
         format!("{}_{what}", self.cfg.name)
     }
 
     pub(crate) fn js(&self) -> &jetstream::Context {
         &self.js
-    }
-
-    pub(crate) fn bucket_name(&self, what: &str) -> String {
-        self.bucket(what)
     }
 
     /// The live room's shared log on this cluster's stream: starts the publisher.
@@ -397,6 +384,96 @@ impl Cluster {
     }
 }
 
+/// A key-value bucket followed from its history on (the layers and rows replicators).
+pub(crate) struct Follow {
+    kv: jetstream::kv::Store,
+    watch: jetstream::kv::Watch,
+    revision: u64,
+}
+
+impl Follow {
+    /// Opens a watch on bucket `what` and reads the last entry of every key in it, puts and
+    /// deletions, before anything is done with them (a server starting later catches up, and
+    /// deletions made while it was away are not undone); the watch goes on after them.
+    pub(crate) async fn open(
+        cluster: &Cluster,
+        what: &str,
+    ) -> Result<(Follow, Vec<jetstream::kv::Entry>), ClusterError> {
+        let name = cluster.bucket(what);
+        let kv = cluster
+            .js
+            .get_key_value(&name)
+            .await
+            .map_err(|e| js_err(&format!("bucket {name}"), e))?;
+        let status = kv
+            .status()
+            .await
+            .map_err(|e| js_err(&format!("bucket {name}"), e))?;
+        let mut watch = kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| js_err(&format!("bucket {name}"), e))?;
+        let mut history = Vec::new();
+        let mut revision = 0;
+        if status.values() > 0 {
+            loop {
+                let e = match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+                    Ok(Some(Ok(e))) => e,
+                    Ok(Some(Err(e))) => return Err(js_err(&format!("bucket {name}"), e)),
+                    _ => {
+                        return Err(ClusterError::JetStream(format!(
+                            "the history of bucket {name} did not arrive within 10 s"
+                        )));
+                    }
+                };
+                revision = e.revision;
+                let last = e.delta == 0;
+                history.push(e);
+                if last {
+                    break;
+                }
+            }
+        }
+        Ok((
+            Follow {
+                kv,
+                watch,
+                revision,
+            },
+            history,
+        ))
+    }
+
+    /// The bucket.
+    pub(crate) fn kv(&self) -> &jetstream::kv::Store {
+        &self.kv
+    }
+
+    /// The next change. The watch recovers by itself from a lost heartbeat; if it ends, it is
+    /// made again after the last revision seen (a watch made anew would start at "new" and
+    /// lose what changed in between). Cancel-safe: a change is taken only when returned.
+    pub(crate) async fn next(&mut self) -> jetstream::kv::Entry {
+        loop {
+            match self.watch.next().await {
+                Some(Ok(e)) => {
+                    self.revision = e.revision;
+                    return e;
+                }
+                Some(Err(_)) => {}
+                None => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match self.kv.watch_all_from_revision(self.revision + 1).await {
+                        Ok(w) => self.watch = w,
+                        Err(e) => {
+                            tracing::warn!(bucket = %self.kv.name, error = %e, "cannot watch the bucket; again in 1 s")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The live room's [`SharedLog`] on the cluster's report stream.
 pub struct ReportLog {
     tx: tokio::sync::mpsc::Sender<(Part, Appended)>,
@@ -409,6 +486,14 @@ impl ReportLog {
     /// Names the hub this log feeds (for the lag in [`SharedLog::ready`]).
     pub fn feeds(&self, hub: &Arc<Hub>) {
         let _ = self.applied.set(Arc::downgrade(hub));
+    }
+
+    /// The last stream sequence the hub applied.
+    fn applied(&self) -> u64 {
+        self.applied
+            .get()
+            .and_then(|w| w.upgrade())
+            .map_or(0, |h| h.shared_applied())
     }
 }
 
@@ -423,25 +508,15 @@ impl SharedLog for ReportLog {
     }
 
     fn ready(&self) -> Result<(), String> {
-        let applied = self
-            .applied
-            .get()
-            .and_then(|w| w.upgrade())
-            .map_or(0, |h| h.shared_applied());
-        self.cluster.ready(applied)
+        self.cluster.ready(self.applied())
     }
 
     fn lag(&self) -> u64 {
-        let applied = self
-            .applied
-            .get()
-            .and_then(|w| w.upgrade())
-            .map_or(0, |h| h.shared_applied());
         self.cluster
             .status
             .stream_last
             .load(Ordering::Acquire)
-            .saturating_sub(applied)
+            .saturating_sub(self.applied())
     }
 }
 

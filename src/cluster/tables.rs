@@ -14,10 +14,9 @@
 //! start the bucket's history is read first: rows deleted in the cluster while this server
 //! was away are deleted here, not published again.
 
-use super::{Cluster, ClusterError, js_err};
+use super::{Cluster, ClusterError};
 use crate::store::db::Db;
 use async_nats::jetstream::kv::{Operation, Store as Kv};
-use futures_util::StreamExt;
 use rusqlite::types::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,71 +39,32 @@ fn is_registry(table: &str) -> bool {
 
 /// Starts replicating the shared tables of the store at `dir`.
 pub async fn start(cluster: &Cluster, dir: PathBuf) -> Result<(), ClusterError> {
-    let kv = cluster
-        .js()
-        .get_key_value(cluster.bucket_name("tables"))
-        .await
-        .map_err(|e| js_err("tables bucket", e))?;
-    let status = kv.status().await.map_err(|e| js_err("tables bucket", e))?;
-    let mut watch = kv
-        .watch_with_history(">")
-        .await
-        .map_err(|e| js_err("tables bucket watch", e))?;
-    // The bucket's last entry per key first (puts and deletions).
+    let (mut follow, history) = super::Follow::open(cluster, "tables").await?;
     let d = dir.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(&d))
         .await
         .map_err(|e| ClusterError::JetStream(e.to_string()))?
         .map_err(|e| ClusterError::JetStream(e.to_string()))?;
     let mut r = Rows {
-        kv,
+        kv: follow.kv().clone(),
         db: Some(db),
         known: HashMap::new(),
         version: -1,
     };
     // All of it before anything is published: a row published from here before the bucket's
     // newer value of it was read would undo a change made elsewhere (a revoked key).
-    let mut revision = 0;
-    if status.values() > 0 {
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
-            let e = match next {
-                Ok(Some(Ok(e))) => e,
-                Ok(Some(Err(e))) => return Err(js_err("tables bucket watch", e)),
-                _ => {
-                    return Err(ClusterError::JetStream(
-                        "the tables bucket's history did not arrive within 10 s".into(),
-                    ));
-                }
-            };
-            revision = e.revision;
-            let value = matches!(e.operation, Operation::Put).then(|| e.value.to_vec());
-            r.apply(&e.key, value).await;
-            if e.delta == 0 {
-                break;
-            }
-        }
+    for e in history {
+        let value = matches!(e.operation, Operation::Put).then(|| e.value.to_vec());
+        r.apply(&e.key, value).await;
     }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
-                e = watch.next() => match e {
-                    Some(Ok(e)) => {
-                        revision = e.revision;
-                        let value = matches!(e.operation, Operation::Put).then(|| e.value.to_vec());
-                        r.apply(&e.key, value).await;
-                    }
-                    // The watch recovers by itself from a lost heartbeat.
-                    Some(Err(_)) => {}
-                    None => {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        match r.kv.watch_all_from_revision(revision + 1).await {
-                            Ok(w) => watch = w,
-                            Err(e) => tracing::warn!(error = %e, "cannot watch the cluster's tables"),
-                        }
-                    }
-                },
+                e = follow.next() => {
+                    let value = matches!(e.operation, Operation::Put).then(|| e.value.to_vec());
+                    r.apply(&e.key, value).await;
+                }
                 _ = tick.tick() => r.publish_local_changes().await,
             }
         }
