@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 /// Where a server in cluster mode keeps its copy of the shared log, under the store.
-pub(super) const CLUSTER_DIR: &str = "live-cluster";
+const CLUSTER_DIR: &str = "live-cluster";
 
 /// The live hub: registry, state, committer, stream and live tile cache.
 pub struct Hub {
@@ -141,6 +141,8 @@ impl Hub {
         Self::open_with(cfg, None)
     }
 
+    /// Opens the live data of a store, or (with `log`) the local copy of a cluster's shared
+    /// log, which is emptied first (see [`Hub::open_shared`]).
     pub(super) fn open_with(
         cfg: LiveConfig,
         log: Option<Arc<dyn SharedLog>>,
@@ -164,6 +166,22 @@ impl Hub {
                  stop it first, or ask the server (POST /admin/retention/run)",
                 lock_path.display()
             )));
+        }
+        if log.is_some() {
+            // Cluster mode: the local copy of the shared log is rebuilt from it, emptied here
+            // (under the lock: never from under another process).
+            for p in [wal_dir.clone(), dir.join("snapshot.json")] {
+                let gone = if p.is_dir() {
+                    std::fs::remove_dir_all(&p).and_then(|()| std::fs::create_dir_all(&p))
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                if let Err(e) = gone
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(LiveError::Io(format!("{}: {e}", p.display())));
+                }
+            }
         }
         let reg_db = RegistryDb::open(&cfg.store_dir)?;
         let keep_segments_s = cfg.keep_segments_s.max(cfg.retention_s);

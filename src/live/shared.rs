@@ -24,7 +24,6 @@
 //! no longer holds when it applies.
 
 use super::committer::Reply;
-use super::hub::CLUSTER_DIR;
 use super::wal::Record;
 use super::{Committed, Hub, LiveConfig, LiveError, lock};
 use std::collections::HashMap;
@@ -121,13 +120,25 @@ pub fn part(id: &str, records: &[Record]) -> Vec<u8> {
     for r in records {
         r.encode(0, &mut frames);
     }
+    part_of(id, &frames)
+}
+
+/// A part of already encoded frames.
+fn part_of(id: &str, frames: &[u8]) -> Vec<u8> {
     let id = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
     let mut out = Vec::with_capacity(6 + id.len() + frames.len());
     out.extend_from_slice(&(id.len() as u16).to_le_bytes());
     out.extend_from_slice(id);
     out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
-    out.extend_from_slice(&frames);
+    out.extend_from_slice(frames);
     out
+}
+
+/// Records encoded once, on their way to be a part.
+#[derive(Default)]
+struct Chunk {
+    frames: Vec<u8>,
+    records: usize,
 }
 
 /// The parts of a message: (id, records), or where it is damaged.
@@ -182,37 +193,6 @@ impl Hub {
     /// message), in `STORE/live-cluster/`, a local copy emptied at each start; a store's own
     /// `STORE/live/` data (of a single server) is left as it is.
     pub fn open_shared(cfg: LiveConfig, log: Arc<dyn SharedLog>) -> Result<Arc<Hub>, LiveError> {
-        let dir = cfg.store_dir.join(CLUSTER_DIR);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LiveError::Io(format!("{}: {e}", dir.display())))?;
-        // Not while another process has it open (its log would go from under it).
-        let lock_path = dir.join("hub.lock");
-        let probe = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| LiveError::Io(format!("{}: {e}", lock_path.display())))?;
-        if probe.try_lock().is_err() {
-            return Err(LiveError::Io(format!(
-                "{}: another urbis process (a running server?) has this store's live data open",
-                lock_path.display()
-            )));
-        }
-        for sub in ["wal", "snapshot.json"] {
-            let p = dir.join(sub);
-            let gone = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            if let Err(e) = gone
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                return Err(LiveError::Io(format!("{}: {e}", p.display())));
-            }
-        }
-        drop(probe);
         Self::open_with(cfg, Some(log))
     }
 
@@ -228,7 +208,12 @@ impl Hub {
         if reply.is_none() && records.iter().all(|r| content_id(r).is_some()) {
             for r in records {
                 let id = content_id(&r).unwrap_or_default();
-                self.append_shared(sh, id, vec![r], None, None)?;
+                let mut c = Chunk {
+                    records: 1,
+                    ..Chunk::default()
+                };
+                r.encode(0, &mut c.frames);
+                self.append_shared(sh, id, c, true, None, None)?;
             }
             return Ok(());
         }
@@ -236,33 +221,39 @@ impl Hub {
         // A batch larger than a message allows (never one device's datagram: a gateway's
         // batch) goes in parts of at most MAX_MESSAGE_RECORDS records and MAX_PART_BYTES
         // bytes; the reply waits for the last, and fails if any part could not be stored.
-        let mut chunks: Vec<Vec<Record>> = Vec::new();
-        let (mut cur, mut bytes, mut frame) = (Vec::new(), 0usize, Vec::new());
+        let mut chunks: Vec<Chunk> = Vec::new();
+        let mut cur = Chunk::default();
         for r in records {
-            frame.clear();
-            r.encode(0, &mut frame);
-            if !cur.is_empty()
-                && (cur.len() >= MAX_MESSAGE_RECORDS || bytes + frame.len() > MAX_PART_BYTES)
+            let at = cur.frames.len();
+            r.encode(0, &mut cur.frames);
+            if cur.records > 0
+                && (cur.records >= MAX_MESSAGE_RECORDS || cur.frames.len() > MAX_PART_BYTES)
             {
-                chunks.push(std::mem::take(&mut cur));
-                bytes = 0;
+                let frame = cur.frames.split_off(at);
+                chunks.push(std::mem::replace(
+                    &mut cur,
+                    Chunk {
+                        frames: frame,
+                        records: 0,
+                    },
+                ));
             }
-            bytes += frame.len();
-            cur.push(r);
+            cur.records += 1;
         }
         chunks.push(cur);
         let n = chunks.len();
         if n == 1 {
             let c = chunks.pop().unwrap_or_default();
-            return self.append_shared(sh, id, c, reply, None);
+            return self.append_shared(sh, id, c, false, reply, None);
         }
         let last = format!("{id}.{}", n - 1);
         let mut reply = reply;
         for (i, c) in chunks.into_iter().enumerate() {
             if i + 1 == n {
-                self.append_shared(sh, last.clone(), c, reply.take(), None)?;
+                self.append_shared(sh, last.clone(), c, false, reply.take(), None)?;
             } else {
-                let r = self.append_shared(sh, format!("{id}.{i}"), c, None, Some(last.clone()));
+                let r =
+                    self.append_shared(sh, format!("{id}.{i}"), c, false, None, Some(last.clone()));
                 if let Err(e) = r {
                     if let Some(reply) = reply.take() {
                         reply(Err(LiveError::Storage(e.to_string())));
@@ -278,18 +269,18 @@ impl Hub {
         &self,
         sh: &Shared,
         id: String,
-        records: Vec<Record>,
+        chunk: Chunk,
+        alone: bool,
         reply: Option<Reply>,
         fails: Option<String>,
     ) -> Result<(), LiveError> {
-        let body = part(&id, &records);
-        let alone = records.len() == 1 && content_id(&records[0]).as_deref() == Some(id.as_str());
+        let body = part_of(&id, &chunk.frames);
         if reply.is_some() {
             lock(&sh.pending).insert(
                 id.clone(),
                 Pending {
                     reply,
-                    records: records.len(),
+                    records: chunk.records,
                     stored: None,
                     failed: None,
                 },
@@ -325,7 +316,7 @@ impl Hub {
         let part = Part {
             id: id.clone(),
             bytes: body,
-            records: records.len(),
+            records: chunk.records,
             alone,
         };
         if let Err(e) = sh.log.append(part, done) {
