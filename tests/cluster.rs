@@ -259,30 +259,27 @@ fn layers_devices_and_events_are_the_same_through_every_server() {
         ids.windows(2).all(|w| w[0] < w[1]),
         "ids not increasing: {ids:?}"
     );
-    for dev in ["bus-1", "bus-2"] {
-        let ts: Vec<f64> = got_c
+    // One field of the events of a kind and device, in stream order.
+    let of = |event: &str, dev: &str, key: &str| -> Vec<serde_json::Value> {
+        got_c
             .iter()
-            .filter(|(e, _, d)| e == "position" && d.contains(dev))
-            .map(|(_, _, d)| {
-                serde_json::from_str::<serde_json::Value>(d).unwrap()["t"]
-                    .as_f64()
-                    .unwrap()
-            })
+            .filter(|(e, _, d)| e == event && d.contains(dev))
+            .map(|(_, _, d)| serde_json::from_str::<serde_json::Value>(d).unwrap()[key].clone())
+            .collect()
+    };
+    for dev in ["bus-1", "bus-2"] {
+        let ts: Vec<f64> = of("position", dev, "t")
+            .iter()
+            .map(|v| v.as_f64().unwrap())
             .collect();
         assert_eq!(ts.len(), 5, "{dev}: {ts:?}");
         assert!(
             ts.windows(2).all(|w| w[0] < w[1]),
             "{dev} out of order: {ts:?}"
         );
-        let kinds: Vec<String> = got_c
+        let kinds: Vec<String> = of("geofence", dev, "kind")
             .iter()
-            .filter(|(e, _, d)| e == "geofence" && d.contains(dev))
-            .map(|(_, _, d)| {
-                serde_json::from_str::<serde_json::Value>(d).unwrap()["kind"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
+            .map(|v| v.as_str().unwrap().to_string())
             .collect();
         assert_eq!(kinds, ["enter", "exit", "cross", "enter"], "{dev}");
     }

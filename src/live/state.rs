@@ -673,14 +673,20 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_planned_group_sees_its_own_earlier_records_and_applies_as_planned() {
+    /// A state with one tracker `d` on layer `l`, reporting every minute.
+    fn with_tracker() -> LiveState {
         let dir = tempfile::tempdir().unwrap();
         let mut db = crate::live::registry::RegistryDb::open(dir.path()).unwrap();
         db.add_device("d", "l", DeviceKind::Tracker, 60).unwrap();
         let reg = db.load().unwrap();
         let mut st = LiveState::default();
         st.sync_registry(&reg, None);
+        st
+    }
+
+    #[test]
+    fn a_planned_group_sees_its_own_earlier_records_and_applies_as_planned() {
+        let mut st = with_tracker();
         let fence = r#"{"id":"f","name":"F","layers":[],"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1],[0,0]]]}}"#;
         let group = vec![
             Record::FencePut(fence.into()),
@@ -727,12 +733,7 @@ mod tests {
     fn a_state_change_that_no_longer_holds_is_dropped_when_planned() {
         // In cluster mode every server's clock sees a device fall silent and submits the
         // change: the first applies, the repeats and the stale ones are dropped.
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = crate::live::registry::RegistryDb::open(dir.path()).unwrap();
-        db.add_device("d", "l", DeviceKind::Tracker, 60).unwrap();
-        let reg = db.load().unwrap();
-        let mut st = LiveState::default();
-        st.sync_registry(&reg, None);
+        let mut st = with_tracker();
         let mut r = report(1000.0, 0.5);
         if let Record::Report(r) = &mut r {
             r.recv_ms = 1_000_000;
