@@ -109,6 +109,11 @@ pub struct Status {
     /// Whether the applier has reached the stream's end once since start (until then the
     /// server is not ready: it would serve an old state).
     pub caught_up: AtomicBool,
+    /// The NATS node that leads the stream, as last asked.
+    leader: std::sync::Mutex<Option<String>>,
+    /// How many times the stream's leader changed: the reader's consumer lives on the leader's
+    /// node, so a change (that node died, or handed over) means reading from a new one.
+    leader_changes: AtomicU64,
 }
 
 impl Cluster {
@@ -270,16 +275,48 @@ impl Cluster {
 
     /// Reads the stream from its first message into `hub`, in order, for as long as the
     /// process runs (the consumer is made again from the last message applied after a
-    /// failure); and asks the stream's length once a second for the lag.
+    /// failure); and asks the stream's length twice a second for the lag.
+    ///
+    /// When the NATS node that leads the stream dies, nothing can be read (nor stored) until
+    /// the stream's Raft group has elected another leader: NATS 2.9 waits 4 to 9 s for that.
+    /// The consumer is asked for again every 250 ms meanwhile (each ask waits up to the
+    /// context's 2 s), so reading resumes within moments of the election; the outage is
+    /// logged once when it starts and once when it ends, with its length.
     pub fn start_applier(&self, hub: Arc<Hub>) {
         let me = self.clone();
         let h = Arc::clone(&hub);
         tokio::spawn(async move {
+            let mut down: Option<(Instant, Instant)> = None;
             loop {
-                if let Err(e) = me.apply_from(&h).await {
-                    tracing::warn!(error = %e, "reading the cluster's report stream; again in 1 s");
+                let e = match me.open_reader(&h).await {
+                    Ok(messages) => {
+                        if let Some((since, _)) = down.take() {
+                            tracing::info!(
+                                after_ms = since.elapsed().as_millis() as u64,
+                                "reading the cluster's report stream again"
+                            );
+                        }
+                        me.read(&h, messages).await
+                    }
+                    Err(e) => e,
+                };
+                match &mut down {
+                    None => {
+                        tracing::warn!(error = %e, "cannot read the cluster's report stream; asking again");
+                        let now = Instant::now();
+                        down = Some((now, now));
+                    }
+                    Some((since, told)) if told.elapsed() >= Duration::from_secs(10) => {
+                        tracing::warn!(
+                            error = %e,
+                            for_s = since.elapsed().as_secs(),
+                            "still cannot read the cluster's report stream"
+                        );
+                        *told = Instant::now();
+                    }
+                    Some(_) => {}
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
         let me = self.clone();
@@ -287,53 +324,81 @@ impl Cluster {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                if let Ok(mut s) = me.js.get_stream(me.stream_name()).await
-                    && let Ok(info) = s.info().await
-                {
+                // Asked with a short timeout: while the stream elects a leader nobody answers,
+                // and the new leader should be seen within a tick of its election.
+                let asked = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    me.js.get_stream(me.stream_name()),
+                );
+                if let Ok(Ok(s)) = asked.await {
+                    let info = s.cached_info();
                     let last = info.state.last_sequence;
                     me.status.stream_last.store(last, Ordering::Release);
                     if hub.shared_applied() >= last {
                         me.status.caught_up.store(true, Ordering::Release);
+                    }
+                    let now = info.cluster.as_ref().and_then(|c| c.leader.clone());
+                    let mut leader = me.status.leader.lock().unwrap_or_else(|p| p.into_inner());
+                    if now.is_some() && *leader != now {
+                        if leader.is_some() {
+                            me.status.leader_changes.fetch_add(1, Ordering::AcqRel);
+                        }
+                        *leader = now;
                     }
                 }
             }
         });
     }
 
-    async fn apply_from(&self, hub: &Arc<Hub>) -> Result<(), ClusterError> {
+    /// An ordered consumer of the stream from the message after the last one applied.
+    async fn open_reader(&self, hub: &Arc<Hub>) -> Result<consumer::pull::Ordered, ClusterError> {
         let start = hub.shared_applied() + 1;
         let stream = self
             .js
             .get_stream(self.stream_name())
             .await
             .map_err(|e| js_err("stream", e))?;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                ..Default::default()
-            })
+        // Asked with a 1 s timeout (not the context's 2 s): right after the stream's leader
+        // died, NATS answers only once its metadata group has a leader too, and the next ask
+        // should follow that closely. (A consumer made after its ask timed out is never read
+        // and NATS drops it after 30 s idle.)
+        let asked = stream.create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        });
+        let consumer = tokio::time::timeout(Duration::from_secs(1), asked)
             .await
+            .map_err(|_| ClusterError::JetStream("consumer: timed out after 1 s".into()))?
             .map_err(|e| js_err("consumer", e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| js_err("messages", e))?;
-        // The consumer lives on one NATS node: if it dies, the client notices only after
-        // missed heartbeats (tens of seconds). Made again instead when the stream has
-        // messages this server has not seen for 2 s.
+        consumer.messages().await.map_err(|e| js_err("messages", e))
+    }
+
+    /// Applies what `messages` delivers until it fails or stalls; returns why it stopped.
+    async fn read(&self, hub: &Arc<Hub>, mut messages: consumer::pull::Ordered) -> ClusterError {
+        // The consumer lives on one NATS node (the stream leader's): if it dies, the client
+        // notices only after missed heartbeats (tens of seconds). Made again instead as soon
+        // as the stream has another leader, or when the stream has messages this server has
+        // not seen for 2 s.
+        let changes = self.status.leader_changes.load(Ordering::Acquire);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut progress = Instant::now();
         loop {
             let m = tokio::select! {
                 m = messages.next() => m,
                 _ = tick.tick() => {
+                    if self.status.leader_changes.load(Ordering::Acquire) != changes {
+                        return ClusterError::JetStream(
+                            "the report stream has a new leader; reading from it".into(),
+                        );
+                    }
                     let behind = self.status.stream_last.load(Ordering::Acquire) > hub.shared_applied();
                     if behind && progress.elapsed() > Duration::from_secs(2) {
-                        return Err(ClusterError::JetStream(
-                            "the report stream's consumer stalled; making it again".into(),
-                        ));
+                        return ClusterError::JetStream(
+                            "the report stream's consumer stalled (its NATS node may be gone)"
+                                .into(),
+                        );
                     }
                     if !behind {
                         progress = Instant::now();
@@ -341,12 +406,17 @@ impl Cluster {
                     continue;
                 }
             };
-            let Some(m) = m else { break };
+            let Some(m) = m else {
+                return ClusterError::JetStream("the report stream's consumer ended".into());
+            };
             progress = Instant::now();
-            let m = m.map_err(|e| js_err("message", e))?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => return js_err("message", e),
+            };
             let seq = match m.info() {
                 Ok(i) => i.stream_sequence,
-                Err(e) => return Err(js_err("message info", e)),
+                Err(e) => return js_err("message info", e),
             };
             let h = Arc::clone(hub);
             let payload = m.payload.clone();
@@ -356,10 +426,9 @@ impl Cluster {
                 // state would differ from the other servers'); /ready fails on the lag.
                 tracing::error!(error = %e, "cannot apply the cluster's report stream");
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                return Err(ClusterError::JetStream(e));
+                return ClusterError::JetStream(e);
             }
         }
-        Ok(())
     }
 
     /// Why this server should not take traffic now, if it should not: the NATS connection is

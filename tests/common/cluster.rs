@@ -50,9 +50,10 @@ impl Nats {
             std::fs::write(
                 &conf,
                 format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\n\
+                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\nlog_file: \"{}.log\"\n\
                      jetstream {{ store_dir: \"{}\" }}\n\
                      cluster {{ name: urbis, listen: 127.0.0.1:{cluster}, routes: [{}] }}\n",
+                    store.display(),
                     store.display(),
                     routes.join(", ")
                 ),
@@ -114,6 +115,46 @@ impl Nats {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The node that leads stream `stream` (its Raft group's leader), as the monitoring
+    /// endpoint of a live node says; `None` while it has no leader.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let addr = format!("127.0.0.1:{}", node.http);
+            let r = super::http_get(&addr, "/jsz?streams=true", &[]);
+            if r.status != 200 {
+                continue;
+            }
+            let j: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            let leader = j["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+                .find(|d| d["name"] == stream)
+                .and_then(|d| d["cluster"]["leader"].as_str().map(str::to_string));
+            return leader.and_then(|l| l.strip_prefix('n')?.parse().ok());
+        }
+        None
+    }
+
+    /// The leader elections of every node's log, in time order (for a failing test's
+    /// message: when the cluster took how long to recover).
+    pub fn elections(&self) -> String {
+        let mut lines: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| std::fs::read_to_string(n.conf.with_extension("log")).ok())
+            .flat_map(|log| {
+                log.lines()
+                    .filter(|l| l.contains("leader") && !l.contains("consumer leader"))
+                    .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
     }
 
     /// The client URLs, comma-separated (for `--cluster`).

@@ -164,7 +164,8 @@ impl Server {
     }
 
     /// Like [`Server::spawn`], with the server's log (stderr) going to `stderr`; a
-    /// `URBIS_LOG` set on the command is kept (else warnings only).
+    /// `URBIS_LOG` set on the command is kept, else the test's own (`URBIS_LOG=info cargo
+    /// test …` to see the servers' info lines), else warnings only.
     pub fn spawn_to(mut cmd: Command, stderr: std::process::Stdio) -> Server {
         use std::io::{BufRead, BufReader};
         // The tests read what an administrator may: an admin key of the store, when the
@@ -179,7 +180,10 @@ impl Server {
             .and_then(|i| args.get(i + 1))
             .map(|store| api_key(Path::new(store), "admin"));
         if !cmd.get_envs().any(|(k, _)| k == "URBIS_LOG") {
-            cmd.env("URBIS_LOG", "warn");
+            cmd.env(
+                "URBIS_LOG",
+                std::env::var("URBIS_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         }
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
