@@ -6,54 +6,11 @@
 
 mod common;
 
-use common::Server;
 use common::live::{now, post_json};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::{Server, webhook};
 use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// A webhook receiver: each POST's JSON body goes to the channel; the first `fail_first`
-/// requests are answered 503, the others 200.
-fn webhook(fail_first: usize) -> (String, mpsc::Receiver<(u16, serde_json::Value)>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut n = 0;
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut len = 0usize;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let status = if n < fail_first { 503 } else { 200 };
-            n += 1;
-            let mut w = conn;
-            let _ = write!(
-                w,
-                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            );
-            let _ = tx.send((status, serde_json::from_slice(&body).unwrap_or_default()));
-        }
-    });
-    (url, rx)
-}
 
 fn report(server: &Server, secret: &str) {
     let body = format!(r#"{{"lat":-34.9,"lon":-56.16,"t":{}}}"#, now());

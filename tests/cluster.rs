@@ -2,7 +2,8 @@
 //! (Debian's nats-server), HAProxy (Debian's haproxy) in front, all on loopback. Layers
 //! imported through one server are served by all; devices reporting to any server are the
 //! same on every one; `kill -9` of a server or of a NATS node loses no acknowledged report;
-//! a server started later catches up.
+//! a server started later catches up; an alert over the shared state reaches the webhook
+//! once, not once per server.
 
 mod common;
 
@@ -696,4 +697,93 @@ fn a_server_started_empty_catches_up_on_an_hour_of_traffic() {
         devices_of(&a).values().all(|v| v.contains(" 205 "))
     })
     .expect("A applied the whole batch sent to D");
+}
+
+#[test]
+fn an_alert_over_the_shared_state_is_posted_once_by_the_cluster() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let (url, hook) = common::webhook(0);
+    let rules = dir.path().join("alerts.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            r#"
+            interval = "1s"
+            [webhook]
+            url = "{url}"
+            [[rule]]
+            name = "fleet silent"
+            when = "no_reports"
+            layer = "fleet"
+            silent = "3s"
+            "#
+        ),
+    )
+    .unwrap();
+    let stores: Vec<_> = ["a", "b", "c"].iter().map(|n| dir.path().join(n)).collect();
+    let secret = add_device(&stores[0], "van-1", "fleet", "10s");
+    let flag = ["--alerts", rules.to_str().unwrap()];
+    let servers: Vec<Server> = stores.iter().map(|s| server(s, &nats, &flag)).collect();
+    let state = |s: &Server| {
+        let a = s.get("/alerts", &[]).json();
+        a["rules"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let posted = |state: &str| {
+        // Long enough for every server's post to have arrived, had each posted.
+        std::thread::sleep(Duration::from_secs(2));
+        let got: Vec<serde_json::Value> = hook.try_iter().map(|(_, e)| e).collect();
+        let n = got
+            .iter()
+            .filter(|e| e["rule"] == "fleet silent" && e["state"] == state)
+            .count();
+        (n, got)
+    };
+
+    // Nothing from the fleet since the servers started: the rule fires on all three, and the
+    // webhook hears it once.
+    wait_for(Duration::from_secs(30), || {
+        servers.iter().all(|s| state(s) == "firing")
+    })
+    .expect("the rule fires on every server");
+    let (firing, got) = posted("firing");
+    assert_eq!(
+        firing, 1,
+        "the webhook heard the alert {firing} times: {got:?}"
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+
+    // The van reports (to each server in turn, every 500 ms): the rule resolves on all three,
+    // and the webhook hears that once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reporter = {
+        let stop = Arc::clone(&stop);
+        let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let body = format!(r#"{{"lat":60.17,"lon":24.94,"t":{}}}"#, now());
+                let r = post_json(&addrs[i % 3], &format!("Bearer {secret}"), &body);
+                assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    wait_for(Duration::from_secs(30), || {
+        servers.iter().all(|s| state(s) == "inactive")
+    })
+    .expect("the rule resolves on every server");
+    let (resolved, got) = posted("resolved");
+    stop.store(true, Ordering::Relaxed);
+    reporter.join().unwrap();
+    assert_eq!(
+        resolved, 1,
+        "the webhook heard the resolution {resolved} times: {got:?}"
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
 }

@@ -12,6 +12,8 @@
 //! KV      NAME_tables    key = table.hex(primary key), value = JSON row: API keys, layer
 //!                        classifications and catalog metadata, the device registry, ingest
 //!                        keys (tables.rs)
+//! KV      NAME_alerts    key = rule.hex(rule name), value = JSON {state, since, at}: the last
+//!                        change of each rule over the shared state, announced once (alerts.rs)
 //! ```
 //!
 //! A report is acknowledged once the stream has stored it on a quorum of its replicas, and
@@ -21,6 +23,7 @@
 //! are replicated by watching: a change made on one server's store (an import, a rollback, a
 //! key created) is published, and every server applies what the buckets hold.
 
+pub mod alerts;
 pub mod layers;
 pub mod tables;
 
@@ -198,7 +201,11 @@ impl Cluster {
                     )
                 })?;
         }
-        for bucket in [self.bucket("layers"), self.bucket("tables")] {
+        for bucket in [
+            self.bucket("layers"),
+            self.bucket("tables"),
+            self.bucket("alerts"),
+        ] {
             if self.js.get_key_value(&bucket).await.is_err() {
                 // The bucket's stream made as the KV convention has it (what
                 // `create_key_value` would make): async-nats 0.51 first asks for the account's

@@ -6,6 +6,11 @@
 //! queue of its own: a slow or dead webhook never holds up the server). The same rules can be
 //! exported as Prometheus alerting rules for teams that run Alertmanager.
 //!
+//! In cluster mode every server evaluates its own rules; a change of a rule that reads only
+//! the shared live state (`devices_lost`, `no_reports`, `geofence_open`) happens on every
+//! server that has the rule, and goes to the webhook once: the server an [`AlertGate`] names
+//! first posts it. The other rules read a server's own figures and each server posts its own.
+//!
 //! ```toml
 //! interval = "15s"                 # how often the rules are evaluated (1s..1h)
 //!
@@ -145,6 +150,21 @@ pub enum Condition {
         /// Percent.
         below: f64,
     },
+}
+
+impl Condition {
+    /// Whether it reads only the live state (lost devices, silent layers, open geofence
+    /// alarms), which every server of a cluster holds alike: such a rule changes state on
+    /// every server at about the same time, and the cluster announces it once. The others
+    /// read a server's own figures (its refusals, tile times, readiness, disk).
+    pub fn on_shared_state(&self) -> bool {
+        matches!(
+            self,
+            Condition::DevicesLost { .. }
+                | Condition::NoReports { .. }
+                | Condition::GeofenceOpen { .. }
+        )
+    }
 }
 
 /// One rule.
@@ -564,12 +584,28 @@ struct RuleState {
     summary: String,
 }
 
+/// Decides which server of a cluster posts a change of a rule over the shared live state to
+/// the webhook (every server sees it; one should tell). The cluster room implements it; a
+/// single server has none and posts everything.
+pub trait AlertGate: Send + Sync {
+    /// Whether this server is the first to announce `e` (and so posts it); an answer that
+    /// cannot be had should be `true`: a duplicate is better than a lost alert.
+    fn first<'a>(
+        &'a self,
+        e: &'a AlertEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+}
+
+/// A change waiting for the webhook, with whether its rule reads the shared state.
+type Queued = (AlertEvent, bool);
+
 /// The rules, their states, the recent transitions and the webhook's queue.
 pub struct Alerts {
     rules: Rules,
     states: Mutex<Vec<RuleState>>,
     history: Mutex<VecDeque<AlertEvent>>,
-    webhook: Option<tokio::sync::mpsc::Sender<AlertEvent>>,
+    webhook: Option<tokio::sync::mpsc::Sender<Queued>>,
+    gate: Arc<std::sync::OnceLock<Arc<dyn AlertGate>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -707,9 +743,10 @@ impl Alerts {
     /// The rules, all inactive; the webhook's sender runs on the current tokio runtime when
     /// the rules have one (call within it).
     pub fn new(rules: Rules) -> Alerts {
+        let gate = Arc::new(std::sync::OnceLock::new());
         let webhook = rules.webhook.clone().map(|w| {
             let (tx, rx) = tokio::sync::mpsc::channel(WEBHOOK_QUEUE);
-            tokio::spawn(deliver(w, rx));
+            tokio::spawn(deliver(w, rx, Arc::clone(&gate)));
             tx
         });
         let states = Mutex::new(vec![RuleState::default(); rules.rules.len()]);
@@ -718,7 +755,14 @@ impl Alerts {
             states,
             history: Mutex::new(VecDeque::new()),
             webhook,
+            gate,
         }
+    }
+
+    /// In cluster mode: changes of the rules over the shared state go to the webhook only
+    /// when `gate` says this server is the first to announce them. Set once.
+    pub fn share(&self, gate: Arc<dyn AlertGate>) {
+        let _ = self.gate.set(gate);
     }
 
     /// The rules.
@@ -730,8 +774,10 @@ impl Alerts {
     /// kept for `GET /alerts` and queued for the webhook.
     pub fn evaluate(&self, i: &Inputs) -> Vec<AlertEvent> {
         let mut out = Vec::new();
+        let mut shared = Vec::new();
         let mut states = lock(&self.states);
         for (r, s) in self.rules.rules.iter().zip(states.iter_mut()) {
+            let before = out.len();
             let (value, holds, summary) = check(&r.condition, i);
             s.value = value;
             s.summary = summary.clone();
@@ -763,17 +809,21 @@ impl Alerts {
                 s.firing = false;
                 s.holds_since = None;
             }
+            shared.extend(std::iter::repeat_n(
+                r.condition.on_shared_state(),
+                out.len() - before,
+            ));
         }
         drop(states);
         if !out.is_empty() {
             let mut h = lock(&self.history);
-            for e in &out {
+            for (e, shared) in out.iter().zip(shared) {
                 h.push_back(e.clone());
                 if h.len() > HISTORY {
                     h.pop_front();
                 }
                 if let Some(tx) = &self.webhook
-                    && let Err(e) = tx.try_send(e.clone())
+                    && let Err(e) = tx.try_send((e.clone(), shared))
                 {
                     tracing::warn!(error = %e, "the alert webhook's queue is full: an alert was not posted");
                 }
@@ -925,10 +975,23 @@ pub fn disk_free_percent(dir: &Path) -> Option<f64> {
 
 /// Posts each event to the webhook in order; an attempt that fails (connection, timeout, an
 /// answer other than 2xx) is retried after 1 s, 2 s, 4 s ... up to `retries` times, then
-/// dropped with a warning. Runs apart from everything else: the evaluator only queues.
-async fn deliver(w: Webhook, mut rx: tokio::sync::mpsc::Receiver<AlertEvent>) {
+/// dropped with a warning. Runs apart from everything else: the evaluator only queues. In
+/// cluster mode a change of a rule over the shared state is posted only by the server the
+/// gate names first.
+async fn deliver(
+    w: Webhook,
+    mut rx: tokio::sync::mpsc::Receiver<Queued>,
+    gate: Arc<std::sync::OnceLock<Arc<dyn AlertGate>>>,
+) {
     let client = super::http::Client::new();
-    while let Some(e) = rx.recv().await {
+    while let Some((e, shared)) = rx.recv().await {
+        if shared
+            && let Some(g) = gate.get()
+            && !g.first(&e).await
+        {
+            tracing::debug!(rule = %e.rule, state = %e.state, "alert announced by another server of the cluster");
+            continue;
+        }
         let body = serde_json::to_vec(&e).unwrap_or_default();
         let mut wait = Duration::from_secs(1);
         for attempt in 0..=w.retries {
@@ -992,6 +1055,7 @@ mod tests {
             rules,
             history: Mutex::new(VecDeque::new()),
             webhook: None,
+            gate: Arc::default(),
         };
         assert!(a.evaluate(&lost("trackers", 1)).is_empty());
         let mut i = lost("trackers", 2);

@@ -209,7 +209,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await??,
         )
     };
-    let hub = {
+    let (hub, cluster) = {
         let longest = crate::governance::retention::longest(&config.store, config.retention_s);
         let cfg = crate::live::LiveConfig {
             store_dir: config.store.clone(),
@@ -221,7 +221,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             dtls_only: config.coap_dtls_only,
         };
         match &config.cluster {
-            None => tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??,
+            None => (
+                tokio::task::spawn_blocking(move || crate::live::Hub::open(cfg)).await??,
+                None,
+            ),
             Some(cc) => {
                 let cluster = crate::cluster::Cluster::connect(cc.clone()).await?;
                 tracing::info!(nats = %crate::cluster::display_urls(&cc.urls), name = %cc.name, replicas = cc.replicas, "cluster mode");
@@ -236,7 +239,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         .await??;
                 log.feeds(&hub);
                 cluster.start_applier(Arc::clone(&hub));
-                hub
+                (hub, Some(cluster))
             }
         }
     };
@@ -365,6 +368,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(rules = n, "alert rules loaded");
         a
     });
+    if let (Some(a), Some(c)) = (&alerts, &cluster) {
+        // Changes of the rules over the shared state go to the webhook once for the cluster.
+        a.share(Arc::new(
+            crate::cluster::alerts::AlertClaims::open(c).await?,
+        ));
+    }
     let fonts = Arc::new(crate::fonts::Fonts::discover(&config.fonts));
     if fonts.is_empty() {
         tracing::warn!(

@@ -542,3 +542,46 @@ pub fn add_device(store: &Path, id: &str, layer: &str, interval: &str) -> String
         .expect("a secret in the output")
         .to_string()
 }
+
+/// A webhook receiver: each POST's JSON body goes to the channel; the first `fail_first`
+/// requests are answered 503, the others 200.
+pub fn webhook(fail_first: usize) -> (String, std::sync::mpsc::Receiver<(u16, serde_json::Value)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let status = if n < fail_first { 503 } else { 200 };
+            n += 1;
+            let mut w = conn;
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = tx.send((status, serde_json::from_slice(&body).unwrap_or_default()));
+        }
+    });
+    (url, rx)
+}
