@@ -2,8 +2,9 @@
 //! (Debian's nats-server), HAProxy (Debian's haproxy) in front, all on loopback. Layers
 //! imported through one server are served by all; devices reporting to any server are the
 //! same on every one; `kill -9` of a server or of a NATS node loses no acknowledged report;
-//! a server started later catches up; an alert over the shared state reaches the webhook
-//! once, not once per server.
+//! a server started later catches up; a device reporting the moment it is registered is
+//! applied by every server; an alert over the shared state reaches the webhook once, not
+//! once per server.
 
 mod common;
 
@@ -786,4 +787,56 @@ fn an_alert_over_the_shared_state_is_posted_once_by_the_cluster() {
         "the webhook heard the resolution {resolved} times: {got:?}"
     );
     assert_eq!(got.len(), 1, "{got:?}");
+}
+
+#[test]
+fn a_device_reporting_the_moment_it_is_registered_is_applied_by_every_server() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let stores: Vec<_> = ["a", "b", "c"].iter().map(|n| dir.path().join(n)).collect();
+    let servers: Vec<Server> = stores.iter().map(|s| server(s, &nats, &[])).collect();
+    // Registered through A's API (A has them before it answers), and each reports to A at
+    // once: its registry row is still on its way to B and C through the tables bucket when
+    // its report reaches them through the stream.
+    let batch: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"id":"new-{i}","layer":"fleet","interval":"10s"}}"#))
+        .collect();
+    let r = servers[0].request(
+        "POST",
+        "/admin/devices",
+        &[],
+        format!("[{}]", batch.join(",")).as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let secrets = r.json()["secrets"].as_array().unwrap().clone();
+    let t = now();
+    for (i, s) in secrets.iter().enumerate() {
+        let body = format!(
+            r#"{{"lat":{},"lon":24.94,"t":{t}}}"#,
+            60.1 + i as f64 * 0.001
+        );
+        let auth = format!("Bearer {}", s["secret"].as_str().unwrap());
+        let r = post_json(&servers[0].addr, &auth, &body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let reported = |s: &Server| {
+        devices_of(s)
+            .iter()
+            .filter(|(id, d)| id.starts_with("new-") && d.contains(" 1 "))
+            .count()
+    };
+    let same = wait_for(Duration::from_secs(10), || {
+        servers.iter().all(|s| reported(s) == 40)
+    });
+    assert!(
+        same.is_some(),
+        "devices with their one report on A, B, C: {:?} (a report applied before its \
+         device's row arrived was dropped)",
+        servers.iter().map(reported).collect::<Vec<_>>()
+    );
+    let a = devices_of(&servers[0]);
+    for s in &servers[1..] {
+        assert_eq!(devices_of(s), a, "{} differs from A", s.base);
+    }
 }

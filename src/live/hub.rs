@@ -32,7 +32,7 @@ pub struct Hub {
     /// `STORE/live/hub.lock`, locked while this hub is open: one process writes the log.
     _lock: std::fs::File,
     /// The registry's database connection; held while reading changes.
-    reg_db: Mutex<RegistryDb>,
+    pub(super) reg_db: Mutex<RegistryDb>,
     /// The registry as last read; changed in place by [`Hub::refresh_registry`].
     registry: RwLock<RegIndex>,
     pub(super) state: RwLock<LiveState>,

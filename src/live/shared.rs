@@ -43,6 +43,12 @@ pub const MAX_PART_BYTES: usize = 448 * 1024;
 /// An acknowledged message not yet applied here is answered anyway after this long (it is
 /// durable; the answer only waited to show it in this server's state).
 const APPLY_WAIT: Duration = Duration::from_secs(5);
+/// How long the applier waits for the registry row of a device whose report it applies and
+/// that it does not know (the row travels through another channel of the cluster: a device
+/// that reports the moment it is registered can be faster than it).
+const REGISTRY_WAIT: Duration = Duration::from_secs(3);
+/// Devices waited for in vain remembered, at most (their reports are not waited for again).
+const GIVEN_UP: usize = 10_000;
 
 /// Called once a message is stored by the shared log: its sequence number, or why not.
 pub type Appended = Box<dyn FnOnce(Result<u64, String>) + Send>;
@@ -73,6 +79,9 @@ pub(super) struct Shared {
     pub(super) applied: AtomicU64,
     /// The last shared-log sequence number handed to the committer.
     queued: AtomicU64,
+    /// Devices whose registry row never came while a report of theirs waited for it
+    /// (removed ones): their reports are dropped without waiting again.
+    given_up: Mutex<std::collections::HashSet<String>>,
 }
 
 struct Pending {
@@ -96,6 +105,7 @@ impl Shared {
             pending: Mutex::new(HashMap::new()),
             applied: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            given_up: Mutex::new(std::collections::HashSet::new()),
         }
     }
 }
@@ -338,21 +348,7 @@ impl Hub {
             return Ok(());
         }
         let parts = parts(body).map_err(|e| format!("message {seq} of the shared log: {e}"))?;
-        // A device registered a moment ago on another server: its row may be in this
-        // database already but not yet in the registry read each second. Read it now, so
-        // that this server does not drop a report the others apply.
-        let unknown = {
-            let reg = self.registry();
-            parts.iter().any(|(_, records)| {
-                records.iter().any(|r| match r {
-                    Record::Report(r) => !reg.has_device(&r.device),
-                    _ => false,
-                })
-            })
-        };
-        if unknown && let Err(e) = self.refresh_registry() {
-            tracing::warn!(error = %e, "cannot re-read the device registry");
-        }
+        self.await_registry(sh, &parts);
         sh.queued.store(seq, Ordering::Release);
         for (id, records) in parts {
             let mut reply = None;
@@ -376,6 +372,72 @@ impl Hub {
                 .map_err(|_| "the log thread has stopped".to_string())?;
         }
         Ok(())
+    }
+
+    /// Has the registry know every device that `parts` report for, waiting up to
+    /// [`REGISTRY_WAIT`] for rows on their way. A device registered a moment ago on another
+    /// server can report there before its row reaches this server's database (rows travel
+    /// through the cluster's table bucket, reports through the stream): without the wait this
+    /// server would drop a report the others apply, and its state would differ from theirs.
+    /// A device removed from this server's registry is not waited for; one still unknown
+    /// after the wait is remembered too, and its later reports are not waited for.
+    fn await_registry(&self, sh: &Shared, parts: &[(String, Vec<Record>)]) {
+        let missing = || -> Vec<String> {
+            let reg = self.registry();
+            let mut given_up = lock(&sh.given_up);
+            let mut ids = Vec::new();
+            for r in parts.iter().flat_map(|(_, records)| records.iter()) {
+                let Record::Report(r) = r else { continue };
+                if reg.has_device(&r.device) {
+                    // Registered again since it was given up.
+                    if !given_up.is_empty() {
+                        given_up.remove(&r.device);
+                    }
+                } else if !given_up.contains(&r.device) {
+                    ids.push(r.device.clone());
+                }
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let first = missing();
+        if first.is_empty() {
+            return;
+        }
+        // Removed here (this server's registry saw it go): nothing to wait for.
+        let removed: Vec<String> = {
+            let db = lock(&self.reg_db);
+            first
+                .into_iter()
+                .filter(|id| db.was_removed(id).unwrap_or(false))
+                .collect()
+        };
+        lock(&sh.given_up).extend(removed);
+        let start = Instant::now();
+        loop {
+            if let Err(e) = self.refresh_registry() {
+                tracing::warn!(error = %e, "cannot re-read the device registry");
+            }
+            let ids = missing();
+            if ids.is_empty() {
+                return;
+            }
+            if start.elapsed() >= REGISTRY_WAIT {
+                tracing::warn!(
+                    devices = ids.len(),
+                    first = %ids[0],
+                    "reports of devices this server's registry does not have (removed?); dropped here"
+                );
+                let mut given_up = lock(&sh.given_up);
+                if given_up.len() + ids.len() > GIVEN_UP {
+                    given_up.clear();
+                }
+                given_up.extend(ids);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Messages of the shared log not yet applied here (`None` when not in cluster mode).

@@ -182,6 +182,20 @@ impl RegistryDb {
         &self.db
     }
 
+    /// Whether `id` was removed from the registry (and is not registered again).
+    pub fn was_removed(&self, id: &str) -> Result<bool, RegistryError> {
+        Ok(self
+            .db
+            .conn()
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM devices_gone g WHERE g.id = ?1
+                 AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = g.id))",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db.error(e))?)
+    }
+
     /// The registry revision now.
     pub fn rev(&self) -> Result<i64, RegistryError> {
         Ok(self

@@ -305,6 +305,11 @@ mod tests {
             (ch.upserts.len(), ch.gone.clone()),
             (0, vec!["tr-1".to_string()])
         );
+        assert!(r.was_removed("tr-1").unwrap());
+        assert!(!r.was_removed("never-here").unwrap());
+        r.add_device("tr-1", "vehicles", DeviceKind::Tracker, 900)
+            .unwrap();
+        assert!(!r.was_removed("tr-1").unwrap(), "registered again");
     }
 
     #[test]
