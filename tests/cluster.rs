@@ -170,9 +170,21 @@ fn layers_devices_and_events_are_the_same_through_every_server() {
         "geometry":{"type":"Polygon","coordinates":[[[24.90,60.10],[24.92,60.10],[24.92,60.12],[24.90,60.12],[24.90,60.10]]]}}"#;
     let r = a.request("POST", "/geofences", &[], fence.as_bytes());
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // A answers once it applied the fence; B and C apply it from the stream a moment later
+    // (in stream order: before any report sent after it).
     for s in &servers {
-        let g = s.get("/geofences", &[]).json();
-        assert!(g.to_string().contains("depot"), "{}: {g}", s.base);
+        let seen = wait_for(Duration::from_secs(5), || {
+            s.get("/geofences", &[])
+                .json()
+                .to_string()
+                .contains("depot")
+        });
+        assert!(
+            seen.is_some(),
+            "{}: {}",
+            s.base,
+            s.get("/geofences", &[]).json()
+        );
     }
     let on_c = c.stream("/stream", &[]);
     let on_a = a.stream("/stream", &[]);
