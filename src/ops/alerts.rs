@@ -774,10 +774,8 @@ impl Alerts {
     /// kept for `GET /alerts` and queued for the webhook.
     pub fn evaluate(&self, i: &Inputs) -> Vec<AlertEvent> {
         let mut out = Vec::new();
-        let mut shared = Vec::new();
         let mut states = lock(&self.states);
         for (r, s) in self.rules.rules.iter().zip(states.iter_mut()) {
-            let before = out.len();
             let (value, holds, summary) = check(&r.condition, i);
             s.value = value;
             s.summary = summary.clone();
@@ -809,19 +807,21 @@ impl Alerts {
                 s.firing = false;
                 s.holds_since = None;
             }
-            shared.extend(std::iter::repeat_n(
-                r.condition.on_shared_state(),
-                out.len() - before,
-            ));
         }
         drop(states);
         if !out.is_empty() {
             let mut h = lock(&self.history);
-            for (e, shared) in out.iter().zip(shared) {
+            for e in &out {
                 h.push_back(e.clone());
                 if h.len() > HISTORY {
                     h.pop_front();
                 }
+                // Rule names are unique: the event names its rule.
+                let shared = self
+                    .rules
+                    .rules
+                    .iter()
+                    .any(|r| r.name == e.rule && r.condition.on_shared_state());
                 if let Some(tx) = &self.webhook
                     && let Err(e) = tx.try_send((e.clone(), shared))
                 {
